@@ -1,0 +1,283 @@
+"""Labelled text from any source -> one normalised, split dataset (`dataset.parquet`)."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import re
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from textvision.errors import InputError
+from textvision.io import atomic_path
+from textvision.synthetic import make_corpus
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+_BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
+_READERS = {
+    ".csv": lambda buf: pd.read_csv(buf),
+    ".tsv": lambda buf: pd.read_csv(buf, sep="\t"),
+    ".jsonl": lambda buf: pd.read_json(buf, lines=True),
+    ".json": lambda buf: pd.read_json(buf, lines=True),
+}
+_ACLIMDB = re.compile(r"(?:^|/)aclImdb/(train|test)/(pos|neg)/(\d+)_(\d+)\.txt$")
+
+
+def load_source(source: str, text_column: str = "text", label_column: str = "label",
+                id_column: str | None = None, synthetic: dict | None = None) -> pd.DataFrame:
+    """Read a labelled source into columns id, text, label (raw label values)."""
+    if source == "synthetic":
+        return make_corpus(**(synthetic or {}))
+    if source.startswith("hf:"):
+        frame = _load_hf(source[3:], text_column, label_column)
+        text_column, label_column = "text", "label"
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise InputError(f"{source}: file or folder not found")
+        if path.is_dir() or path.name.endswith((".tar.gz", ".tgz")):
+            return _load_aclimdb(path)
+        frame = _load_table(path)
+    for role, column in (("text", text_column), ("label", label_column), ("id", id_column)):
+        if column is not None and column not in frame.columns:
+            raise InputError(
+                f"{source}: missing {role} column {column!r} (config key 'data.{role}_column'); "
+                f"found columns {list(frame.columns)}"
+            )
+    ids = frame[id_column].astype(str) if id_column else [f"row-{i}" for i in range(len(frame))]
+    return pd.DataFrame({"id": ids, "text": frame[text_column], "label": frame[label_column]})
+
+
+def _load_table(path: Path) -> pd.DataFrame:
+    suffix = path.suffix.lower()
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: file is empty (expected a header and labelled rows)")
+    if suffix == ".parquet":
+        try:
+            return pd.read_parquet(path)
+        except (OSError, pa.ArrowException) as err:
+            raise InputError(f"{path}: not a readable Parquet file ({err})") from None
+    if suffix not in _READERS:
+        raise InputError(
+            f"{path}: unknown file type {suffix!r}; expected .csv, .tsv, .parquet, .jsonl, "
+            "an aclImdb folder or aclImdb_v1.tar.gz"
+        )
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise InputError(
+            f"{path}: line {line}, byte {err.start}: invalid UTF-8 ({err.reason}); "
+            "expected UTF-8 text"
+        ) from None
+    try:
+        return _READERS[suffix](io.StringIO(text))
+    except (pd.errors.EmptyDataError, ValueError) as err:
+        raise InputError(f"{path}: cannot parse as {suffix[1:].upper()} ({err})") from None
+
+
+def _load_aclimdb(path: Path) -> pd.DataFrame:
+    """The authors' layout: aclImdb/{train,test}/{pos,neg}/<id>_<rating>.txt (folder or tarball)."""
+    rows = []
+
+    def add(name: str, data: bytes) -> None:
+        match = _ACLIMDB.search(name)
+        if match:
+            split, label, num, _rating = match.groups()
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise InputError(f"{path}: {name}: invalid UTF-8 at byte {err.start}") from None
+            rows.append((f"{split}/{label}/{num}", text, label))
+
+    if path.is_dir():
+        root = path if path.name == "aclImdb" else path / "aclImdb"
+        for file in sorted(root.glob("*/*/*.txt")):
+            add(file.relative_to(root.parent).as_posix(), file.read_bytes())
+    else:
+        try:
+            with tarfile.open(path, "r:gz") as tar:
+                for member in tar:
+                    if member.isfile() and _ACLIMDB.search(member.name):
+                        add(member.name, tar.extractfile(member).read())
+        except (tarfile.TarError, OSError, EOFError) as err:
+            raise InputError(f"{path}: not a readable .tar.gz archive ({err})") from None
+    if not rows:
+        raise InputError(
+            f"{path}: no reviews found; expected aclImdb/{{train,test}}/{{pos,neg}}/<id>_<rating>.txt"
+        )
+    rows.sort(key=lambda r: r[0])
+    return pd.DataFrame(rows, columns=["id", "text", "label"])
+
+
+def _load_hf(name: str, text_column: str, label_column: str) -> pd.DataFrame:
+    import datasets
+
+    try:
+        dsets = datasets.load_dataset(name)
+    except Exception as err:  # noqa: BLE001 - datasets raises many types for "not available"
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
+        raise InputError(
+            f"hf:{name}: cannot load the dataset ({type(err).__name__}: {err}). "
+            + ("It is not in the local Hugging Face cache (HF_HUB_OFFLINE is set). " if offline else "")
+            + f"On a machine with network run `textvision prefetch --dataset hf:{name}` "
+            "(or `python -c \"import datasets; datasets.load_dataset('" + name + "')\"`) with the "
+            "same HF_HOME, then rerun with HF_HUB_OFFLINE=1."
+        ) from None
+    frames = []
+    for split, dset in dsets.items():
+        for column in (text_column, label_column):
+            if column not in dset.column_names:
+                raise InputError(
+                    f"hf:{name} split {split!r}: missing column {column!r}; found {dset.column_names}"
+                )
+        frame = dset.to_pandas()[[text_column, label_column]]
+        feature = dset.features[label_column]
+        if hasattr(feature, "names"):
+            labelled = frame[label_column] >= 0  # -1 marks unlabelled rows (IMDB's 'unsupervised')
+            frame = frame[labelled].assign(**{label_column: lambda f: f[label_column].map(
+                dict(enumerate(feature.names)))})
+        frame.index = [f"{split}-{i}" for i in frame.index]
+        frames.append(frame)
+    frame = pd.concat(frames)
+    return pd.DataFrame({"id": frame.index, "text": frame[text_column].values,
+                         "label": frame[label_column].values})
+
+
+def validate_rows(frame: pd.DataFrame, source: str) -> None:
+    """Stop on empty texts, missing labels, duplicated ids or fewer than two classes."""
+    if len(frame) == 0:
+        raise InputError(f"{source}: no data rows (only a header?); expected labelled texts")
+    bad = frame["label"].isna().to_numpy()
+    if bad.any():
+        rows = np.flatnonzero(bad)[:5].tolist()
+        raise InputError(f"{source}: label column has missing (NaN) values at rows {rows}")
+    texts = frame["text"]
+    empty = texts.isna().to_numpy() | ~texts.map(lambda t: isinstance(t, str) and t.strip() != "")
+    if empty.any():
+        rows = np.flatnonzero(empty)[:5].tolist()
+        raise InputError(
+            f"{source}: text column has empty, whitespace-only or non-string values at rows {rows}"
+        )
+    dup = frame["id"].duplicated(keep=False).to_numpy()
+    if dup.any():
+        rows = np.flatnonzero(dup)[:5].tolist()
+        raise InputError(
+            f"{source}: duplicated id {frame['id'].iloc[rows[0]]!r} at rows {rows}; ids must be unique"
+        )
+    classes = frame["label"].unique()
+    if len(classes) < 2:
+        raise InputError(
+            f"{source}: label column holds a single class {classes.tolist()}; expected at least two"
+        )
+
+
+def encode_labels(labels: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """Map string or integer labels to 0..K-1 (sorted order); return codes and class names."""
+    values = labels.to_numpy()
+    numeric = pd.api.types.is_numeric_dtype(labels)
+    if numeric:
+        as_int = values.astype(np.int64)
+        if not np.array_equal(as_int, values):
+            raise InputError(f"label column holds non-integer numbers (e.g. {values[0]})")
+        values = as_int
+    classes = np.unique(values)
+    codes = np.searchsorted(classes, values).astype(np.int64)
+    return codes, [str(c) for c in classes]
+
+
+def split_rows(labels: np.ndarray, val: float, test: float, seed: int) -> np.ndarray:
+    """Stratified shuffle split: each class cut into train/val/test by the fractions."""
+    rng = np.random.default_rng(seed)
+    split = np.empty(len(labels), dtype=object)
+    for cls in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == cls))
+        n_val, n_test = round(val * len(idx)), round(test * len(idx))
+        n_train = len(idx) - n_val - n_test
+        if n_val < 1 or n_train < 1 or (test > 0 and n_test < 1):
+            raise InputError(
+                f"class {cls} has {len(idx)} rows: too few for data.split (val={val}, test={test}); "
+                "every split needs at least one row of every class"
+            )
+        split[idx[:n_train]] = "train"
+        split[idx[n_train:n_train + n_val]] = "val"
+        split[idx[n_train + n_val:]] = "test"
+    return split
+
+
+def subsample(frame: pd.DataFrame, n_per_class: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    keep = []
+    for cls in sorted(frame["label"].unique(), key=str):
+        idx = np.flatnonzero((frame["label"] == cls).to_numpy())
+        if len(idx) < n_per_class:
+            log.warning("class %r has %d rows, fewer than data.n_per_class=%d: keeping all",
+                        cls, len(idx), n_per_class)
+        keep.append(np.sort(rng.choice(idx, size=min(n_per_class, len(idx)), replace=False)))
+    return frame.iloc[np.sort(np.concatenate(keep))].reset_index(drop=True)
+
+
+def prepare_dataset(source: str, out: str | Path, *, text_column: str = "text",
+                    label_column: str = "label", id_column: str | None = None,
+                    n_per_class: int | None = None, val: float = 0.2, test: float = 0.0,
+                    seed: int = 42, clean_html: bool = True,
+                    synthetic: dict | None = None) -> pd.DataFrame:
+    """Load, check, subsample, encode labels, split (stratified, seeded) and write Parquet."""
+    frame = load_source(source, text_column, label_column, id_column, synthetic)
+    validate_rows(frame, source)
+    if n_per_class:
+        frame = subsample(frame, n_per_class, seed)
+    codes, names = encode_labels(frame["label"])
+    split = split_rows(codes, val, test, seed)
+    order = np.random.default_rng(seed).permutation(len(frame))  # pool and shuffle, as the paper
+    texts = frame["text"].astype(str)
+    if clean_html:
+        texts = texts.map(lambda t: " ".join(_BR.sub(" ", t).split()))
+    data = pd.DataFrame({"id": frame["id"].astype(str).to_numpy()[order],
+                         "text": texts.to_numpy()[order], "label": codes[order],
+                         "split": split[order].astype(str)})
+    meta = {
+        "source": source, "synthetic": source == "synthetic", "label_names": names,
+        "clean_html": clean_html, "n_per_class": n_per_class,
+        "split": {"val": val, "test": test, "seed": seed},
+        "counts": {s: int((data["split"] == s).sum()) for s in SPLITS},
+    }
+    write_dataset(data, meta, out)
+    log.info("wrote %s: %d rows, classes %s, %s", out, len(data), names, meta["counts"])
+    return data
+
+
+def write_dataset(data: pd.DataFrame, meta: dict, out: str | Path) -> None:
+    table = pa.Table.from_pandas(data, preserve_index=False)
+    table = table.replace_schema_metadata(
+        {**(table.schema.metadata or {}), b"textvision": json.dumps(meta).encode()})
+    with atomic_path(out) as tmp:
+        pq.write_table(table, tmp)
+
+
+def read_dataset(path: str | Path) -> tuple[pd.DataFrame, dict]:
+    """Return the dataset frame and its metadata (label names, source, split settings)."""
+    try:
+        table = pq.read_table(path)
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except (OSError, pa.ArrowException) as err:
+        raise InputError(f"{path}: not a readable Parquet file ({err})") from None
+    meta = json.loads((table.schema.metadata or {}).get(b"textvision", b"{}"))
+    frame = table.to_pandas()
+    missing = {"id", "text", "label", "split"} - set(frame.columns)
+    if missing or "label_names" not in meta:
+        raise InputError(
+            f"{path}: not a textvision dataset (missing columns {sorted(missing)} or label names)"
+        )
+    return frame, meta

@@ -1,0 +1,232 @@
+"""DeepInsight (Sharma et al., 2019) as a scikit-learn transformer: feature vectors -> images.
+
+Features are points: a 2-D projection of the transposed (scaled) matrix places every feature,
+the convex hull's minimum-area bounding rectangle is rotated axis-parallel, and positions are
+discretised onto a P x P grid, by binning (DeepInsight, pyDeepInsight `bin`) or by an optimal
+one-to-one assignment of features to pixel centres. A sample's image holds, in each pixel, the
+mean of its scaled features that landed there.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import sparse
+from scipy.optimize import linear_sum_assignment
+from scipy.spatial import ConvexHull
+from scipy.spatial.distance import cdist
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.decomposition import PCA, KernelPCA
+from sklearn.utils.validation import check_array, check_is_fitted
+
+SCALERS = ("log", "minmax", "zscore", "none")
+PROJECTORS = ("tsne", "pca", "kpca")
+DISCRETIZATIONS = ("bin", "assignment")
+
+
+class DeepInsightTransformer(TransformerMixin, BaseEstimator):
+    """Map `[n_samples, n_features]` vectors to `[n_samples, pixels, pixels]` float32 images.
+
+    Fitted attributes: `scale_` (scaler statistics), `embedding_` (2-D feature positions),
+    `rotation_` (2x2), `coords_` (rotated positions), `pixels_` (`[n_features, 2]` row and
+    column of every feature), `feature_counts_` (`[P, P]` features per pixel), `occupancy_`.
+    """
+
+    def __init__(self, pixels=50, scaler="log", projector="tsne", *, perplexity=30.0,
+                 metric="euclidean", init="pca", learning_rate="auto", max_iter=1000,
+                 backend="sklearn", pca_components=None, discretization="bin", empty_value=0.0,
+                 random_state=0, chunk_size=4096):
+        self.pixels = pixels
+        self.scaler = scaler
+        self.projector = projector
+        self.perplexity = perplexity
+        self.metric = metric
+        self.init = init
+        self.learning_rate = learning_rate
+        self.max_iter = max_iter
+        self.backend = backend
+        self.pca_components = pca_components
+        self.discretization = discretization
+        self.empty_value = empty_value
+        self.random_state = random_state
+        self.chunk_size = chunk_size
+
+    # -- fitting ---------------------------------------------------------------------------
+    def fit(self, X, y=None):
+        self._check_params()
+        X = check_array(X, dtype=np.float32)
+        self.n_features_in_ = X.shape[1]
+        self.scale_ = fit_scaler(X, self.scaler)
+        scaled = apply_scaler(X, self.scaler, self.scale_)
+        self.embedding_ = self._project(scaled.T)
+        self.rotation_ = min_area_rotation(self.embedding_)
+        self.coords_ = self.embedding_ @ self.rotation_.T
+        if self.discretization == "bin":
+            self.pixels_ = bin_coordinates(self.coords_, self.pixels)
+        else:
+            self.pixels_ = assign_coordinates(self.coords_, self.pixels)
+        self.feature_counts_ = np.zeros((self.pixels, self.pixels), dtype=np.int64)
+        np.add.at(self.feature_counts_, (self.pixels_[:, 0], self.pixels_[:, 1]), 1)
+        self._build_matrix()
+        return self
+
+    def _check_params(self):
+        for name, allowed in (("scaler", SCALERS), ("projector", PROJECTORS),
+                              ("discretization", DISCRETIZATIONS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if not isinstance(self.pixels, (int, np.integer)) or self.pixels < 2:
+            raise ValueError(f"pixels must be an integer >= 2, got {self.pixels!r}")
+
+    def _project(self, points: np.ndarray) -> np.ndarray:
+        """2-D positions of the features (rows of `points`)."""
+        if self.pca_components and self.pca_components < min(points.shape):
+            points = PCA(self.pca_components, random_state=self.random_state).fit_transform(points)
+        if self.projector == "pca":
+            return PCA(2, random_state=self.random_state).fit_transform(points).astype(np.float64)
+        if self.projector == "kpca":
+            return KernelPCA(2, kernel="rbf", random_state=self.random_state).fit_transform(points)
+        if self.perplexity >= len(points):
+            raise ValueError(
+                f"t-SNE perplexity ({self.perplexity}) must be below the number of features "
+                f"({len(points)})"
+            )
+        if self.backend == "opentsne":
+            from openTSNE import TSNE as OpenTSNE
+
+            tsne = OpenTSNE(perplexity=self.perplexity, metric=self.metric,
+                            initialization=self.init, learning_rate=self.learning_rate,
+                            n_iter=self.max_iter, random_state=self.random_state, n_jobs=-1)
+            return np.asarray(tsne.fit(points.astype(np.float64)), dtype=np.float64)
+        from sklearn.manifold import TSNE
+
+        tsne = TSNE(2, perplexity=self.perplexity, metric=self.metric, init=self.init,
+                    learning_rate=self.learning_rate, max_iter=self.max_iter,
+                    random_state=self.random_state)
+        return tsne.fit_transform(points).astype(np.float64)
+
+    def _build_matrix(self):
+        """Sparse `[n_features, P*P]` matrix averaging the features that share a pixel."""
+        flat = self.pixels_[:, 0] * self.pixels + self.pixels_[:, 1]
+        weight = 1.0 / self.feature_counts_.ravel()[flat]
+        self._matrix = sparse.csr_matrix(
+            (weight.astype(np.float32), (np.arange(len(flat)), flat)),
+            shape=(len(flat), self.pixels * self.pixels))
+        self._empty = self.feature_counts_.ravel() == 0
+
+    @property
+    def occupancy_(self) -> dict:
+        check_is_fitted(self, "pixels_")
+        counts = self.feature_counts_
+        return {"pixels_used": int((counts > 0).sum()), "pixels_total": int(counts.size),
+                "max_features_per_pixel": int(counts.max()),
+                "mean_features_per_used_pixel": float(counts[counts > 0].mean()),
+                "n_features": int(counts.sum())}
+
+    # -- transforming ----------------------------------------------------------------------
+    def transform(self, X) -> np.ndarray:
+        check_is_fitted(self, "pixels_")
+        X = check_array(X, dtype=np.float32)
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {X.shape[1]} features, the mapping was fitted on {self.n_features_in_}"
+            )
+        if not hasattr(self, "_matrix"):
+            self._build_matrix()
+        out = np.empty((len(X), self.pixels, self.pixels), dtype=np.float32)
+        flat = out.reshape(len(X), -1)
+        for lo in range(0, len(X), self.chunk_size):
+            chunk = apply_scaler(X[lo:lo + self.chunk_size], self.scaler, self.scale_)
+            flat[lo:lo + len(chunk)] = (self._matrix.T @ chunk.T).T
+        flat[:, self._empty] = self.empty_value
+        return out
+
+    def inverse_transform(self, images) -> np.ndarray:
+        """Images -> feature vectors (each feature reads its pixel; the scaler is undone)."""
+        check_is_fitted(self, "pixels_")
+        images = np.asarray(images, dtype=np.float32)
+        if images.shape[-2:] != (self.pixels, self.pixels):
+            raise ValueError(f"expected images [..., {self.pixels}, {self.pixels}], got {images.shape}")
+        values = images[..., self.pixels_[:, 0], self.pixels_[:, 1]]
+        return invert_scaler(values, self.scaler, self.scale_)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_matrix", None)
+        state.pop("_empty", None)
+        return state
+
+
+# -- scalers: fitted on the fit rows only, applied to all --------------------------------------
+def fit_scaler(X: np.ndarray, kind: str) -> dict:
+    if kind == "log":  # DeepInsight's norm-2 / pyDeepInsight's LogScaler
+        min0 = X.min(axis=0)
+        return {"min": min0, "max": np.float32(np.log(X + np.abs(min0) + 1).max())}
+    if kind == "minmax":
+        lo, hi = X.min(axis=0), X.max(axis=0)
+        return {"min": lo, "range": np.where(hi > lo, hi - lo, 1).astype(np.float32)}
+    if kind == "zscore":
+        std = X.std(axis=0)
+        return {"mean": X.mean(axis=0), "std": np.where(std > 0, std, 1).astype(np.float32)}
+    return {}
+
+
+def apply_scaler(X: np.ndarray, kind: str, stats: dict) -> np.ndarray:
+    if kind == "log":
+        logged = np.log(X + np.abs(stats["min"]) + 1).clip(0, None)
+        return (logged / stats["max"]).clip(0, 1).astype(np.float32)
+    if kind == "minmax":
+        return ((X - stats["min"]) / stats["range"]).astype(np.float32)
+    if kind == "zscore":
+        return ((X - stats["mean"]) / stats["std"]).astype(np.float32)
+    return X.astype(np.float32)
+
+
+def invert_scaler(values: np.ndarray, kind: str, stats: dict) -> np.ndarray:
+    if kind == "log":
+        return (np.exp(values * stats["max"]) - np.abs(stats["min"]) - 1).astype(np.float32)
+    if kind == "minmax":
+        return (values * stats["range"] + stats["min"]).astype(np.float32)
+    if kind == "zscore":
+        return (values * stats["std"] + stats["mean"]).astype(np.float32)
+    return values
+
+
+# -- geometry ----------------------------------------------------------------------------------
+def min_area_rotation(points: np.ndarray) -> np.ndarray:
+    """Rotation matrix R making the minimum-area bounding rectangle of `points @ R.T`
+    axis-aligned (the rectangle is flush with one convex-hull edge)."""
+    hull = points[ConvexHull(points).vertices]
+    edges = np.diff(np.vstack([hull, hull[:1]]), axis=0)
+    angles = np.unique(np.mod(np.arctan2(edges[:, 1], edges[:, 0]), np.pi / 2))
+    cos, sin = np.cos(angles), np.sin(angles)
+    rotations = np.stack([np.stack([cos, sin], -1), np.stack([-sin, cos], -1)], 1)
+    rotated = np.einsum("kij,nj->kni", rotations, hull)
+    extent = rotated.max(axis=1) - rotated.min(axis=1)
+    return rotations[np.argmin(extent[:, 0] * extent[:, 1])]
+
+
+def scale_to_grid(coords: np.ndarray, pixels: int) -> np.ndarray:
+    """Min-max scale each axis of `coords` onto [0, pixels]."""
+    lo, hi = coords.min(axis=0), coords.max(axis=0)
+    return (coords - lo) / np.where(hi > lo, hi - lo, 1) * pixels
+
+
+def bin_coordinates(coords: np.ndarray, pixels: int) -> np.ndarray:
+    """Pixel (row, column) of each point: floor of the grid position; the maximum goes to the
+    last row/column, so no point falls outside."""
+    return np.minimum(np.floor(scale_to_grid(coords, pixels)).astype(np.int64), pixels - 1)
+
+
+def assign_coordinates(coords: np.ndarray, pixels: int) -> np.ndarray:
+    """Optimal assignment of points to pixel centres minimising the total displacement, at most
+    ceil(n / pixels**2) points per pixel (one each where pixels**2 >= n)."""
+    grid = scale_to_grid(coords, pixels)
+    rows, cols = np.meshgrid(np.arange(pixels), np.arange(pixels), indexing="ij")
+    centres = np.stack([rows.ravel(), cols.ravel()], 1) + 0.5
+    slots = math.ceil(len(coords) / pixels**2)
+    cost = np.tile(cdist(grid, centres), (1, slots))
+    _, col = linear_sum_assignment(cost)
+    pixel = col % (pixels * pixels)
+    return np.stack([pixel // pixels, pixel % pixels], 1).astype(np.int64)

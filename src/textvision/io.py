@@ -1,0 +1,92 @@
+"""Atomic writes and the small HDF5/Parquet helpers every stage shares."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from textvision.errors import InputError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary name beside `path`; rename onto `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: str | Path, obj) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path}: not valid JSON ({err})") from None
+
+
+def open_h5(path: str | Path, *datasets: str) -> h5py.File:
+    """Open an HDF5 file for reading, checking that the named datasets exist."""
+    try:
+        fh = h5py.File(path, "r")
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except OSError as err:
+        raise InputError(f"{path}: not a readable HDF5 file ({err})") from None
+    missing = [name for name in datasets if name not in fh]
+    if missing:
+        fh.close()
+        raise InputError(f"{path}: missing dataset(s) {missing}; found {sorted(fh)}")
+    return fh
+
+
+def attrs_dict(node: h5py.HLObject) -> dict:
+    """HDF5 attributes as plain Python values (JSON-encoded strings are decoded)."""
+    out = {}
+    for key, value in node.attrs.items():
+        if isinstance(value, bytes):
+            value = value.decode()
+        if isinstance(value, str) and value[:1] in "[{":
+            with contextlib.suppress(json.JSONDecodeError):
+                value = json.loads(value)
+        elif isinstance(value, np.generic):
+            value = value.item()
+        elif isinstance(value, np.ndarray):
+            value = value.tolist()
+        out[key] = value
+    return out
+
+
+def set_attrs(node: h5py.HLObject, attrs: dict) -> None:
+    for key, value in attrs.items():
+        node.attrs[key] = json.dumps(value) if isinstance(value, (dict, list, tuple)) else value
+
+
+def check_finite(array: np.ndarray, path: str | Path, dataset: str) -> None:
+    if not np.isfinite(array).all():
+        bad = np.argwhere(~np.isfinite(array))[0].tolist()
+        raise InputError(f"{path}: dataset '{dataset}' holds NaN or inf values (first at {bad})")
+
+
+def string_array(values) -> np.ndarray:
+    return np.asarray([str(v) for v in values], dtype=h5py.string_dtype())
+
+
+def decode(values: np.ndarray) -> np.ndarray:
+    return np.asarray([v.decode() if isinstance(v, bytes) else v for v in values], dtype=object)

@@ -1,0 +1,157 @@
+"""Figures (matplotlib, PNG): learning curves, DeepInsight maps, accuracy against the paper."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from textvision.io import atomic_path  # noqa: E402
+
+
+def _save(fig, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(fig)
+
+
+def plot_learning_curve(history: list[dict], path: str | Path, title: str) -> None:
+    frame = pd.DataFrame(history)
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.4))
+    _curves(ax_loss, ax_acc, frame, "")
+    fig.suptitle(title)
+    _save(fig, path)
+
+
+def _curves(ax_loss, ax_acc, frame: pd.DataFrame, label: str, color=None) -> None:
+    prefix = f"{label} " if label else ""
+    ax_loss.plot(frame["epoch"], frame["train_loss"], "--", color=color, label=f"{prefix}train")
+    ax_loss.plot(frame["epoch"], frame["val_loss"], "-", color=color, label=f"{prefix}val")
+    ax_acc.plot(frame["epoch"], frame["train_accuracy"], "--", color=color, label=f"{prefix}train")
+    ax_acc.plot(frame["epoch"], frame["val_accuracy"], "-", color=color, label=f"{prefix}val")
+    for ax, name in ((ax_loss, "cross-entropy"), (ax_acc, "accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    ax_acc.legend(fontsize=7)
+
+
+def plot_all_learning_curves(histories: dict[str, list[dict]], path: str | Path) -> None:
+    """One sheet: loss and accuracy per epoch of every backbone (first seed), train dashed."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    colors = plt.cm.tab10(np.linspace(0, 1, 10))
+    for i, (name, history) in enumerate(histories.items()):
+        _curves(ax_loss, ax_acc, pd.DataFrame(history), name, colors[i % 10])
+    fig.suptitle("Learning curves (dashed: train, solid: validation)")
+    _save(fig, path)
+
+
+def plot_accuracy(table: pd.DataFrame, path: str | Path) -> None:
+    """Validation accuracy (best epoch, mean +- std over seeds) per model, paper values marked."""
+    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(table)), 3.8))
+    x = np.arange(len(table))
+    ax.bar(x, table["val_accuracy_best_mean"], yerr=table["val_accuracy_best_std"].fillna(0),
+           capsize=4, color="#4c72b0", label="this run (best epoch)")
+    ax.scatter(x, table["val_accuracy_last_mean"], marker="_", s=300, color="black", zorder=3,
+               label="this run (last epoch)")
+    for col, marker, color, label in (("paper_val_accuracy", "D", "#c44e52", "paper"),
+                                      ("reproduction_val_accuracy", "o", "#55a868",
+                                       "published reproduction")):
+        if table[col].notna().any():
+            ax.scatter(x, table[col], marker=marker, color=color, zorder=4, label=label)
+    ax.set_xticks(x, table["model"], rotation=30, ha="right")
+    ax.set_ylabel("validation accuracy")
+    ax.set_ylim(0, 1)
+    ax.axhline(1 / max(len(table["label_names"].iloc[0]), 2), color="grey", ls=":", lw=1,
+               label="chance")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(axis="y", alpha=0.3)
+    _save(fig, path)
+
+
+def plot_confusion(matrices: dict[str, list[list[int]]], label_names: list[str],
+                   path: str | Path) -> None:
+    """Validation confusion matrices (last epoch, first seed) of every model."""
+    n = len(matrices)
+    cols = min(n, 4)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.1 * cols, 3.0 * rows), squeeze=False)
+    for ax, (name, matrix) in zip(axes.ravel(), matrices.items(), strict=False):
+        matrix = np.asarray(matrix)
+        ax.imshow(matrix, cmap="Blues")
+        for (i, j), value in np.ndenumerate(matrix):
+            ax.text(j, i, str(value), ha="center", va="center",
+                    color="white" if value > matrix.max() / 2 else "black", fontsize=8)
+        ax.set_xticks(range(len(label_names)), label_names, fontsize=7)
+        ax.set_yticks(range(len(label_names)), label_names, fontsize=7)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("predicted", fontsize=8)
+        ax.set_ylabel("true", fontsize=8)
+    for ax in axes.ravel()[n:]:
+        ax.axis("off")
+    _save(fig, path)
+
+
+def plot_feature_density(counts: np.ndarray, occupancy: dict, path: str | Path) -> None:
+    fig, ax = plt.subplots(figsize=(4.6, 4))
+    im = ax.imshow(counts, cmap="viridis", interpolation="nearest")
+    fig.colorbar(im, ax=ax, label="features per pixel")
+    ax.set_title(f"{occupancy['pixels_used']}/{occupancy['pixels_total']} pixels used, "
+                 f"max {occupancy['max_features_per_pixel']} per pixel", fontsize=9)
+    ax.axis("off")
+    _save(fig, path)
+
+
+def plot_class_means(images: np.ndarray, labels: np.ndarray, names: list[str],
+                     path: str | Path) -> None:
+    """Mean image of each class and, for the first two, their difference."""
+    means = [images[labels == k].mean(axis=0) for k in range(len(names))]
+    panels = [(m, f"mean: {n}", "magma") for m, n in zip(means, names, strict=True)]
+    panels.append((means[-1] - means[0], f"{names[-1]} - {names[0]}", "RdBu_r"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.3))
+    for ax, (image, title, cmap) in zip(axes, panels, strict=True):
+        if cmap == "RdBu_r":
+            lim = np.abs(image).max() or 1
+            im = ax.imshow(image, cmap=cmap, vmin=-lim, vmax=lim, interpolation="nearest")
+        else:
+            im = ax.imshow(image, cmap=cmap, interpolation="nearest")
+        fig.colorbar(im, ax=ax, fraction=0.046)
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    _save(fig, path)
+
+
+def plot_samples(images: np.ndarray, labels: np.ndarray, names: list[str], path: str | Path,
+                 per_class: int = 6) -> None:
+    fig, axes = plt.subplots(len(names), per_class, figsize=(1.7 * per_class, 1.8 * len(names)),
+                             squeeze=False)
+    for k, name in enumerate(names):
+        idx = np.flatnonzero(labels == k)[:per_class]
+        for j, ax in enumerate(axes[k]):
+            if j < len(idx):
+                ax.imshow(images[idx[j]], cmap="magma", interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[k, 0].set_ylabel(name, fontsize=9)
+    fig.suptitle("DeepInsight images, validation rows", fontsize=10)
+    _save(fig, path)
+
+
+def plot_feature_map(coords: np.ndarray, layers: list[int], hidden: int,
+                     path: str | Path) -> None:
+    """The rotated 2-D feature positions, coloured by the BERT layer each feature comes from."""
+    fig, ax = plt.subplots(figsize=(5.2, 4.4))
+    layer = np.repeat(np.arange(len(layers)), hidden)
+    colors = plt.cm.viridis(np.linspace(0, 1, len(layers)))
+    for i, name in enumerate(layers):
+        sel = layer == i
+        ax.scatter(coords[sel, 0], coords[sel, 1], s=2, color=colors[i], label=f"layer {name}")
+    ax.legend(markerscale=4, fontsize=7)
+    ax.set_title("feature positions after rotation", fontsize=9)
+    ax.set_aspect("equal")
+    _save(fig, path)

@@ -1,0 +1,72 @@
+import json
+from pathlib import Path
+
+from textvision.backbones import REGISTRY
+from textvision.config import learning_rates, load_schema, prepare_config, weights_for
+
+# Validate at start-up (types coerced first: `--config` values arrive as strings), defaults filled.
+_validated = prepare_config(
+    config, load_schema(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
+)
+config.clear()
+config.update(_validated)
+
+OUT = config["outdir"].rstrip("/")
+GPU = 1 if config["device"] == "cuda" else 0
+N_SHARDS = config["embedding"]["shards"]
+BACKBONES = config["training"]["backbones"]
+SEEDS = config["training"]["seeds"]
+
+
+wildcard_constraints:
+    shard=r"\d+",
+    seed=r"\d+",
+    backbone="|".join(sorted(REGISTRY) + ["resnet18", "resnet50"]),
+
+
+localrules:
+    prepare_data,
+    merge_embeddings,
+    plot_mapping,
+    report,
+    prefetch,
+
+
+def res(family):
+    """Cluster resources (mem_mb, runtime in minutes) of a rule family, from config."""
+    return config["resources"][family]
+
+
+def source_input(wildcards):
+    """The source file or folder, so that a changed input file reruns the data step."""
+    source = config["data"]["source"]
+    return [] if source == "synthetic" or source.startswith("hf:") else [source]
+
+
+def shard_files():
+    return expand(f"{OUT}/embeddings/shards/shard{{shard}}-of{N_SHARDS}.h5", shard=range(N_SHARDS))
+
+
+def weights_input(wildcards):
+    weights = weights_for(config, wildcards.backbone)
+    return [] if weights in ("imagenet", "none") else [weights]
+
+
+def metrics_files():
+    files = expand(f"{OUT}/train/{{backbone}}/seed{{seed}}/metrics.json", backbone=BACKBONES, seed=SEEDS)
+    if config["training"]["baseline"]:
+        files.append(f"{OUT}/baselines/logreg/metrics.json")
+    return files
+
+
+DEEPINSIGHT_FIGURES = ["feature_density", "class_means", "samples", "feature_map"]
+REPORT_FIGURES = ["accuracy", "learning_curves", "confusion"]
+
+
+def get_final_output():
+    return [
+        f"{OUT}/report/results.csv",
+        f"{OUT}/report/results.md",
+        *expand(f"{OUT}/report/{{fig}}.png", fig=REPORT_FIGURES),
+        *expand(f"{OUT}/deepinsight/{{fig}}.png", fig=DEEPINSIGHT_FIGURES),
+    ]
