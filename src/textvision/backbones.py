@@ -53,11 +53,12 @@ def parse_backbone(name: str) -> tuple[str, Slice]:
 
 
 def slice_keys(state_keys, spec: Slice) -> list[str]:
-    """The state_dict keys of the full model that belong to the slice."""
+    """The state_dict keys of the full model that belong to the slice (BatchNorm's
+    `num_batches_tracked` counters excepted: frozen slices never use them)."""
+    keys = [k for k in state_keys if not k.endswith("num_batches_tracked")]
     if spec.stop is not None:
-        return [k for k in state_keys if k.startswith("features.")
-                and int(k.split(".")[1]) < spec.stop]
-    return [k for k in state_keys if k.split(".")[0] in spec.modules]
+        return [k for k in keys if k.startswith("features.") and int(k.split(".")[1]) < spec.stop]
+    return [k for k in keys if k.split(".")[0] in spec.modules]
 
 
 def imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:

@@ -55,6 +55,11 @@ def _coerce(value, schema: dict, root: dict):
             parsed = yaml.safe_load(value)
         except yaml.YAMLError:
             parsed = value
+        if isinstance(parsed, str) and "number" in types:  # YAML 1.1 reads '1e-4' as a string
+            try:
+                parsed = float(parsed)
+            except ValueError:
+                pass
         if not isinstance(parsed, str) and any(_TYPES[t](parsed) for t in types if t != "string"):
             value = parsed
     if isinstance(value, dict):

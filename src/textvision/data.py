@@ -238,7 +238,10 @@ def prepare_dataset(source: str, out: str | Path, *, text_column: str = "text",
     if n_per_class:
         frame = subsample(frame, n_per_class, seed)
     codes, names = encode_labels(frame["label"])
-    split = split_rows(codes, val, test, seed)
+    try:
+        split = split_rows(codes, val, test, seed)
+    except InputError as err:
+        raise InputError(f"{source}: {err}") from None
     order = np.random.default_rng(seed).permutation(len(frame))  # pool and shuffle, as the paper
     texts = frame["text"].astype(str)
     if clean_html:

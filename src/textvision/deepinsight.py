@@ -174,7 +174,8 @@ def fit_scaler(X: np.ndarray, kind: str) -> dict:
 
 def apply_scaler(X: np.ndarray, kind: str, stats: dict) -> np.ndarray:
     if kind == "log":
-        logged = np.log(X + np.abs(stats["min"]) + 1).clip(0, None)
+        # values below the fit data's minimum (unseen rows) clip to 0 instead of log(<1) or NaN
+        logged = np.log(np.maximum(X + np.abs(stats["min"]) + 1, 1))
         return (logged / stats["max"]).clip(0, 1).astype(np.float32)
     if kind == "minmax":
         return ((X - stats["min"]) / stats["range"]).astype(np.float32)

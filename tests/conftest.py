@@ -1,0 +1,98 @@
+"""Shared fixtures: a tiny offline workflow config, a helper to run the real Snakemake DAG, and
+the location of ../shared (real IMDB data and weights)."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("TEXTVISION_SHARED", REPO.parent / "shared"))
+IMDB = SHARED / "data" / "imdb.parquet"
+RESNET18 = SHARED / "weights" / "resnet18_imagenet_conv1_to_layer3.pt"
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+needs_imdb = pytest.mark.skipif(not IMDB.exists(), reason=f"real IMDB data absent: {IMDB} "
+                                "(set TEXTVISION_SHARED to the shared/ folder)")
+needs_resnet18 = pytest.mark.skipif(not RESNET18.exists(), reason=f"shared ResNet-18 weights "
+                                    f"absent: {RESNET18} (set TEXTVISION_SHARED)")
+
+# The smallest config that runs every rule: 48 synthetic texts, 2 layers of the offline MiniLM
+# (768 features), 16x16 images upsampled x3, AlexNet for 2 epochs, plus the baseline.
+TINY = {
+    "outdir": "out",
+    "device": "cpu",
+    "data": {"source": "synthetic", "synthetic": {"n_per_class": 24, "seed": 0},
+             "split": {"val": 0.25, "seed": 1}},
+    "embedding": {"layers": 2, "max_length": 64, "batch_size": 16},
+    "deepinsight": {"pixels": 16, "tsne": {"perplexity": 5, "max_iter": 250}},
+    "training": {"backbones": ["alexnet"], "weights": "none", "epochs": 2, "batch_size": 16,
+                 "upsample": 3},
+    "resources": {"light": {"mem_mb": 500, "runtime": 5}, "embed": {"mem_mb": 1000, "runtime": 10},
+                  "deepinsight": {"mem_mb": 1000, "runtime": 10},
+                  "train": {"mem_mb": 1000, "runtime": 10}},
+}
+
+
+def deep_update(base: dict, overrides: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_update(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def write_config(workdir: Path, overrides: dict | None = None, name: str = "config.yaml") -> Path:
+    """Write TINY (deep-merged with `overrides`) into `workdir/name`; return its path."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / name
+    path.write_text(yaml.safe_dump(deep_update(TINY, overrides or {})))
+    return path
+
+
+def run_snakemake(workdir: Path, *args: str, configfile: str = "config.yaml", cores: int = 2,
+                  check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run the real workflow in `workdir` with its config; return the finished process."""
+    cmd = [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--configfile",
+           str(workdir / configfile), "--cores", str(cores), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
+                             f"{proc.stderr[-5000:]}")
+    return proc
+
+
+def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
+    """Job counts per rule of a dry run (`snakemake -n`)."""
+    proc = run_snakemake(workdir, "-n", *args)
+    counts, table = {}, False
+    for line in (proc.stdout + proc.stderr).splitlines():
+        if line.startswith("job ") and "count" in line:
+            table = True
+            continue
+        if table:
+            parts = line.split()
+            if not parts or parts[0].startswith("-"):
+                continue
+            if parts[0] == "total":
+                break
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """The tiny config run once through the whole DAG; tests read its outputs, never write."""
+    workdir = tmp_path_factory.mktemp("tiny_run")
+    write_config(workdir)
+    run_snakemake(workdir)
+    return workdir

@@ -1,0 +1,94 @@
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from textvision.errors import InputError
+from textvision.io import set_attrs, string_array
+from textvision.train import train_backbone
+
+METRIC_FIELDS = {
+    "val_accuracy_last", "val_accuracy_best", "best_epoch", "val_last", "val_best", "history",
+    "train_seconds", "images_per_second", "weights", "backbone", "lr_head", "lr_classifier",
+    "feature_maps", "seed", "device",
+}
+SCORE_FIELDS = {"accuracy", "balanced_accuracy", "macro_f1", "roc_auc", "confusion_matrix"}
+
+
+def write_images(path, n=96, pixels=16, seed=0, classes=2):
+    """Images with a learnable class signal: class k brightens block k."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % classes
+    images = rng.normal(0, 0.3, size=(n, pixels, pixels)).astype(np.float32)
+    for k in range(classes):
+        images[labels == k, 4 * k:4 * k + 4, :6] += 1.5
+    split = np.where(np.arange(n) % 5 == 0, "val", "train")
+    with h5py.File(path, "w") as fh:
+        fh["images"] = images
+        fh["label"] = labels
+        fh["split"] = string_array(split)
+        fh["id"] = string_array(range(n))
+        train = images[split == "train"]
+        set_attrs(fh, {"pixels": pixels, "mu": float(train.mean()), "sigma": float(train.std()),
+                       "eps": 1e-8, "label_names": [f"c{k}" for k in range(classes)],
+                       "synthetic": True})
+    return path
+
+
+@pytest.fixture
+def images(tmp_path):
+    return write_images(tmp_path / "images.h5")
+
+
+def run(images, outdir, **kw):
+    args = dict(backbone="alexnet", weights="none", lr_head=1e-3, lr_classifier=1e-3, epochs=3,
+                batch_size=16, seed=0, upsample=3, device="cpu")
+    return train_backbone(images, outdir, **{**args, **kw})
+
+
+def test_training_lowers_the_loss_and_writes_every_output(images, tmp_path):
+    metrics = run(images, tmp_path / "a")
+    history = metrics["history"]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert metrics["val_accuracy_best"] > 0.7
+    saved = json.loads((tmp_path / "a/metrics.json").read_text())
+    assert METRIC_FIELDS <= saved.keys()
+    assert SCORE_FIELDS <= saved["val_last"].keys() and SCORE_FIELDS <= saved["val_best"].keys()
+    assert saved["weights"] == "none" and saved["feature_maps"] == 192
+    for name in ("model.pt", "history.csv", "learning_curve.png"):
+        assert (tmp_path / "a" / name).stat().st_size > 0
+    assert not (tmp_path / "a/checkpoint.pt").exists()
+    model = torch.load(tmp_path / "a/model.pt", weights_only=True)
+    assert model["settings"]["backbone"] == "alexnet" and "head" in model["best"]
+
+
+def test_same_seed_same_metrics_other_seed_differs(images, tmp_path):
+    a = run(images, tmp_path / "a", epochs=2)
+    b = run(images, tmp_path / "b", epochs=2)
+    c = run(images, tmp_path / "c", epochs=2, seed=1)
+    strip = lambda m: [{k: v for k, v in h.items() if k != "seconds"} for h in m["history"]]  # noqa: E731
+    assert strip(a) == strip(b)
+    assert strip(a) != strip(c)
+
+
+def test_three_classes_and_per_batch_normalisation(tmp_path):
+    path = write_images(tmp_path / "i3.h5", n=120, classes=3)
+    metrics = run(path, tmp_path / "m", epochs=2, normalization="batch", backbone="shufflenet_v2_x1_0",
+                  upsample=4)
+    assert len(metrics["val_last"]["confusion_matrix"]) == 3
+    assert metrics["feature_cache"] is False  # per-batch statistics cannot be cached
+
+
+def test_images_disagreeing_with_the_mapping_are_refused(images, tmp_path):
+    with h5py.File(images, "a") as fh:
+        fh.attrs["pixels"] = 20
+    with pytest.raises(InputError, match="expected \\[N, 20, 20\\]"):
+        run(images, tmp_path / "x")
+    assert not (tmp_path / "x" / "metrics.json").exists()
+
+
+def test_too_small_images_explain_which_key_to_raise(images, tmp_path):
+    with pytest.raises(InputError, match="deepinsight.pixels or training.upsample"):
+        run(images, tmp_path / "x", upsample=1)
