@@ -18,25 +18,42 @@ IMDB = SHARED / "data" / "imdb.parquet"
 RESNET18 = SHARED / "weights" / "resnet18_imagenet_conv1_to_layer3.pt"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
-needs_imdb = pytest.mark.skipif(not IMDB.exists(), reason=f"real IMDB data absent: {IMDB} "
-                                "(set TEXTVISION_SHARED to the shared/ folder)")
-needs_resnet18 = pytest.mark.skipif(not RESNET18.exists(), reason=f"shared ResNet-18 weights "
-                                    f"absent: {RESNET18} (set TEXTVISION_SHARED)")
+needs_imdb = pytest.mark.skipif(
+    not IMDB.exists(),
+    reason=f"real IMDB data absent: {IMDB} (set TEXTVISION_SHARED to the shared/ folder)",
+)
+needs_resnet18 = pytest.mark.skipif(
+    not RESNET18.exists(),
+    reason=f"shared ResNet-18 weights absent: {RESNET18} (set TEXTVISION_SHARED)",
+)
 
 # The smallest config that runs every rule: 48 synthetic texts, 2 layers of the offline MiniLM
-# (768 features), 16x16 images upsampled x3, AlexNet for 2 epochs, plus the baseline.
+# (768 features), 16x16 images upsampled x3, AlexNet and ShuffleNet for 2 epochs with two seeds,
+# plus the baseline.
 TINY = {
     "outdir": "out",
     "device": "cpu",
-    "data": {"source": "synthetic", "synthetic": {"n_per_class": 24, "seed": 0},
-             "split": {"val": 0.25, "seed": 1}},
+    "data": {
+        "source": "synthetic",
+        "synthetic": {"n_per_class": 24, "seed": 0},
+        "split": {"val": 0.25, "seed": 1},
+    },
     "embedding": {"layers": 2, "max_length": 64, "batch_size": 16},
     "deepinsight": {"pixels": 16, "tsne": {"perplexity": 5, "max_iter": 250}},
-    "training": {"backbones": ["alexnet"], "weights": "none", "epochs": 2, "batch_size": 16,
-                 "upsample": 3},
-    "resources": {"light": {"mem_mb": 500, "runtime": 5}, "embed": {"mem_mb": 1000, "runtime": 10},
-                  "deepinsight": {"mem_mb": 1000, "runtime": 10},
-                  "train": {"mem_mb": 1000, "runtime": 10}},
+    "training": {
+        "backbones": ["alexnet", "shufflenet_v2_x1_0"],
+        "weights": "none",
+        "epochs": 2,
+        "seeds": [0, 1],
+        "batch_size": 16,
+        "upsample": 3,
+    },
+    "resources": {
+        "light": {"mem_mb": 500, "runtime": 5},
+        "embed": {"mem_mb": 1000, "runtime": 10},
+        "deepinsight": {"mem_mb": 1000, "runtime": 10},
+        "train": {"mem_mb": 1000, "runtime": 10},
+    },
 }
 
 
@@ -58,16 +75,34 @@ def write_config(workdir: Path, overrides: dict | None = None, name: str = "conf
     return path
 
 
-def run_snakemake(workdir: Path, *args: str, configfile: str = "config.yaml", cores: int = 2,
-                  check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+def run_snakemake(
+    workdir: Path,
+    *args: str,
+    configfile: str = "config.yaml",
+    cores: int = 2,
+    check: bool = True,
+    timeout: int = 900,
+) -> subprocess.CompletedProcess:
     """Run the real workflow in `workdir` with its config; return the finished process."""
-    cmd = [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--configfile",
-           str(workdir / configfile), "--cores", str(cores), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    cmd = [
+        *SNAKEMAKE,
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(workdir),
+        "--configfile",
+        str(workdir / configfile),
+        "--cores",
+        str(cores),
+        *args,
+    ]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
-                             f"{proc.stderr[-5000:]}")
+        raise AssertionError(
+            f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        )
     return proc
 
 

@@ -20,17 +20,31 @@ def test_every_backbone_gives_its_map_count(name):
 
 
 def _bn(x, sd, prefix):
-    return F.batch_norm(x, sd[f"{prefix}.running_mean"], sd[f"{prefix}.running_var"],
-                        sd[f"{prefix}.weight"], sd[f"{prefix}.bias"], False, 0.0, 1e-5)
+    return F.batch_norm(
+        x,
+        sd[f"{prefix}.running_mean"],
+        sd[f"{prefix}.running_var"],
+        sd[f"{prefix}.weight"],
+        sd[f"{prefix}.bias"],
+        False,
+        0.0,
+        1e-5,
+    )
 
 
 def _basic_block(x, sd, prefix, stride=1, downsample=False):
-    out = F.relu(_bn(F.conv2d(x, sd[f"{prefix}.conv1.weight"], stride=stride, padding=1), sd,
-                     f"{prefix}.bn1"))
+    out = F.relu(
+        _bn(
+            F.conv2d(x, sd[f"{prefix}.conv1.weight"], stride=stride, padding=1), sd, f"{prefix}.bn1"
+        )
+    )
     out = _bn(F.conv2d(out, sd[f"{prefix}.conv2.weight"], padding=1), sd, f"{prefix}.bn2")
     if downsample:
-        x = _bn(F.conv2d(x, sd[f"{prefix}.downsample.0.weight"], stride=stride), sd,
-                f"{prefix}.downsample.1")
+        x = _bn(
+            F.conv2d(x, sd[f"{prefix}.downsample.0.weight"], stride=stride),
+            sd,
+            f"{prefix}.downsample.1",
+        )
     return F.relu(out + x)
 
 
@@ -38,8 +52,9 @@ def _basic_block(x, sd, prefix, stride=1, downsample=False):
 def test_shared_resnet18_reproduces_the_convolutions_by_hand():
     sd = torch.load(RESNET18, weights_only=True)
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    hand = F.max_pool2d(F.relu(_bn(F.conv2d(x, sd["conv1.weight"], stride=2, padding=3), sd,
-                                   "bn1")), 3, 2, 1)
+    hand = F.max_pool2d(
+        F.relu(_bn(F.conv2d(x, sd["conv1.weight"], stride=2, padding=3), sd, "bn1")), 3, 2, 1
+    )
     hand = _basic_block(_basic_block(hand, sd, "layer1.0"), sd, "layer1.1")
     torch.testing.assert_close(build_backbone("resnet18@layer1", str(RESNET18))(x), hand)
     hand = _basic_block(_basic_block(hand, sd, "layer2.0", 2, True), sd, "layer2.1")
@@ -48,7 +63,9 @@ def test_shared_resnet18_reproduces_the_convolutions_by_hand():
     full.load_state_dict(sd, strict=False)
     full.eval()
     with torch.no_grad():
-        ref = full.layer3(full.layer2(full.layer1(full.maxpool(full.relu(full.bn1(full.conv1(x)))))))
+        ref = full.layer3(
+            full.layer2(full.layer1(full.maxpool(full.relu(full.bn1(full.conv1(x))))))
+        )
     torch.testing.assert_close(build_backbone("resnet18@layer3", str(RESNET18))(x), ref)
     assert sd["conv1.weight"].std() > 0.03  # trained filters, not Kaiming init
 
@@ -64,8 +81,9 @@ def test_frozen_slice_is_bit_identical_after_training():
     assert not backbone.body.training  # eval mode survives net.train()
     gen = torch.Generator().manual_seed(0)
     for _ in range(4):  # one epoch of 4 batches
-        loss = F.cross_entropy(net(torch.rand(8, 16, 16, generator=gen)),
-                               torch.randint(0, 2, (8,), generator=gen))
+        loss = F.cross_entropy(
+            net(torch.rand(8, 16, 16, generator=gen)), torch.randint(0, 2, (8,), generator=gen)
+        )
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -80,7 +98,9 @@ def test_weights_file_lacking_a_tensor_is_refused(tmp_path):
     partial = {k: v for k, v in sd.items() if not k.startswith("layer2.")}
     torch.save(partial, tmp_path / "partial.pt")
     build_backbone("resnet18@layer1", str(tmp_path / "partial.pt"))  # layer1 cut has all it needs
-    with pytest.raises(InputError, match=r"partial.pt: lacks .* tensor\(s\) of the resnet18@layer2"):
+    with pytest.raises(
+        InputError, match=r"partial.pt: lacks .* tensor\(s\) of the resnet18@layer2"
+    ):
         build_backbone("resnet18@layer2", str(tmp_path / "partial.pt"))
     bad = dict(sd, **{"conv1.weight": torch.zeros(3, 3)})
     torch.save(bad, tmp_path / "shape.pt")
@@ -111,5 +131,7 @@ def test_pickled_object_is_refused_never_executed(tmp_path):
 def test_imagenet_weights_missing_offline_names_the_file(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(InputError, match=r"alexnet.*checkpoints/alexnet-owt-7be5be79\.pth.*prefetch"):
+    with pytest.raises(
+        InputError, match=r"alexnet.*checkpoints/alexnet-owt-7be5be79\.pth.*prefetch"
+    ):
         build_backbone("alexnet", "imagenet")

@@ -30,11 +30,17 @@ def test_defaults_fill_every_section():
 
 def test_strings_from_command_line_are_coerced():
     # Snakemake parses nested --config values with YAML's base loader: everything is a string
-    config = prepared({"deepinsight": {"tsne": {"perplexity": "7", "learning_rate": "200"},
-                                       "pixels": "40", "pca_components": "null"},
-                       "data": {"clean_html": "false", "n_per_class": "10",
-                                "split": {"val": "0.3"}},
-                       "training": {"seeds": ["1", "2"], "lr": {"vgg16": {"head": "1e-4"}}}})
+    config = prepared(
+        {
+            "deepinsight": {
+                "tsne": {"perplexity": "7", "learning_rate": "200"},
+                "pixels": "40",
+                "pca_components": "null",
+            },
+            "data": {"clean_html": "false", "n_per_class": "10", "split": {"val": "0.3"}},
+            "training": {"seeds": ["1", "2"], "lr": {"vgg16": {"head": "1e-4"}}},
+        }
+    )
     assert config["deepinsight"]["tsne"]["perplexity"] == 7
     assert config["deepinsight"]["tsne"]["learning_rate"] == 200
     assert config["deepinsight"]["pixels"] == 40
@@ -43,28 +49,35 @@ def test_strings_from_command_line_are_coerced():
     assert config["data"]["split"]["val"] == 0.3
     assert config["training"]["seeds"] == [1, 2]
     assert learning_rates(config, "vgg16") == (1e-4, 1e-3)
-    assert prepared({"deepinsight": {"tsne": {"learning_rate": "auto"}}})["deepinsight"]["tsne"][
-        "learning_rate"] == "auto"
+    assert (
+        prepared({"deepinsight": {"tsne": {"learning_rate": "auto"}}})["deepinsight"]["tsne"][
+            "learning_rate"
+        ]
+        == "auto"
+    )
 
 
-@pytest.mark.parametrize(("config", "key"), [
-    ({"training": {"backbones": ["resnet1000"]}}, "training.backbones.0"),
-    ({"deepinsight": {"pixels": 1}}, "deepinsight.pixels"),
-    ({"data": {"split": {"val": 1.5}}}, "data.split.val"),
-    ({"data": {"split": {"val": 0}}}, "data.split.val"),
-    ({"data": {"split": {"val": 0.6, "test": 0.5}}}, "data.split.val"),
-    ({"data": {"source": "no/such/file.csv"}}, "data.source"),
-    ({"deepinsight": {"scaler": "quantile"}}, "deepinsight.scaler"),
-    ({"deepinsight": {"tsne": {"perplexity": -3}}}, "deepinsight.tsne.perplexity"),
-    ({"training": {"epochs": 0}}, "training.epochs"),
-    ({"training": {"lr": {"vgg16": {"head": "fast"}}}}, "training.lr.vgg16.head"),
-    ({"training": {"lr": {"lenet": {"head": 0.1}}}}, "training.lr.lenet"),
-    ({"training": {"weights": "missing.pt"}}, "training.weights"),
-    ({"embedding": {"layers": [0]}}, "embedding.layers"),
-    ({"device": "tpu"}, "device"),
-    ({"deepinsight": {"bogus_key": 1}}, "deepinsight"),
-    ({"outdir": "../escape"}, "outdir"),
-])
+@pytest.mark.parametrize(
+    ("config", "key"),
+    [
+        ({"training": {"backbones": ["resnet1000"]}}, "training.backbones.0"),
+        ({"deepinsight": {"pixels": 1}}, "deepinsight.pixels"),
+        ({"data": {"split": {"val": 1.5}}}, "data.split.val"),
+        ({"data": {"split": {"val": 0}}}, "data.split.val"),
+        ({"data": {"split": {"val": 0.6, "test": 0.5}}}, "data.split.val"),
+        ({"data": {"source": "no/such/file.csv"}}, "data.source"),
+        ({"deepinsight": {"scaler": "quantile"}}, "deepinsight.scaler"),
+        ({"deepinsight": {"tsne": {"perplexity": -3}}}, "deepinsight.tsne.perplexity"),
+        ({"training": {"epochs": 0}}, "training.epochs"),
+        ({"training": {"lr": {"vgg16": {"head": "fast"}}}}, "training.lr.vgg16.head"),
+        ({"training": {"lr": {"lenet": {"head": 0.1}}}}, "training.lr.lenet"),
+        ({"training": {"weights": "missing.pt"}}, "training.weights"),
+        ({"embedding": {"layers": [0]}}, "embedding.layers"),
+        ({"device": "tpu"}, "device"),
+        ({"deepinsight": {"bogus_key": 1}}, "deepinsight"),
+        ({"outdir": "../escape"}, "outdir"),
+    ],
+)
 def test_bad_values_name_their_key(config, key):
     with pytest.raises(ConfigError) as err:
         prepared(config)
@@ -72,8 +85,14 @@ def test_bad_values_name_their_key(config, key):
 
 
 def test_weights_mapping_per_backbone():
-    config = prepared({"training": {"backbones": ["alexnet", "vgg16"],
-                                    "weights": {"alexnet": "none", "default": "imagenet"}}})
+    config = prepared(
+        {
+            "training": {
+                "backbones": ["alexnet", "vgg16"],
+                "weights": {"alexnet": "none", "default": "imagenet"},
+            }
+        }
+    )
     assert weights_for(config, "alexnet") == "none"
     assert weights_for(config, "vgg16") == "imagenet"
 
@@ -86,6 +105,7 @@ def test_snakemake_stops_before_any_job_on_a_bad_value(tmp_path):
     assert "deepinsight.pixels" in proc.stderr + proc.stdout
     assert not (tmp_path / "out").exists()
     # a nested --config override is coerced like a file value: perplexity '7' works
-    proc = run_snakemake(tmp_path, "-n", "--config", 'deepinsight={"tsne":{"perplexity":"x"}}',
-                         check=False)
+    proc = run_snakemake(
+        tmp_path, "-n", "--config", 'deepinsight={"tsne":{"perplexity":"x"}}', check=False
+    )
     assert proc.returncode != 0 and "deepinsight.tsne.perplexity" in proc.stderr + proc.stdout

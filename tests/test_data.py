@@ -13,18 +13,24 @@ from textvision.synthetic import make_corpus
 
 
 def frame(n=20, labels=("neg", "pos")):
-    return pd.DataFrame({"review": [f"text number {i} <br />with a break" for i in range(n)],
-                         "sentiment": [labels[i % len(labels)] for i in range(n)]})
+    return pd.DataFrame(
+        {
+            "review": [f"text number {i} <br />with a break" for i in range(n)],
+            "sentiment": [labels[i % len(labels)] for i in range(n)],
+        }
+    )
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".tsv", ".parquet", ".jsonl"])
 def test_table_sources_with_configurable_columns(tmp_path, suffix):
     src = tmp_path / f"reviews{suffix}"
     data = frame(30, ("bad", "good", "meh"))
-    {".csv": lambda: data.to_csv(src, index=False),
-     ".tsv": lambda: data.to_csv(src, sep="\t", index=False),
-     ".parquet": lambda: data.to_parquet(src),
-     ".jsonl": lambda: data.to_json(src, orient="records", lines=True)}[suffix]()
+    {
+        ".csv": lambda: data.to_csv(src, index=False),
+        ".tsv": lambda: data.to_csv(src, sep="\t", index=False),
+        ".parquet": lambda: data.to_parquet(src),
+        ".jsonl": lambda: data.to_json(src, orient="records", lines=True),
+    }[suffix]()
     out = tmp_path / "dataset.parquet"
     prepare_dataset(str(src), out, text_column="review", label_column="sentiment", val=0.2)
     ds, meta = read_dataset(out)
@@ -96,8 +102,13 @@ def test_split_is_stratified_seeded_and_complete():
 def test_n_per_class_subsamples_before_splitting(tmp_path):
     src = tmp_path / "r.csv"
     frame(100).to_csv(src, index=False)
-    prepare_dataset(str(src), tmp_path / "d.parquet", text_column="review",
-                    label_column="sentiment", n_per_class=10)
+    prepare_dataset(
+        str(src),
+        tmp_path / "d.parquet",
+        text_column="review",
+        label_column="sentiment",
+        n_per_class=10,
+    )
     ds, meta = read_dataset(tmp_path / "d.parquet")
     assert len(ds) == 20 and meta["counts"] == {"train": 16, "val": 4, "test": 0}
 
@@ -142,9 +153,20 @@ def test_bad_input_names_the_problem_and_writes_nothing(tmp_path, capsys, case):
 
 
 def test_cli_exit_status_is_nonzero(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "textvision.cli", "prepare-data", "--source",
-                           str(tmp_path / "absent.csv"), "--out", str(tmp_path / "o.parquet")],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "textvision.cli",
+            "prepare-data",
+            "--source",
+            str(tmp_path / "absent.csv"),
+            "--out",
+            str(tmp_path / "o.parquet"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 1 and "absent.csv: file or folder not found" in proc.stderr
     assert "Traceback" not in proc.stderr
 

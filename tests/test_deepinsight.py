@@ -54,8 +54,9 @@ def test_features_sharing_a_pixel_are_averaged():
 
 def test_empty_value_is_configurable():
     X = np.random.default_rng(0).normal(size=(20, 8)).astype(np.float32)
-    img = DeepInsightTransformer(pixels=6, scaler="minmax", projector="pca",
-                                 empty_value=-1.0).fit_transform(X)
+    img = DeepInsightTransformer(
+        pixels=6, scaler="minmax", projector="pca", empty_value=-1.0
+    ).fit_transform(X)
     di = DeepInsightTransformer(pixels=6, scaler="minmax", projector="pca").fit(X)
     assert (img[:, di.feature_counts_ == 0] == -1).all()
 
@@ -72,8 +73,9 @@ def test_assignment_gives_each_feature_its_own_pixel():
 def test_inverse_transform_recovers_features_that_own_their_pixel():
     X = np.random.default_rng(0).normal(size=(30, 20)).astype(np.float32)
     for scaler in ("log", "minmax", "zscore", "none"):
-        di = DeepInsightTransformer(pixels=8, scaler=scaler, projector="pca",
-                                    discretization="assignment").fit(X)
+        di = DeepInsightTransformer(
+            pixels=8, scaler=scaler, projector="pca", discretization="assignment"
+        ).fit(X)
         assert di.occupancy_["max_features_per_pixel"] == 1
         np.testing.assert_allclose(di.inverse_transform(di.transform(X)), X, atol=1e-4)
 

@@ -10,9 +10,21 @@ from textvision.io import set_attrs, string_array
 from textvision.train import train_backbone
 
 METRIC_FIELDS = {
-    "val_accuracy_last", "val_accuracy_best", "best_epoch", "val_last", "val_best", "history",
-    "train_seconds", "images_per_second", "weights", "backbone", "lr_head", "lr_classifier",
-    "feature_maps", "seed", "device",
+    "val_accuracy_last",
+    "val_accuracy_best",
+    "best_epoch",
+    "val_last",
+    "val_best",
+    "history",
+    "train_seconds",
+    "images_per_second",
+    "weights",
+    "backbone",
+    "lr_head",
+    "lr_classifier",
+    "feature_maps",
+    "seed",
+    "device",
 }
 SCORE_FIELDS = {"accuracy", "balanced_accuracy", "macro_f1", "roc_auc", "confusion_matrix"}
 
@@ -23,7 +35,7 @@ def write_images(path, n=96, pixels=16, seed=0, classes=2):
     labels = np.arange(n) % classes
     images = rng.normal(0, 0.3, size=(n, pixels, pixels)).astype(np.float32)
     for k in range(classes):
-        images[labels == k, 4 * k:4 * k + 4, :6] += 1.5
+        images[labels == k, 4 * k : 4 * k + 4, :6] += 1.5
     split = np.where(np.arange(n) % 5 == 0, "val", "train")
     with h5py.File(path, "w") as fh:
         fh["images"] = images
@@ -31,9 +43,17 @@ def write_images(path, n=96, pixels=16, seed=0, classes=2):
         fh["split"] = string_array(split)
         fh["id"] = string_array(range(n))
         train = images[split == "train"]
-        set_attrs(fh, {"pixels": pixels, "mu": float(train.mean()), "sigma": float(train.std()),
-                       "eps": 1e-8, "label_names": [f"c{k}" for k in range(classes)],
-                       "synthetic": True})
+        set_attrs(
+            fh,
+            {
+                "pixels": pixels,
+                "mu": float(train.mean()),
+                "sigma": float(train.std()),
+                "eps": 1e-8,
+                "label_names": [f"c{k}" for k in range(classes)],
+                "synthetic": True,
+            },
+        )
     return path
 
 
@@ -43,8 +63,17 @@ def images(tmp_path):
 
 
 def run(images, outdir, **kw):
-    args = dict(backbone="alexnet", weights="none", lr_head=1e-3, lr_classifier=1e-3, epochs=3,
-                batch_size=16, seed=0, upsample=3, device="cpu")
+    args = dict(
+        backbone="alexnet",
+        weights="none",
+        lr_head=1e-3,
+        lr_classifier=1e-3,
+        epochs=3,
+        batch_size=16,
+        seed=0,
+        upsample=3,
+        device="cpu",
+    )
     return train_backbone(images, outdir, **{**args, **kw})
 
 
@@ -54,8 +83,8 @@ def test_training_lowers_the_loss_and_writes_every_output(images, tmp_path):
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert metrics["val_accuracy_best"] > 0.7
     saved = json.loads((tmp_path / "a/metrics.json").read_text())
-    assert METRIC_FIELDS <= saved.keys()
-    assert SCORE_FIELDS <= saved["val_last"].keys() and SCORE_FIELDS <= saved["val_best"].keys()
+    assert saved.keys() >= METRIC_FIELDS
+    assert saved["val_last"].keys() >= SCORE_FIELDS and saved["val_best"].keys() >= SCORE_FIELDS
     assert saved["weights"] == "none" and saved["feature_maps"] == 192
     for name in ("model.pt", "history.csv", "learning_curve.png"):
         assert (tmp_path / "a" / name).stat().st_size > 0
@@ -75,8 +104,14 @@ def test_same_seed_same_metrics_other_seed_differs(images, tmp_path):
 
 def test_three_classes_and_per_batch_normalisation(tmp_path):
     path = write_images(tmp_path / "i3.h5", n=120, classes=3)
-    metrics = run(path, tmp_path / "m", epochs=2, normalization="batch", backbone="shufflenet_v2_x1_0",
-                  upsample=4)
+    metrics = run(
+        path,
+        tmp_path / "m",
+        epochs=2,
+        normalization="batch",
+        backbone="shufflenet_v2_x1_0",
+        upsample=4,
+    )
     assert len(metrics["val_last"]["confusion_matrix"]) == 3
     assert metrics["feature_cache"] is False  # per-batch statistics cannot be cached
 

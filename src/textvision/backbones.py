@@ -44,6 +44,7 @@ for _arch, _maps in _CUTS.items():
         cut = _LAYERS[: _LAYERS.index(_layer) + 1]
         REGISTRY[f"{_arch}@{_layer}"] = Slice((*_RESNET_STEM, *cut), _channels)
 
+
 def parse_backbone(name: str) -> tuple[str, Slice]:
     """(architecture, slice) of a registry name; `resnet18` means `resnet18@layer1`."""
     key = f"{name}@layer1" if name in _CUTS else name
@@ -95,8 +96,10 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise InputError(f"{path}: expected a state_dict (a mapping of names to tensors), "
-                         f"got {type(state).__name__}")
+        raise InputError(
+            f"{path}: expected a state_dict (a mapping of names to tensors), "
+            f"got {type(state).__name__}"
+        )
     return state
 
 
@@ -126,7 +129,9 @@ def build_backbone(name: str, weights: str = "none") -> FrozenBackbone:
     arch, spec = parse_backbone(name)
     model = torchvision.models.get_model(arch, weights=None)
     if weights != "none":
-        state = imagenet_state_dict(arch) if weights == "imagenet" else load_state_dict_file(weights)
+        state = (
+            imagenet_state_dict(arch) if weights == "imagenet" else load_state_dict_file(weights)
+        )
         own = model.state_dict()
         needed = slice_keys(own, spec)
         missing = [k for k in needed if k not in state]
@@ -137,8 +142,10 @@ def build_backbone(name: str, weights: str = "none") -> FrozenBackbone:
         wrong = [k for k in needed if state[k].shape != own[k].shape]
         if wrong:
             k = wrong[0]
-            raise InputError(f"{weights}: tensor {k!r} has shape {tuple(state[k].shape)}, "
-                             f"expected {tuple(own[k].shape)} for {name}")
+            raise InputError(
+                f"{weights}: tensor {k!r} has shape {tuple(state[k].shape)}, "
+                f"expected {tuple(own[k].shape)} for {name}"
+            )
         model.load_state_dict({k: state[k] for k in needed}, strict=False)
     if spec.stop is not None:
         body = nn.Sequential(*list(model.features.children())[: spec.stop])

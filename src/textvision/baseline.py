@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -15,28 +14,44 @@ from textvision.io import attrs_dict, decode, open_h5, write_json
 from textvision.metrics import classification_metrics
 
 
-def train_logreg(embeddings: str | Path, out: str | Path, *, C: float = 1.0,
-                 max_iter: int = 2000, seed: int = 0) -> dict:
+def train_logreg(
+    embeddings: str | Path, out: str | Path, *, C: float = 1.0, max_iter: int = 2000, seed: int = 0
+) -> dict:
     """Fit on the training split, score the validation (and test) split, write metrics.json."""
     with open_h5(embeddings, "label", "split") as fh:
         labels, split, attrs = fh["label"][:], decode(fh["split"][:]), attrs_dict(fh)
     X, _ = read_embeddings(embeddings)
-    model = make_pipeline(StandardScaler(),
-                          LogisticRegression(C=C, max_iter=max_iter, random_state=seed))
+    model = make_pipeline(
+        StandardScaler(), LogisticRegression(C=C, max_iter=max_iter, random_state=seed)
+    )
     train = split == "train"
     tic = time.perf_counter()
     model.fit(X[train], labels[train])
     seconds = time.perf_counter() - tic
-    scores = {s: classification_metrics(labels[split == s], model.predict_proba(X[split == s]))
-              for s in ("val", "test") if (split == s).any()}
+    scores = {
+        s: classification_metrics(labels[split == s], model.predict_proba(X[split == s]))
+        for s in ("val", "test")
+        if (split == s).any()
+    }
     metrics = {
-        "backbone": "logreg", "weights": "n/a", "feature_maps": None, "C": C,
-        "n_features": int(X.shape[1]), "val_accuracy_last": scores["val"]["accuracy"],
-        "val_accuracy_best": scores["val"]["accuracy"], "val_last": scores["val"],
-        "val_best": scores["val"], "test_best": scores.get("test"), "train_seconds": seconds,
-        "images_per_second": None, "n_train": int(train.sum()),
-        "n_val": int((split == "val").sum()), "label_names": attrs["label_names"],
-        "synthetic": attrs.get("synthetic", False), "seed": seed, "history": [],
+        "backbone": "logreg",
+        "weights": "n/a",
+        "feature_maps": None,
+        "C": C,
+        "n_features": int(X.shape[1]),
+        "val_accuracy_last": scores["val"]["accuracy"],
+        "val_accuracy_best": scores["val"]["accuracy"],
+        "val_last": scores["val"],
+        "val_best": scores["val"],
+        "test_best": scores.get("test"),
+        "train_seconds": seconds,
+        "images_per_second": None,
+        "n_train": int(train.sum()),
+        "n_val": int((split == "val").sum()),
+        "label_names": attrs["label_names"],
+        "synthetic": attrs.get("synthetic", False),
+        "seed": seed,
+        "history": [],
     }
     write_json(out, metrics)
     return metrics

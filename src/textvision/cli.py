@@ -36,9 +36,19 @@ def _set_threads(threads: int | None) -> None:
 def cmd_prepare_data(a):
     from textvision.data import prepare_dataset
 
-    prepare_dataset(a.source, a.out, text_column=a.text_column, label_column=a.label_column,
-                    id_column=a.id_column, n_per_class=a.n_per_class, val=a.val, test=a.test,
-                    seed=a.seed, clean_html=a.clean_html, synthetic=a.synthetic)
+    prepare_dataset(
+        a.source,
+        a.out,
+        text_column=a.text_column,
+        label_column=a.label_column,
+        id_column=a.id_column,
+        n_per_class=a.n_per_class,
+        val=a.val,
+        test=a.test,
+        seed=a.seed,
+        clean_html=a.clean_html,
+        synthetic=a.synthetic,
+    )
 
 
 def cmd_embed(a):
@@ -47,9 +57,18 @@ def cmd_embed(a):
     _set_threads(a.threads)
     from textvision.train import resolve_device
 
-    embed_dataset(a.dataset, a.out, model=a.model, layers=a.layers, max_length=a.max_length,
-                  batch_size=a.batch_size, precision=a.precision,
-                  device=str(resolve_device(a.device)), shard=a.shard, n_shards=a.n_shards)
+    embed_dataset(
+        a.dataset,
+        a.out,
+        model=a.model,
+        layers=a.layers,
+        max_length=a.max_length,
+        batch_size=a.batch_size,
+        precision=a.precision,
+        device=str(resolve_device(a.device)),
+        shard=a.shard,
+        n_shards=a.n_shards,
+    )
 
 
 def cmd_merge_embeddings(a):
@@ -62,11 +81,25 @@ def cmd_fit_mapping(a):
     from textvision.images import fit_mapping
 
     _set_threads(a.threads)
-    fit_mapping(a.embeddings, a.out, fit_on=a.fit_on, pixels=a.pixels, scaler=a.scaler,
-                projector=a.projector, perplexity=a.perplexity, metric=a.metric, init=a.init,
-                learning_rate=a.learning_rate, max_iter=a.max_iter, backend=a.backend,
-                pca_components=a.pca_components, discretization=a.discretization,
-                empty_value=a.empty_value, random_state=a.seed, chunk_size=a.chunk_size)
+    fit_mapping(
+        a.embeddings,
+        a.out,
+        fit_on=a.fit_on,
+        pixels=a.pixels,
+        scaler=a.scaler,
+        projector=a.projector,
+        perplexity=a.perplexity,
+        metric=a.metric,
+        init=a.init,
+        learning_rate=a.learning_rate,
+        max_iter=a.max_iter,
+        backend=a.backend,
+        pca_components=a.pca_components,
+        discretization=a.discretization,
+        empty_value=a.empty_value,
+        random_state=a.seed,
+        chunk_size=a.chunk_size,
+    )
 
 
 def cmd_render_images(a):
@@ -85,10 +118,21 @@ def cmd_train(a):
     from textvision.train import train_backbone
 
     _set_threads(a.threads)
-    train_backbone(a.images, a.outdir, backbone=a.backbone, weights=a.weights, lr_head=a.lr_head,
-                   lr_classifier=a.lr_classifier, epochs=a.epochs, batch_size=a.batch_size,
-                   seed=a.seed, upsample=a.upsample, normalization=a.normalization,
-                   device=a.device, cache_features_mb=a.cache_features_mb)
+    train_backbone(
+        a.images,
+        a.outdir,
+        backbone=a.backbone,
+        weights=a.weights,
+        lr_head=a.lr_head,
+        lr_classifier=a.lr_classifier,
+        epochs=a.epochs,
+        batch_size=a.batch_size,
+        seed=a.seed,
+        upsample=a.upsample,
+        normalization=a.normalization,
+        device=a.device,
+        cache_features_mb=a.cache_features_mb,
+    )
 
 
 def cmd_baseline(a):
@@ -125,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--clean-html", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--synthetic", type=_json, default={}, help="JSON settings of the synthetic corpus")
+    p.add_argument(
+        "--synthetic", type=_json, default={}, help="JSON settings of the synthetic corpus"
+    )
     p.set_defaults(func=cmd_prepare_data)
 
     p = sub.add_parser("embed", help="dataset.parquet -> [CLS] vectors of one shard (HDF5)")

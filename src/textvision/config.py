@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from pathlib import Path
 
@@ -56,10 +57,8 @@ def _coerce(value, schema: dict, root: dict):
         except yaml.YAMLError:
             parsed = value
         if isinstance(parsed, str) and "number" in types:  # YAML 1.1 reads '1e-4' as a string
-            try:
+            with contextlib.suppress(ValueError):
                 parsed = float(parsed)
-            except ValueError:
-                pass
         if not isinstance(parsed, str) and any(_TYPES[t](parsed) for t in types if t != "string"):
             value = parsed
     if isinstance(value, dict):
@@ -95,7 +94,7 @@ def _key(path) -> str:
 
 
 def prepare_config(config: dict, schema: dict, base_dir: str | Path = ".") -> dict:
-    """Coerce, fill defaults and validate; return a new config or raise ConfigError naming the key."""
+    """Coerce, fill defaults, validate; return a new config or raise ConfigError naming the key."""
     config = _coerce(copy.deepcopy(dict(config)), schema, schema)
     _fill_defaults(config, schema, schema)
     validator = jsonschema.Draft202012Validator(schema)
@@ -115,12 +114,12 @@ def _check_semantics(config: dict, base_dir: Path) -> None:
             f"train on), got {split['val']} + {split['test']}"
         )
     source = config["data"]["source"]
-    if source != "synthetic" and not source.startswith("hf:"):
-        if not (base_dir / source).exists():
-            raise ConfigError(
-                f"config key 'data.source': file or folder {source!r} does not exist "
-                "(expected 'synthetic', 'hf:<dataset id>' or an existing path)"
-            )
+    is_path = source != "synthetic" and not source.startswith("hf:")
+    if is_path and not (base_dir / source).exists():
+        raise ConfigError(
+            f"config key 'data.source': file or folder {source!r} does not exist "
+            "(expected 'synthetic', 'hf:<dataset id>' or an existing path)"
+        )
     outdir = Path(config["outdir"])
     if ".." in outdir.parts:
         raise ConfigError(f"config key 'outdir': {str(outdir)!r} must not contain '..'")
@@ -152,12 +151,17 @@ def weights_for(config: dict, backbone: str) -> str:
     weights = config["training"]["weights"]
     if isinstance(weights, str):
         return weights
-    return weights.get(backbone, weights.get(backbone.split("@")[0], weights.get("default", "imagenet")))
+    return weights.get(
+        backbone, weights.get(backbone.split("@")[0], weights.get("default", "imagenet"))
+    )
 
 
 def learning_rates(config: dict, backbone: str) -> tuple[float, float]:
     """(head, classifier) learning rates: the config's, else the paper's for that architecture."""
     arch = backbone.split("@")[0]
-    lr = {**LEARNING_RATES[arch], **config["training"]["lr"].get(arch, {}),
-          **config["training"]["lr"].get(backbone, {})}
+    lr = {
+        **LEARNING_RATES[arch],
+        **config["training"]["lr"].get(arch, {}),
+        **config["training"]["lr"].get(backbone, {}),
+    }
     return lr["head"], lr["classifier"]

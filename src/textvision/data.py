@@ -32,8 +32,13 @@ _READERS = {
 _ACLIMDB = re.compile(r"(?:^|/)aclImdb/(train|test)/(pos|neg)/(\d+)_(\d+)\.txt$")
 
 
-def load_source(source: str, text_column: str = "text", label_column: str = "label",
-                id_column: str | None = None, synthetic: dict | None = None) -> pd.DataFrame:
+def load_source(
+    source: str,
+    text_column: str = "text",
+    label_column: str = "label",
+    id_column: str | None = None,
+    synthetic: dict | None = None,
+) -> pd.DataFrame:
     """Read a labelled source into columns id, text, label (raw label values)."""
     if source == "synthetic":
         return make_corpus(**(synthetic or {}))
@@ -114,7 +119,8 @@ def _load_aclimdb(path: Path) -> pd.DataFrame:
             raise InputError(f"{path}: not a readable .tar.gz archive ({err})") from None
     if not rows:
         raise InputError(
-            f"{path}: no reviews found; expected aclImdb/{{train,test}}/{{pos,neg}}/<id>_<rating>.txt"
+            f"{path}: no reviews found; expected "
+            "aclImdb/{train,test}/{pos,neg}/<id>_<rating>.txt"
         )
     rows.sort(key=lambda r: r[0])
     return pd.DataFrame(rows, columns=["id", "text", "label"])
@@ -126,10 +132,16 @@ def _load_hf(name: str, text_column: str, label_column: str) -> pd.DataFrame:
     try:
         dsets = datasets.load_dataset(name)
     except Exception as err:  # noqa: BLE001 - datasets raises many types for "not available"
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
+        offline = (
+            os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
+        )
         raise InputError(
             f"hf:{name}: cannot load the dataset ({type(err).__name__}: {err}). "
-            + ("It is not in the local Hugging Face cache (HF_HUB_OFFLINE is set). " if offline else "")
+            + (
+                "It is not in the local Hugging Face cache (HF_HUB_OFFLINE is set). "
+                if offline
+                else ""
+            )
             + f"On a machine with network run `textvision prefetch --dataset hf:{name}` "
             "(or `python -c \"import datasets; datasets.load_dataset('" + name + "')\"`) with the "
             "same HF_HOME, then rerun with HF_HUB_OFFLINE=1."
@@ -139,19 +151,20 @@ def _load_hf(name: str, text_column: str, label_column: str) -> pd.DataFrame:
         for column in (text_column, label_column):
             if column not in dset.column_names:
                 raise InputError(
-                    f"hf:{name} split {split!r}: missing column {column!r}; found {dset.column_names}"
+                    f"hf:{name} split {split!r}: missing column {column!r}; "
+                    f"found {dset.column_names}"
                 )
         frame = dset.to_pandas()[[text_column, label_column]]
-        feature = dset.features[label_column]
-        if hasattr(feature, "names"):
-            labelled = frame[label_column] >= 0  # -1 marks unlabelled rows (IMDB's 'unsupervised')
-            frame = frame[labelled].assign(**{label_column: lambda f: f[label_column].map(
-                dict(enumerate(feature.names)))})
+        names = getattr(dset.features[label_column], "names", None)
+        if names:  # a ClassLabel: -1 marks unlabelled rows (IMDB's 'unsupervised' split)
+            frame = frame[frame[label_column] >= 0]
+            frame[label_column] = frame[label_column].map(dict(enumerate(names)))
         frame.index = [f"{split}-{i}" for i in frame.index]
         frames.append(frame)
     frame = pd.concat(frames)
-    return pd.DataFrame({"id": frame.index, "text": frame[text_column].values,
-                         "label": frame[label_column].values})
+    return pd.DataFrame(
+        {"id": frame.index, "text": frame[text_column].values, "label": frame[label_column].values}
+    )
 
 
 def validate_rows(frame: pd.DataFrame, source: str) -> None:
@@ -173,7 +186,8 @@ def validate_rows(frame: pd.DataFrame, source: str) -> None:
     if dup.any():
         rows = np.flatnonzero(dup)[:5].tolist()
         raise InputError(
-            f"{source}: duplicated id {frame['id'].iloc[rows[0]]!r} at rows {rows}; ids must be unique"
+            f"{source}: duplicated id {frame['id'].iloc[rows[0]]!r} at rows {rows}; "
+            "ids must be unique"
         )
     classes = frame["label"].unique()
     if len(classes) < 2:
@@ -206,12 +220,12 @@ def split_rows(labels: np.ndarray, val: float, test: float, seed: int) -> np.nda
         n_train = len(idx) - n_val - n_test
         if n_val < 1 or n_train < 1 or (test > 0 and n_test < 1):
             raise InputError(
-                f"class {cls} has {len(idx)} rows: too few for data.split (val={val}, test={test}); "
-                "every split needs at least one row of every class"
+                f"class {cls} has {len(idx)} rows: too few for data.split (val={val}, "
+                f"test={test}); every split needs at least one row of every class"
             )
         split[idx[:n_train]] = "train"
-        split[idx[n_train:n_train + n_val]] = "val"
-        split[idx[n_train + n_val:]] = "test"
+        split[idx[n_train : n_train + n_val]] = "val"
+        split[idx[n_train + n_val :]] = "test"
     return split
 
 
@@ -221,17 +235,30 @@ def subsample(frame: pd.DataFrame, n_per_class: int, seed: int) -> pd.DataFrame:
     for cls in sorted(frame["label"].unique(), key=str):
         idx = np.flatnonzero((frame["label"] == cls).to_numpy())
         if len(idx) < n_per_class:
-            log.warning("class %r has %d rows, fewer than data.n_per_class=%d: keeping all",
-                        cls, len(idx), n_per_class)
+            log.warning(
+                "class %r has %d rows, fewer than data.n_per_class=%d: keeping all",
+                cls,
+                len(idx),
+                n_per_class,
+            )
         keep.append(np.sort(rng.choice(idx, size=min(n_per_class, len(idx)), replace=False)))
     return frame.iloc[np.sort(np.concatenate(keep))].reset_index(drop=True)
 
 
-def prepare_dataset(source: str, out: str | Path, *, text_column: str = "text",
-                    label_column: str = "label", id_column: str | None = None,
-                    n_per_class: int | None = None, val: float = 0.2, test: float = 0.0,
-                    seed: int = 42, clean_html: bool = True,
-                    synthetic: dict | None = None) -> pd.DataFrame:
+def prepare_dataset(
+    source: str,
+    out: str | Path,
+    *,
+    text_column: str = "text",
+    label_column: str = "label",
+    id_column: str | None = None,
+    n_per_class: int | None = None,
+    val: float = 0.2,
+    test: float = 0.0,
+    seed: int = 42,
+    clean_html: bool = True,
+    synthetic: dict | None = None,
+) -> pd.DataFrame:
     """Load, check, subsample, encode labels, split (stratified, seeded) and write Parquet."""
     frame = load_source(source, text_column, label_column, id_column, synthetic)
     validate_rows(frame, source)
@@ -246,12 +273,20 @@ def prepare_dataset(source: str, out: str | Path, *, text_column: str = "text",
     texts = frame["text"].astype(str)
     if clean_html:
         texts = texts.map(lambda t: " ".join(_BR.sub(" ", t).split()))
-    data = pd.DataFrame({"id": frame["id"].astype(str).to_numpy()[order],
-                         "text": texts.to_numpy()[order], "label": codes[order],
-                         "split": split[order].astype(str)})
+    data = pd.DataFrame(
+        {
+            "id": frame["id"].astype(str).to_numpy()[order],
+            "text": texts.to_numpy()[order],
+            "label": codes[order],
+            "split": split[order].astype(str),
+        }
+    )
     meta = {
-        "source": source, "synthetic": source == "synthetic", "label_names": names,
-        "clean_html": clean_html, "n_per_class": n_per_class,
+        "source": source,
+        "synthetic": source == "synthetic",
+        "label_names": names,
+        "clean_html": clean_html,
+        "n_per_class": n_per_class,
         "split": {"val": val, "test": test, "seed": seed},
         "counts": {s: int((data["split"] == s).sum()) for s in SPLITS},
     }
@@ -263,7 +298,8 @@ def prepare_dataset(source: str, out: str | Path, *, text_column: str = "text",
 def write_dataset(data: pd.DataFrame, meta: dict, out: str | Path) -> None:
     table = pa.Table.from_pandas(data, preserve_index=False)
     table = table.replace_schema_metadata(
-        {**(table.schema.metadata or {}), b"textvision": json.dumps(meta).encode()})
+        {**(table.schema.metadata or {}), b"textvision": json.dumps(meta).encode()}
+    )
     with atomic_path(out) as tmp:
         pq.write_table(table, tmp)
 

@@ -33,10 +33,24 @@ class DeepInsightTransformer(TransformerMixin, BaseEstimator):
     column of every feature), `feature_counts_` (`[P, P]` features per pixel), `occupancy_`.
     """
 
-    def __init__(self, pixels=50, scaler="log", projector="tsne", *, perplexity=30.0,
-                 metric="euclidean", init="pca", learning_rate="auto", max_iter=1000,
-                 backend="sklearn", pca_components=None, discretization="bin", empty_value=0.0,
-                 random_state=0, chunk_size=4096):
+    def __init__(
+        self,
+        pixels=50,
+        scaler="log",
+        projector="tsne",
+        *,
+        perplexity=30.0,
+        metric="euclidean",
+        init="pca",
+        learning_rate="auto",
+        max_iter=1000,
+        backend="sklearn",
+        pca_components=None,
+        discretization="bin",
+        empty_value=0.0,
+        random_state=0,
+        chunk_size=4096,
+    ):
         self.pixels = pixels
         self.scaler = scaler
         self.projector = projector
@@ -72,8 +86,11 @@ class DeepInsightTransformer(TransformerMixin, BaseEstimator):
         return self
 
     def _check_params(self):
-        for name, allowed in (("scaler", SCALERS), ("projector", PROJECTORS),
-                              ("discretization", DISCRETIZATIONS)):
+        for name, allowed in (
+            ("scaler", SCALERS),
+            ("projector", PROJECTORS),
+            ("discretization", DISCRETIZATIONS),
+        ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if not isinstance(self.pixels, (int, np.integer)) or self.pixels < 2:
@@ -95,15 +112,27 @@ class DeepInsightTransformer(TransformerMixin, BaseEstimator):
         if self.backend == "opentsne":
             from openTSNE import TSNE as OpenTSNE
 
-            tsne = OpenTSNE(perplexity=self.perplexity, metric=self.metric,
-                            initialization=self.init, learning_rate=self.learning_rate,
-                            n_iter=self.max_iter, random_state=self.random_state, n_jobs=-1)
+            tsne = OpenTSNE(
+                perplexity=self.perplexity,
+                metric=self.metric,
+                initialization=self.init,
+                learning_rate=self.learning_rate,
+                n_iter=self.max_iter,
+                random_state=self.random_state,
+                n_jobs=-1,
+            )
             return np.asarray(tsne.fit(points.astype(np.float64)), dtype=np.float64)
         from sklearn.manifold import TSNE
 
-        tsne = TSNE(2, perplexity=self.perplexity, metric=self.metric, init=self.init,
-                    learning_rate=self.learning_rate, max_iter=self.max_iter,
-                    random_state=self.random_state)
+        tsne = TSNE(
+            2,
+            perplexity=self.perplexity,
+            metric=self.metric,
+            init=self.init,
+            learning_rate=self.learning_rate,
+            max_iter=self.max_iter,
+            random_state=self.random_state,
+        )
         return tsne.fit_transform(points).astype(np.float64)
 
     def _build_matrix(self):
@@ -112,17 +141,21 @@ class DeepInsightTransformer(TransformerMixin, BaseEstimator):
         weight = 1.0 / self.feature_counts_.ravel()[flat]
         self._matrix = sparse.csr_matrix(
             (weight.astype(np.float32), (np.arange(len(flat)), flat)),
-            shape=(len(flat), self.pixels * self.pixels))
+            shape=(len(flat), self.pixels * self.pixels),
+        )
         self._empty = self.feature_counts_.ravel() == 0
 
     @property
     def occupancy_(self) -> dict:
         check_is_fitted(self, "pixels_")
         counts = self.feature_counts_
-        return {"pixels_used": int((counts > 0).sum()), "pixels_total": int(counts.size),
-                "max_features_per_pixel": int(counts.max()),
-                "mean_features_per_used_pixel": float(counts[counts > 0].mean()),
-                "n_features": int(counts.sum())}
+        return {
+            "pixels_used": int((counts > 0).sum()),
+            "pixels_total": int(counts.size),
+            "max_features_per_pixel": int(counts.max()),
+            "mean_features_per_used_pixel": float(counts[counts > 0].mean()),
+            "n_features": int(counts.sum()),
+        }
 
     # -- transforming ----------------------------------------------------------------------
     def transform(self, X) -> np.ndarray:
@@ -137,8 +170,8 @@ class DeepInsightTransformer(TransformerMixin, BaseEstimator):
         out = np.empty((len(X), self.pixels, self.pixels), dtype=np.float32)
         flat = out.reshape(len(X), -1)
         for lo in range(0, len(X), self.chunk_size):
-            chunk = apply_scaler(X[lo:lo + self.chunk_size], self.scaler, self.scale_)
-            flat[lo:lo + len(chunk)] = (self._matrix.T @ chunk.T).T
+            chunk = apply_scaler(X[lo : lo + self.chunk_size], self.scaler, self.scale_)
+            flat[lo : lo + len(chunk)] = (self._matrix.T @ chunk.T).T
         flat[:, self._empty] = self.empty_value
         return out
 
@@ -147,7 +180,9 @@ class DeepInsightTransformer(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "pixels_")
         images = np.asarray(images, dtype=np.float32)
         if images.shape[-2:] != (self.pixels, self.pixels):
-            raise ValueError(f"expected images [..., {self.pixels}, {self.pixels}], got {images.shape}")
+            raise ValueError(
+                f"expected images [..., {self.pixels}, {self.pixels}], got {images.shape}"
+            )
         values = images[..., self.pixels_[:, 0], self.pixels_[:, 1]]
         return invert_scaler(values, self.scaler, self.scale_)
 

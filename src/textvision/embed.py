@@ -72,8 +72,9 @@ def load_encoder(name: str, device: str = "cpu"):
     folder = resolve_model(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
-        model = AutoModel.from_pretrained(folder, output_hidden_states=True,
-                                          dtype=torch.float32, attn_implementation="sdpa")
+        model = AutoModel.from_pretrained(
+            folder, output_hidden_states=True, dtype=torch.float32, attn_implementation="sdpa"
+        )
     except (OSError, ValueError) as err:
         raise InputError(f"embedding.model {name!r} ({folder}): cannot load ({err})") from None
     return tokenizer, model.eval().to(device), folder
@@ -99,8 +100,16 @@ def layer_indices(layers: int | list[int], n_layers: int) -> list[int]:
 
 
 @torch.inference_mode()
-def embed_texts(texts: list[str], tokenizer, model, layers: list[int], max_length: int = 512,
-                batch_size: int = 32, precision: str = "float32", progress=None) -> np.ndarray:
+def embed_texts(
+    texts: list[str],
+    tokenizer,
+    model,
+    layers: list[int],
+    max_length: int = 512,
+    batch_size: int = 32,
+    precision: str = "float32",
+    progress=None,
+) -> np.ndarray:
     """`[CLS]` vectors `[len(texts), len(layers), H]` float32, in the order of `texts`.
 
     Texts are sorted by token count and padded per batch only as far as the longest in it.
@@ -109,10 +118,13 @@ def embed_texts(texts: list[str], tokenizer, model, layers: list[int], max_lengt
     encoded = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
     order = np.argsort([len(ids) for ids in encoded], kind="stable")[::-1]
     out = np.empty((len(texts), len(layers), model.config.hidden_size), dtype=np.float32)
-    autocast = torch.autocast(device.type, dtype=getattr(torch, precision),
-                              enabled=device.type == "cuda" and precision != "float32")
+    autocast = torch.autocast(
+        device.type,
+        dtype=getattr(torch, precision),
+        enabled=device.type == "cuda" and precision != "float32",
+    )
     for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
+        idx = order[start : start + batch_size]
         batch = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt")
         batch = {k: v.to(device) for k, v in batch.items()}
         with autocast:
@@ -130,10 +142,19 @@ def shard_bounds(n_rows: int, shard: int, n_shards: int) -> tuple[int, int]:
     return n_rows * shard // n_shards, n_rows * (shard + 1) // n_shards
 
 
-def embed_dataset(dataset: str | Path, out: str | Path, *, model: str = OFFLINE_MODEL,
-                  layers: int | list[int] = 6, max_length: int = 512, batch_size: int = 32,
-                  precision: str = "float32", device: str = "cpu", shard: int = 0,
-                  n_shards: int = 1) -> None:
+def embed_dataset(
+    dataset: str | Path,
+    out: str | Path,
+    *,
+    model: str = OFFLINE_MODEL,
+    layers: int | list[int] = 6,
+    max_length: int = 512,
+    batch_size: int = 32,
+    precision: str = "float32",
+    device: str = "cpu",
+    shard: int = 0,
+    n_shards: int = 1,
+) -> None:
     """Embed the rows of one shard of `dataset.parquet` into an HDF5 file (dataset `cls`)."""
     frame, meta = read_dataset(dataset)
     start, stop = shard_bounds(len(frame), shard, n_shards)
@@ -142,25 +163,49 @@ def embed_dataset(dataset: str | Path, out: str | Path, *, model: str = OFFLINE_
     index = layer_indices(layers, encoder.config.num_hidden_layers)
     hidden = encoder.config.hidden_size
     attrs = {
-        "model": model, "model_path": str(folder), "weights_sha256": weights_hash(folder),
-        "layers": index, "max_length": max_length, "clean_html": meta["clean_html"],
-        "dtype": "float32", "precision": precision, "textvision_version": __version__,
-        "row_start": start, "row_stop": stop, "n_rows_total": len(frame),
+        "model": model,
+        "model_path": str(folder),
+        "weights_sha256": weights_hash(folder),
+        "layers": index,
+        "max_length": max_length,
+        "clean_html": meta["clean_html"],
+        "dtype": "float32",
+        "precision": precision,
+        "textvision_version": __version__,
+        "row_start": start,
+        "row_stop": stop,
+        "n_rows_total": len(frame),
     }
-    with atomic_path(out) as tmp, h5py.File(tmp, "w") as fh, \
-            tqdm(total=len(texts), unit="text", desc=f"embed shard {shard + 1}/{n_shards}",
-                 mininterval=2) as bar:
-        cls = fh.create_dataset("cls", shape=(len(texts), len(index), hidden), dtype="float32",
-                                chunks=(min(256, max(len(texts), 1)), len(index), hidden))
+    with (
+        atomic_path(out) as tmp,
+        h5py.File(tmp, "w") as fh,
+        tqdm(
+            total=len(texts), unit="text", desc=f"embed shard {shard + 1}/{n_shards}", mininterval=2
+        ) as bar,
+    ):
+        cls = fh.create_dataset(
+            "cls",
+            shape=(len(texts), len(index), hidden),
+            dtype="float32",
+            chunks=(min(256, max(len(texts), 1)), len(index), hidden),
+        )
         for lo in range(0, len(texts), CHUNK):
-            cls[lo:lo + CHUNK] = embed_texts(texts[lo:lo + CHUNK], tokenizer, encoder, index,
-                                             max_length, batch_size, precision, bar)
+            cls[lo : lo + CHUNK] = embed_texts(
+                texts[lo : lo + CHUNK],
+                tokenizer,
+                encoder,
+                index,
+                max_length,
+                batch_size,
+                precision,
+                bar,
+            )
         set_attrs(fh, attrs)
     log.info("wrote %s: rows %d..%d of %d", out, start, stop, len(frame))
 
 
 def merge_shards(shards: list[str | Path], dataset: str | Path, out: str | Path) -> None:
-    """Concatenate shard files in order into one `embeddings.h5` with id/label/split beside `cls`."""
+    """Concatenate shard files in order into one `embeddings.h5`; id/label/split beside `cls`."""
     frame, meta = read_dataset(dataset)
     handles = [open_h5(path, "cls") for path in shards]
     try:
@@ -179,19 +224,28 @@ def merge_shards(shards: list[str | Path], dataset: str | Path, out: str | Path)
             raise InputError(f"shards cover {expected} rows, {dataset} has {len(frame)}")
         shape = (len(frame), *handles[0]["cls"].shape[1:])
         with atomic_path(out) as tmp, h5py.File(tmp, "w") as dst:
-            cls = dst.create_dataset("cls", shape=shape, dtype="float32",
-                                     chunks=(min(256, shape[0]), *shape[1:]))
+            cls = dst.create_dataset(
+                "cls", shape=shape, dtype="float32", chunks=(min(256, shape[0]), *shape[1:])
+            )
             for fh in handles:
                 lo, hi = attrs_dict(fh)["row_start"], attrs_dict(fh)["row_stop"]
                 for a in range(lo, hi, CHUNK):
                     b = min(a + CHUNK, hi)
-                    cls[a:b] = fh["cls"][a - lo:b - lo]
+                    cls[a:b] = fh["cls"][a - lo : b - lo]
             dst["id"] = string_array(frame["id"])
             dst["label"] = frame["label"].to_numpy(np.int64)
             dst["split"] = string_array(frame["split"])
             attrs = {k: v for k, v in first.items() if k not in ("row_start", "row_stop")}
-            set_attrs(dst, {**attrs, "label_names": meta["label_names"], "source": meta["source"],
-                            "synthetic": meta["synthetic"], "n_shards": len(shards)})
+            set_attrs(
+                dst,
+                {
+                    **attrs,
+                    "label_names": meta["label_names"],
+                    "source": meta["source"],
+                    "synthetic": meta["synthetic"],
+                    "n_shards": len(shards),
+                },
+            )
     finally:
         for fh in handles:
             fh.close()

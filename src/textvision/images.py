@@ -32,7 +32,9 @@ def read_embeddings(path: str | Path, rows: np.ndarray | None = None) -> tuple[n
     with open_h5(path, "cls", "split") as fh:
         cls = fh["cls"]
         if cls.ndim != 3:
-            raise InputError(f"{path}: dataset 'cls' has shape {cls.shape}; expected [N, layers, hidden]")
+            raise InputError(
+                f"{path}: dataset 'cls' has shape {cls.shape}; expected [N, layers, hidden]"
+            )
         X = cls[np.flatnonzero(rows)] if rows is not None else cls[:]
         attrs = attrs_dict(fh)
     X = X.reshape(len(X), -1)
@@ -45,13 +47,16 @@ def read_splits(path: str | Path) -> np.ndarray:
         return decode(fh["split"][:])
 
 
-def fit_mapping(embeddings: str | Path, out: str | Path, *, fit_on: str = "train",
-                **params) -> DeepInsightTransformer:
+def fit_mapping(
+    embeddings: str | Path, out: str | Path, *, fit_on: str = "train", **params
+) -> DeepInsightTransformer:
     """Fit a DeepInsightTransformer on the training rows (or all rows) and save it as HDF5."""
     split = read_splits(embeddings)
     if fit_on == "all":
-        log.warning("deepinsight.fit_on=all: scaler and projection see the validation/test rows; "
-                    "this reproduces the original code and leaks into validation accuracy")
+        log.warning(
+            "deepinsight.fit_on=all: scaler and projection see the validation/test rows; "
+            "this reproduces the original code and leaks into validation accuracy"
+        )
         rows = np.ones(len(split), bool)
     else:
         rows = split == "train"
@@ -59,9 +64,17 @@ def fit_mapping(embeddings: str | Path, out: str | Path, *, fit_on: str = "train
         raise InputError(f"{embeddings}: {rows.sum()} rows to fit on (fit_on={fit_on})")
     X, attrs = read_embeddings(embeddings, rows)
     transformer = DeepInsightTransformer(**params).fit(X)
-    save_mapping(transformer, out, {"fit_on": fit_on, "n_fit_rows": int(rows.sum()),
-                                    "layers": attrs["layers"], "model": attrs["model"],
-                                    "hidden_size": X.shape[1] // len(attrs["layers"])})
+    save_mapping(
+        transformer,
+        out,
+        {
+            "fit_on": fit_on,
+            "n_fit_rows": int(rows.sum()),
+            "layers": attrs["layers"],
+            "model": attrs["model"],
+            "hidden_size": X.shape[1] // len(attrs["layers"]),
+        },
+    )
     log.info("mapping %s: %s", out, transformer.occupancy_)
     return transformer
 
@@ -73,8 +86,15 @@ def save_mapping(transformer: DeepInsightTransformer, out: str | Path, info: dic
         scale = fh.create_group("scale")
         for key, value in transformer.scale_.items():
             scale[key] = value
-        set_attrs(fh, {"params": transformer.get_params(), "occupancy": transformer.occupancy_,
-                       "n_features": transformer.n_features_in_, **info})
+        set_attrs(
+            fh,
+            {
+                "params": transformer.get_params(),
+                "occupancy": transformer.occupancy_,
+                "n_features": transformer.n_features_in_,
+                **info,
+            },
+        )
 
 
 def load_mapping(path: str | Path) -> tuple[DeepInsightTransformer, dict]:
@@ -89,8 +109,9 @@ def load_mapping(path: str | Path) -> tuple[DeepInsightTransformer, dict]:
     return transformer, attrs
 
 
-def render_images(embeddings: str | Path, mapping: str | Path, out: str | Path,
-                  eps: float = 1e-8) -> None:
+def render_images(
+    embeddings: str | Path, mapping: str | Path, out: str | Path, eps: float = 1e-8
+) -> None:
     """Images of every row (`images` `[N, P, P]` float32) with id/label/split, and the training
     pixels' `mu` and `sigma` for the Z-normalisation `(x - mu) / (sigma + eps)`."""
     transformer, info = load_mapping(mapping)
@@ -106,35 +127,59 @@ def render_images(embeddings: str | Path, mapping: str | Path, out: str | Path,
         pixels = transformer.pixels
         total, total_sq, count = 0.0, 0.0, 0
         with atomic_path(out) as tmp, h5py.File(tmp, "w") as dst:
-            images = dst.create_dataset("images", shape=(len(split), pixels, pixels),
-                                        dtype="float32", chunks=(min(256, len(split)), pixels, pixels))
+            images = dst.create_dataset(
+                "images",
+                shape=(len(split), pixels, pixels),
+                dtype="float32",
+                chunks=(min(256, len(split)), pixels, pixels),
+            )
             for lo in tqdm(range(0, len(split), CHUNK), desc="render images", unit="chunk"):
-                X = cls[lo:lo + CHUNK].reshape(-1, n_features)
+                X = cls[lo : lo + CHUNK].reshape(-1, n_features)
                 check_finite(X, embeddings, "cls")
                 img = transformer.transform(X)
-                images[lo:lo + len(img)] = img
-                train = img[split[lo:lo + len(img)] == "train"].astype(np.float64)
-                total, total_sq, count = total + train.sum(), total_sq + (train**2).sum(), count + train.size
+                images[lo : lo + len(img)] = img
+                train = img[split[lo : lo + len(img)] == "train"].astype(np.float64)
+                total, total_sq, count = (
+                    total + train.sum(),
+                    total_sq + (train**2).sum(),
+                    count + train.size,
+                )
             dst["id"] = string_array(decode(src["id"][:]))
             dst["label"] = src["label"][:]
             dst["split"] = string_array(split)
             mu = total / count
             sigma = float(np.sqrt(max(total_sq / count - mu**2, 0.0)))
-            set_attrs(dst, {**attrs_dict(src), "mu": mu, "sigma": sigma, "eps": eps,
-                            "pixels": pixels, "fit_on": info["fit_on"],
-                            "discretization": transformer.discretization,
-                            "occupancy": info["occupancy"]})
+            set_attrs(
+                dst,
+                {
+                    **attrs_dict(src),
+                    "mu": mu,
+                    "sigma": sigma,
+                    "eps": eps,
+                    "pixels": pixels,
+                    "fit_on": info["fit_on"],
+                    "discretization": transformer.discretization,
+                    "occupancy": info["occupancy"],
+                },
+            )
 
 
 def plot_mapping(mapping: str | Path, images: str | Path, outdir: str | Path) -> None:
     """The DeepInsight figures: feature density, class means and difference, samples, 2-D map."""
-    from textvision.plots import plot_class_means, plot_feature_density, plot_feature_map, plot_samples
+    from textvision.plots import (
+        plot_class_means,
+        plot_feature_density,
+        plot_feature_map,
+        plot_samples,
+    )
 
     transformer, info = load_mapping(mapping)
     with open_h5(images, "images", "label", "split") as fh:
         if fh["images"].shape[1:] != (transformer.pixels, transformer.pixels):
-            raise InputError(f"{images}: images of {fh['images'].shape[1:]} pixels; the mapping "
-                             f"{mapping} gives {transformer.pixels}x{transformer.pixels}")
+            raise InputError(
+                f"{images}: images of {fh['images'].shape[1:]} pixels; the mapping "
+                f"{mapping} gives {transformer.pixels}x{transformer.pixels}"
+            )
         names = attrs_dict(fh)["label_names"]
         labels, split = fh["label"][:], decode(fh["split"][:])
         val = np.flatnonzero(split == "val")
@@ -143,9 +188,11 @@ def plot_mapping(mapping: str | Path, images: str | Path, outdir: str | Path) ->
         images_all = fh["images"][::step]
         samples = fh["images"][sample]
     outdir = Path(outdir)
-    plot_feature_density(transformer.feature_counts_, transformer.occupancy_,
-                         outdir / "feature_density.png")
+    plot_feature_density(
+        transformer.feature_counts_, transformer.occupancy_, outdir / "feature_density.png"
+    )
     plot_class_means(images_all, labels[::step], names, outdir / "class_means.png")
     plot_samples(samples, labels[sample], names, outdir / "samples.png")
-    plot_feature_map(transformer.coords_, info["layers"], info["hidden_size"],
-                     outdir / "feature_map.png")
+    plot_feature_map(
+        transformer.coords_, info["layers"], info["hidden_size"], outdir / "feature_map.png"
+    )

@@ -14,8 +14,9 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict:
     out = {
         "accuracy": float(metrics.accuracy_score(y_true, y_pred)),
         "balanced_accuracy": float(metrics.balanced_accuracy_score(y_true, y_pred)),
-        "macro_f1": float(metrics.f1_score(y_true, y_pred, average="macro", labels=labels,
-                                           zero_division=0)),
+        "macro_f1": float(
+            metrics.f1_score(y_true, y_pred, average="macro", labels=labels, zero_division=0)
+        ),
         "confusion_matrix": metrics.confusion_matrix(y_true, y_pred, labels=labels).tolist(),
         "n": int(len(y_true)),
     }
@@ -25,6 +26,7 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict:
     elif n_classes == 2:
         out["roc_auc"] = float(metrics.roc_auc_score(y_true, proba[:, 1]))
     else:
-        out["roc_auc"] = float(metrics.roc_auc_score(y_true, proba, multi_class="ovr",
-                                                     average="macro", labels=labels))
+        out["roc_auc"] = float(
+            metrics.roc_auc_score(y_true, proba, multi_class="ovr", average="macro", labels=labels)
+        )
     return out

@@ -14,8 +14,9 @@ class InputAdapter(nn.Module):
     """1-channel image -> Z-normalised (training mu/sigma, or per batch) -> 3 channels ->
     nearest upsampling by `upsample`."""
 
-    def __init__(self, mu: float, sigma: float, eps: float = 1e-8, upsample: int = 3,
-                 per_batch: bool = False):
+    def __init__(
+        self, mu: float, sigma: float, eps: float = 1e-8, upsample: int = 3, per_batch: bool = False
+    ):
         super().__init__()
         self.mu, self.sigma, self.eps = mu, sigma, eps
         self.upsample, self.per_batch = upsample, per_batch
@@ -32,8 +33,11 @@ class InputAdapter(nn.Module):
 
 
 def _conv_block(c_in: int, c_out: int, kernel: int, dropout: float) -> list[nn.Module]:
-    layers = [nn.Conv2d(c_in, c_out, kernel, padding=(kernel - 1) // 2), nn.ReLU(inplace=True),
-              nn.BatchNorm2d(c_out)]
+    layers = [
+        nn.Conv2d(c_in, c_out, kernel, padding=(kernel - 1) // 2),
+        nn.ReLU(inplace=True),
+        nn.BatchNorm2d(c_out),
+    ]
     return layers + ([nn.Dropout2d(dropout)] if dropout else [])
 
 
@@ -44,15 +48,22 @@ def _dense(sizes: list[int], dropout: float) -> nn.Sequential:
     return nn.Sequential(*layers, nn.Linear(sizes[-2], sizes[-1]))
 
 
-def build_head(arch: str, channels: int, n_classes: int, dropout: float = 0.3
-               ) -> tuple[nn.Sequential, nn.Sequential]:
+def build_head(
+    arch: str, channels: int, n_classes: int, dropout: float = 0.3
+) -> tuple[nn.Sequential, nn.Sequential]:
     """(head, classifier) as in the original code: AlexNet's 4 convs of kernel 2 down to 64 maps,
     pooled to 5x5, dense 1600-700-50-K; the others' 4 convs of kernel 4 down to 32, pooled to
     10x10, dense 3200-1600-700-50-K. Xavier-initialised."""
     if arch == "alexnet":
         widths, kernel, pool, dense, conv_dropout = [192, 192, 192, 64], 2, 5, [700, 50], 0.0
     else:
-        widths, kernel, pool, dense, conv_dropout = [192, 128, 64, 32], 4, 10, [1600, 700, 50], dropout
+        widths, kernel, pool, dense, conv_dropout = (
+            [192, 128, 64, 32],
+            4,
+            10,
+            [1600, 700, 50],
+            dropout,
+        )
     layers: list[nn.Module] = []
     for c_in, c_out in zip([channels, *widths[:-1]], widths, strict=True):
         layers += _conv_block(c_in, c_out, kernel, conv_dropout)
@@ -68,8 +79,13 @@ def build_head(arch: str, channels: int, n_classes: int, dropout: float = 0.3
 class TextVisionNet(nn.Module):
     """adapter -> frozen backbone -> head -> classifier; only head and classifier train."""
 
-    def __init__(self, adapter: InputAdapter, backbone: FrozenBackbone, head: nn.Sequential,
-                 classifier: nn.Sequential):
+    def __init__(
+        self,
+        adapter: InputAdapter,
+        backbone: FrozenBackbone,
+        head: nn.Sequential,
+        classifier: nn.Sequential,
+    ):
         super().__init__()
         self.adapter, self.backbone = adapter, backbone
         self.head, self.classifier = head, classifier

@@ -14,8 +14,18 @@ LEARNING_RATES = {
 }
 
 # validation accuracy on IMDB: the paper's table (each +-0.01) and a published reproduction's
-PAPER_ACCURACY = {"alexnet": 0.87, "wide_resnet50_2": 0.85, "resnext50_32x4d": 0.85,
-                  "shufflenet_v2_x1_0": 0.86, "vgg16": 0.86}
+PAPER_ACCURACY = {
+    "alexnet": 0.87,
+    "wide_resnet50_2": 0.85,
+    "resnext50_32x4d": 0.85,
+    "shufflenet_v2_x1_0": 0.86,
+    "vgg16": 0.86,
+}
 PAPER_ACCURACY_ERROR = 0.01
-REPRODUCTION_ACCURACY = {"alexnet": 0.801, "wide_resnet50_2": 0.824, "resnext50_32x4d": 0.819,
-                         "shufflenet_v2_x1_0": 0.812, "vgg16": 0.813}
+REPRODUCTION_ACCURACY = {
+    "alexnet": 0.801,
+    "wide_resnet50_2": 0.824,
+    "resnext50_32x4d": 0.819,
+    "shufflenet_v2_x1_0": 0.812,
+    "vgg16": 0.813,
+}

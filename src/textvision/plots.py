@@ -55,27 +55,43 @@ def plot_accuracy(table: pd.DataFrame, path: str | Path) -> None:
     """Validation accuracy (best epoch, mean +- std over seeds) per model, paper values marked."""
     fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(table)), 3.8))
     x = np.arange(len(table))
-    ax.bar(x, table["val_accuracy_best_mean"], yerr=table["val_accuracy_best_std"].fillna(0),
-           capsize=4, color="#4c72b0", label="this run (best epoch)")
-    ax.scatter(x, table["val_accuracy_last_mean"], marker="_", s=300, color="black", zorder=3,
-               label="this run (last epoch)")
-    for col, marker, color, label in (("paper_val_accuracy", "D", "#c44e52", "paper"),
-                                      ("reproduction_val_accuracy", "o", "#55a868",
-                                       "published reproduction")):
+    ax.bar(
+        x,
+        table["val_accuracy_best_mean"],
+        yerr=table["val_accuracy_best_std"].fillna(0),
+        capsize=4,
+        color="#4c72b0",
+        label="this run (best epoch)",
+    )
+    ax.scatter(
+        x,
+        table["val_accuracy_last_mean"],
+        marker="_",
+        s=300,
+        color="black",
+        zorder=3,
+        label="this run (last epoch)",
+    )
+    for col, marker, color, label in (
+        ("paper_val_accuracy", "D", "#c44e52", "paper"),
+        ("reproduction_val_accuracy", "o", "#55a868", "published reproduction"),
+    ):
         if table[col].notna().any():
             ax.scatter(x, table[col], marker=marker, color=color, zorder=4, label=label)
     ax.set_xticks(x, table["model"], rotation=30, ha="right")
     ax.set_ylabel("validation accuracy")
     ax.set_ylim(0, 1)
-    ax.axhline(1 / max(len(table["label_names"].iloc[0]), 2), color="grey", ls=":", lw=1,
-               label="chance")
+    ax.axhline(
+        1 / max(len(table["label_names"].iloc[0]), 2), color="grey", ls=":", lw=1, label="chance"
+    )
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(axis="y", alpha=0.3)
     _save(fig, path)
 
 
-def plot_confusion(matrices: dict[str, list[list[int]]], label_names: list[str],
-                   path: str | Path) -> None:
+def plot_confusion(
+    matrices: dict[str, list[list[int]]], label_names: list[str], path: str | Path
+) -> None:
     """Validation confusion matrices (last epoch, first seed) of every model."""
     n = len(matrices)
     cols = min(n, 4)
@@ -85,8 +101,15 @@ def plot_confusion(matrices: dict[str, list[list[int]]], label_names: list[str],
         matrix = np.asarray(matrix)
         ax.imshow(matrix, cmap="Blues")
         for (i, j), value in np.ndenumerate(matrix):
-            ax.text(j, i, str(value), ha="center", va="center",
-                    color="white" if value > matrix.max() / 2 else "black", fontsize=8)
+            ax.text(
+                j,
+                i,
+                str(value),
+                ha="center",
+                va="center",
+                color="white" if value > matrix.max() / 2 else "black",
+                fontsize=8,
+            )
         ax.set_xticks(range(len(label_names)), label_names, fontsize=7)
         ax.set_yticks(range(len(label_names)), label_names, fontsize=7)
         ax.set_title(name, fontsize=9)
@@ -101,14 +124,18 @@ def plot_feature_density(counts: np.ndarray, occupancy: dict, path: str | Path) 
     fig, ax = plt.subplots(figsize=(4.6, 4))
     im = ax.imshow(counts, cmap="viridis", interpolation="nearest")
     fig.colorbar(im, ax=ax, label="features per pixel")
-    ax.set_title(f"{occupancy['pixels_used']}/{occupancy['pixels_total']} pixels used, "
-                 f"max {occupancy['max_features_per_pixel']} per pixel", fontsize=9)
+    ax.set_title(
+        f"{occupancy['pixels_used']}/{occupancy['pixels_total']} pixels used, "
+        f"max {occupancy['max_features_per_pixel']} per pixel",
+        fontsize=9,
+    )
     ax.axis("off")
     _save(fig, path)
 
 
-def plot_class_means(images: np.ndarray, labels: np.ndarray, names: list[str],
-                     path: str | Path) -> None:
+def plot_class_means(
+    images: np.ndarray, labels: np.ndarray, names: list[str], path: str | Path
+) -> None:
     """Mean image of each class and, for the first two, their difference."""
     means = [images[labels == k].mean(axis=0) for k in range(len(names))]
     panels = [(m, f"mean: {n}", "magma") for m, n in zip(means, names, strict=True)]
@@ -126,10 +153,12 @@ def plot_class_means(images: np.ndarray, labels: np.ndarray, names: list[str],
     _save(fig, path)
 
 
-def plot_samples(images: np.ndarray, labels: np.ndarray, names: list[str], path: str | Path,
-                 per_class: int = 6) -> None:
-    fig, axes = plt.subplots(len(names), per_class, figsize=(1.7 * per_class, 1.8 * len(names)),
-                             squeeze=False)
+def plot_samples(
+    images: np.ndarray, labels: np.ndarray, names: list[str], path: str | Path, per_class: int = 6
+) -> None:
+    fig, axes = plt.subplots(
+        len(names), per_class, figsize=(1.7 * per_class, 1.8 * len(names)), squeeze=False
+    )
     for k, name in enumerate(names):
         idx = np.flatnonzero(labels == k)[:per_class]
         for j, ax in enumerate(axes[k]):
@@ -142,8 +171,7 @@ def plot_samples(images: np.ndarray, labels: np.ndarray, names: list[str], path:
     _save(fig, path)
 
 
-def plot_feature_map(coords: np.ndarray, layers: list[int], hidden: int,
-                     path: str | Path) -> None:
+def plot_feature_map(coords: np.ndarray, layers: list[int], hidden: int, path: str | Path) -> None:
     """The rotated 2-D feature positions, coloured by the BERT layer each feature comes from."""
     fig, ax = plt.subplots(figsize=(5.2, 4.4))
     layer = np.repeat(np.arange(len(layers)), hidden)

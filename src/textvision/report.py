@@ -14,10 +14,23 @@ from textvision.paper import PAPER_ACCURACY, PAPER_ACCURACY_ERROR, REPRODUCTION_
 from textvision.plots import plot_accuracy, plot_all_learning_curves, plot_confusion
 
 COLUMNS = [
-    "model", "architecture", "feature_maps", "lr_head", "lr_classifier", "weights", "n_seeds",
-    "val_accuracy_last_mean", "val_accuracy_last_std", "val_accuracy_best_mean",
-    "val_accuracy_best_std", "macro_f1_mean", "roc_auc_mean", "train_seconds_mean",
-    "images_per_second_mean", "paper_val_accuracy", "reproduction_val_accuracy",
+    "model",
+    "architecture",
+    "feature_maps",
+    "lr_head",
+    "lr_classifier",
+    "weights",
+    "n_seeds",
+    "val_accuracy_last_mean",
+    "val_accuracy_last_std",
+    "val_accuracy_best_mean",
+    "val_accuracy_best_std",
+    "macro_f1_mean",
+    "roc_auc_mean",
+    "train_seconds_mean",
+    "images_per_second_mean",
+    "paper_val_accuracy",
+    "reproduction_val_accuracy",
 ]
 
 
@@ -34,39 +47,58 @@ def collect(metrics_files: list[str | Path]) -> tuple[pd.DataFrame, dict]:
     rows = []
     for name, ms in runs.items():
         arch = name.split("@")[0]
+
         def agg(key, ms=ms):
             values = [m[key] for m in ms if m.get(key) is not None]
-            return (float(np.mean(values)) if values else None,
-                    float(np.std(values, ddof=1)) if len(values) > 1 else None)
+            return (
+                float(np.mean(values)) if values else None,
+                float(np.std(values, ddof=1)) if len(values) > 1 else None,
+            )
+
         def agg_val(key, ms=ms):
             values = [m["val_last"][key] for m in ms if m["val_last"].get(key) is not None]
             return float(np.mean(values)) if values else None
+
         last, best = agg("val_accuracy_last"), agg("val_accuracy_best")
-        rows.append({
-            "model": name, "architecture": arch, "feature_maps": ms[0].get("feature_maps"),
-            "lr_head": ms[0].get("lr_head"), "lr_classifier": ms[0].get("lr_classifier"),
-            "weights": _weights_label(ms[0]["weights"]), "n_seeds": len(ms),
-            "val_accuracy_last_mean": last[0], "val_accuracy_last_std": last[1],
-            "val_accuracy_best_mean": best[0], "val_accuracy_best_std": best[1],
-            "macro_f1_mean": agg_val("macro_f1"), "roc_auc_mean": agg_val("roc_auc"),
-            "train_seconds_mean": agg("train_seconds")[0],
-            "images_per_second_mean": agg("images_per_second")[0],
-            "paper_val_accuracy": PAPER_ACCURACY.get(name),
-            "reproduction_val_accuracy": REPRODUCTION_ACCURACY.get(name),
-            "label_names": ms[0]["label_names"],
-        })
+        rows.append(
+            {
+                "model": name,
+                "architecture": arch,
+                "feature_maps": ms[0].get("feature_maps"),
+                "lr_head": ms[0].get("lr_head"),
+                "lr_classifier": ms[0].get("lr_classifier"),
+                "weights": _weights_label(ms[0]["weights"]),
+                "n_seeds": len(ms),
+                "val_accuracy_last_mean": last[0],
+                "val_accuracy_last_std": last[1],
+                "val_accuracy_best_mean": best[0],
+                "val_accuracy_best_std": best[1],
+                "macro_f1_mean": agg_val("macro_f1"),
+                "roc_auc_mean": agg_val("roc_auc"),
+                "train_seconds_mean": agg("train_seconds")[0],
+                "images_per_second_mean": agg("images_per_second")[0],
+                "paper_val_accuracy": PAPER_ACCURACY.get(name),
+                "reproduction_val_accuracy": REPRODUCTION_ACCURACY.get(name),
+                "label_names": ms[0]["label_names"],
+            }
+        )
     return pd.DataFrame(rows), runs
 
 
-def describe_run(dataset: str | Path, embeddings: str | Path, mapping: str | Path,
-                 runs: dict) -> list[str]:
+def describe_run(
+    dataset: str | Path, embeddings: str | Path, mapping: str | Path, runs: dict
+) -> list[str]:
     """Header lines: data, embedding model and layers, DeepInsight settings, device."""
     _, meta = read_dataset(dataset)
     with open_h5(embeddings) as fh:
         emb = attrs_dict(fh)
         shape = fh["cls"].shape
     transformer, info = load_mapping(mapping)
-    kind = "SYNTHETIC corpus (made by textvision, not real reviews)" if meta["synthetic"] else "real data"
+    kind = (
+        "SYNTHETIC corpus (made by textvision, not real reviews)"
+        if meta["synthetic"]
+        else "real data"
+    )
     counts = meta["counts"]
     devices = sorted({m.get("device", "cpu") for ms in runs.values() for m in ms if "device" in m})
     occ = info["occupancy"]
@@ -95,32 +127,54 @@ def _fmt(value, digits=3) -> str:
 
 
 def to_markdown(table: pd.DataFrame, header: list[str]) -> str:
-    lines = ["# textvision results", "", *header, "",
-             "| model | maps | lr head / clf | weights | seeds | val acc (last) | val acc (best) "
-             "| macro F1 | ROC-AUC | train s | images/s | paper | reproduction |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# textvision results",
+        "",
+        *header,
+        "",
+        "| model | maps | lr head / clf | weights | seeds | val acc (last) | val acc (best) "
+        "| macro F1 | ROC-AUC | train s | images/s | paper | reproduction |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for row in table.to_dict("records"):
+
         def pm(key, row=row):
             mean, std = row[f"{key}_mean"], row[f"{key}_std"]
             return _fmt(mean) + (f" ± {std:.3f}" if pd.notna(std) else "")
+
         lr = f"{row['lr_head']:g} / {row['lr_classifier']:g}" if pd.notna(row["lr_head"]) else ""
-        weights = row["weights"] + (" (random init: no transfer)" if row["weights"] == "none" else "")
-        paper = (f"{row['paper_val_accuracy']:.2f} ± {PAPER_ACCURACY_ERROR:.2f}"
-                 if pd.notna(row["paper_val_accuracy"]) else "")
+        weights = row["weights"] + (
+            " (random init: no transfer)" if row["weights"] == "none" else ""
+        )
+        paper = (
+            f"{row['paper_val_accuracy']:.2f} ± {PAPER_ACCURACY_ERROR:.2f}"
+            if pd.notna(row["paper_val_accuracy"])
+            else ""
+        )
         lines.append(
-            f"| {row['model']} | {_fmt(row['feature_maps'], 0)} | {lr} | {weights} | {row['n_seeds']} "
-            f"| {pm('val_accuracy_last')} | {pm('val_accuracy_best')} | {_fmt(row['macro_f1_mean'])} "
+            f"| {row['model']} | {_fmt(row['feature_maps'], 0)} | {lr} | {weights} "
+            f"| {row['n_seeds']} | {pm('val_accuracy_last')} | {pm('val_accuracy_best')} "
+            f"| {_fmt(row['macro_f1_mean'])} "
             f"| {_fmt(row['roc_auc_mean'])} | {_fmt(row['train_seconds_mean'], 1)} "
             f"| {_fmt(row['images_per_second_mean'], 1)} | {paper} "
-            f"| {_fmt(row['reproduction_val_accuracy'])} |")
-    lines += ["", "Validation accuracy: *last* is the final epoch's, *best* the best epoch's "
-              "(selected on validation, so optimistic). Paper: Benarab, arXiv 2106.12479, "
-              "bert-base-uncased on all 50,000 IMDB reviews."]
+            f"| {_fmt(row['reproduction_val_accuracy'])} |"
+        )
+    lines += [
+        "",
+        "Validation accuracy: *last* is the final epoch's, *best* the best epoch's "
+        "(selected on validation, so optimistic). Paper: Benarab, arXiv 2106.12479, "
+        "bert-base-uncased on all 50,000 IMDB reviews.",
+    ]
     return "\n".join(lines) + "\n"
 
 
-def build_report(metrics_files: list[str | Path], dataset: str | Path, embeddings: str | Path,
-                 mapping: str | Path, outdir: str | Path) -> pd.DataFrame:
+def build_report(
+    metrics_files: list[str | Path],
+    dataset: str | Path,
+    embeddings: str | Path,
+    mapping: str | Path,
+    outdir: str | Path,
+) -> pd.DataFrame:
     """Write results.csv, results.md, accuracy.png, learning_curves.png, confusion.png."""
     outdir = Path(outdir)
     table, runs = collect(metrics_files)
@@ -130,8 +184,13 @@ def build_report(metrics_files: list[str | Path], dataset: str | Path, embedding
     with atomic_path(outdir / "results.md") as tmp:
         tmp.write_text(to_markdown(table, header))
     plot_accuracy(table, outdir / "accuracy.png")
-    plot_all_learning_curves({n: ms[0]["history"] for n, ms in runs.items() if ms[0]["history"]},
-                             outdir / "learning_curves.png")
-    plot_confusion({n: ms[0]["val_last"]["confusion_matrix"] for n, ms in runs.items()},
-                   table["label_names"].iloc[0], outdir / "confusion.png")
+    plot_all_learning_curves(
+        {n: ms[0]["history"] for n, ms in runs.items() if ms[0]["history"]},
+        outdir / "learning_curves.png",
+    )
+    plot_confusion(
+        {n: ms[0]["val_last"]["confusion_matrix"] for n, ms in runs.items()},
+        table["label_names"].iloc[0],
+        outdir / "confusion.png",
+    )
     return table

@@ -11,9 +11,20 @@ import numpy as np
 import pandas as pd
 
 SUBJECTS = [
-    "the film", "this movie", "the sequel", "the director's new picture", "the lead actor",
-    "the screenplay", "the soundtrack", "the cinematography", "the supporting cast",
-    "the ending", "the script", "the pacing", "the dialogue", "the visual effects",
+    "the film",
+    "this movie",
+    "the sequel",
+    "the director's new picture",
+    "the lead actor",
+    "the screenplay",
+    "the soundtrack",
+    "the cinematography",
+    "the supporting cast",
+    "the ending",
+    "the script",
+    "the pacing",
+    "the dialogue",
+    "the visual effects",
 ]
 
 SENTIMENT = {
@@ -80,9 +91,7 @@ def make_corpus(
     for label in names:
         others = [n for n in names if n != label]
         for _ in range(n_per_class):
-            sentences = [
-                _sentence(rng, SENTIMENT[label]) for _ in range(rng.integers(2, 4))
-            ]
+            sentences = [_sentence(rng, SENTIMENT[label]) for _ in range(rng.integers(2, 4))]
             if rng.random() < 0.5:  # mixed-sentiment review
                 sentences.append(_sentence(rng, SENTIMENT[others[rng.integers(len(others))]]))
             sentences += list(rng.choice(PLOT, size=rng.integers(1, 4), replace=False))

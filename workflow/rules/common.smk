@@ -44,7 +44,9 @@ def source_input(wildcards):
 
 
 def shard_files():
-    return expand(f"{OUT}/embeddings/shards/shard{{shard}}-of{N_SHARDS}.h5", shard=range(N_SHARDS))
+    return expand(
+        f"{OUT}/embeddings/shards/shard{{shard}}-of{N_SHARDS}.h5", shard=range(N_SHARDS)
+    )
 
 
 def weights_input(wildcards):
@@ -53,7 +55,11 @@ def weights_input(wildcards):
 
 
 def metrics_files():
-    files = expand(f"{OUT}/train/{{backbone}}/seed{{seed}}/metrics.json", backbone=BACKBONES, seed=SEEDS)
+    files = expand(
+        f"{OUT}/train/{{backbone}}/seed{{seed}}/metrics.json",
+        backbone=BACKBONES,
+        seed=SEEDS,
+    )
     if config["training"]["baseline"]:
         files.append(f"{OUT}/baselines/logreg/metrics.json")
     return files

@@ -5,6 +5,10 @@ rule prepare_data:
         f"{OUT}/data/dataset.parquet",
     log:
         f"{OUT}/logs/prepare_data.log",
+    conda:
+        "../../envs/data.yaml"
+    resources:
+        **res("light"),
     params:
         source=config["data"]["source"],
         text_column=config["data"]["text_column"],
@@ -16,10 +20,6 @@ rule prepare_data:
         seed=config["data"]["split"]["seed"],
         clean_html="--clean-html" if config["data"]["clean_html"] else "--no-clean-html",
         synthetic=json.dumps(config["data"]["synthetic"], sort_keys=True),
-    resources:
-        **res("light"),
-    conda:
-        "../../envs/data.yaml"
     shell:
         "textvision prepare-data --source {params.source:q} --out {output:q}"
         " --text-column {params.text_column:q} --label-column {params.label_column:q}"
@@ -33,14 +33,12 @@ rule prefetch:
         touch(f"{OUT}/logs/prefetch.done"),
     log:
         f"{OUT}/logs/prefetch.log",
+    conda:
+        "../../envs/data.yaml"
     params:
         model=config["embedding"]["model"],
         dataset=config["data"]["source"],
-        backbones=[
-            b for b in BACKBONES if weights_for(config, b) == "imagenet"
-        ],
-    conda:
-        "../../envs/data.yaml"
+        backbones=[b for b in BACKBONES if weights_for(config, b) == "imagenet"],
     shell:
         "textvision prefetch --model {params.model:q} --dataset {params.dataset:q}"
         " --backbone {params.backbones:q} > {log:q} 2>&1"

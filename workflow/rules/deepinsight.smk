@@ -5,6 +5,11 @@ rule fit_mapping:
         f"{OUT}/deepinsight/mapping.h5",
     log:
         f"{OUT}/logs/fit_mapping.log",
+    conda:
+        "../../envs/deepinsight.yaml"
+    threads: 8
+    resources:
+        **res("deepinsight"),
     params:
         fit_on=config["deepinsight"]["fit_on"],
         pixels=config["deepinsight"]["pixels"],
@@ -21,11 +26,6 @@ rule fit_mapping:
         max_iter=config["deepinsight"]["tsne"]["max_iter"],
         backend=config["deepinsight"]["tsne"]["backend"],
         seed=config["deepinsight"]["tsne"]["seed"],
-    threads: 8
-    resources:
-        **res("deepinsight"),
-    conda:
-        "../../envs/deepinsight.yaml"
     shell:
         "textvision fit-mapping --embeddings {input:q} --out {output:q} --fit-on {params.fit_on:q}"
         " --pixels {params.pixels:q} --scaler {params.scaler:q} --projector {params.projector:q}"
@@ -45,10 +45,10 @@ rule render_images:
         f"{OUT}/images/images.h5",
     log:
         f"{OUT}/logs/render_images.log",
-    resources:
-        **res("deepinsight"),
     conda:
         "../../envs/deepinsight.yaml"
+    resources:
+        **res("deepinsight"),
     shell:
         "textvision render-images --embeddings {input.embeddings:q} --mapping {input.mapping:q}"
         " --out {output:q} > {log:q} 2>&1"
@@ -69,12 +69,12 @@ rule plot_mapping:
         },
     log:
         f"{OUT}/logs/plot_mapping.log",
-    params:
-        outdir=f"{OUT}/deepinsight",
-    resources:
-        **res("light"),
     conda:
         "../../envs/report.yaml"
+    resources:
+        **res("light"),
+    params:
+        outdir=lambda wildcards, output: Path(output[0]).parent,
     shell:
         "textvision plot-mapping --mapping {input.mapping:q} --images {input.images:q}"
         " --outdir {params.outdir:q} > {log:q} 2>&1"

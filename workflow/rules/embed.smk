@@ -5,6 +5,12 @@ rule embed_shard:
         f"{OUT}/embeddings/shards/shard{{shard}}-of{N_SHARDS}.h5",
     log:
         f"{OUT}/logs/embed_shard/shard{{shard}}-of{N_SHARDS}.log",
+    conda:
+        "../../envs/embed.yaml"
+    threads: 8
+    resources:
+        **res("embed"),
+        gpu=GPU,
     params:
         model=config["embedding"]["model"],
         layers=json.dumps(config["embedding"]["layers"]),
@@ -13,12 +19,6 @@ rule embed_shard:
         precision=config["embedding"]["precision"],
         device=config["device"],
         n_shards=N_SHARDS,
-    threads: 8
-    resources:
-        gpu=GPU,
-        **res("embed"),
-    conda:
-        "../../envs/embed.yaml"
     shell:
         "textvision embed --dataset {input:q} --out {output:q} --model {params.model:q}"
         " --layers {params.layers:q} --max-length {params.max_length:q}"
@@ -35,10 +35,10 @@ rule merge_embeddings:
         f"{OUT}/embeddings/embeddings.h5",
     log:
         f"{OUT}/logs/merge_embeddings.log",
-    resources:
-        **res("light"),
     conda:
         "../../envs/embed.yaml"
+    resources:
+        **res("light"),
     shell:
         "textvision merge-embeddings --dataset {input.dataset:q} --out {output:q}"
         " {input.shards:q} > {log:q} 2>&1"

@@ -5,22 +5,28 @@ rule report:
         embeddings=f"{OUT}/embeddings/embeddings.h5",
         mapping=f"{OUT}/deepinsight/mapping.h5",
     output:
-        csv=f"{OUT}/report/results.csv",
-        md=report(
-            f"{OUT}/report/results.md", caption="../report/results.rst", category="Results"
-        ),
         **{
-            fig: report(f"{OUT}/report/{fig}.png", caption=f"../report/{fig}.rst", category="Results")
+            fig: report(
+                f"{OUT}/report/{fig}.png",
+                caption=f"../report/{fig}.rst",
+                category="Results",
+            )
             for fig in REPORT_FIGURES
         },
+        csv=f"{OUT}/report/results.csv",
+        md=report(
+            f"{OUT}/report/results.md",
+            caption="../report/results.rst",
+            category="Results",
+        ),
     log:
         f"{OUT}/logs/report.log",
-    params:
-        outdir=f"{OUT}/report",
-    resources:
-        **res("light"),
     conda:
         "../../envs/report.yaml"
+    resources:
+        **res("light"),
+    params:
+        outdir=lambda wildcards, output: Path(output[0]).parent,
     shell:
         "textvision report --dataset {input.dataset:q} --embeddings {input.embeddings:q}"
         " --mapping {input.mapping:q} --outdir {params.outdir:q} {input.metrics:q}"

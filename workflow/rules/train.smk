@@ -9,8 +9,14 @@ rule train:
         curve=f"{OUT}/train/{{backbone}}/seed{{seed}}/learning_curve.png",
     log:
         f"{OUT}/logs/train/{{backbone}}/seed{{seed}}.log",
+    conda:
+        "../../envs/train.yaml"
+    threads: 8
+    resources:
+        **res("train"),
+        gpu=GPU,
     params:
-        outdir=lambda wc: f"{OUT}/train/{wc.backbone}/seed{wc.seed}",
+        outdir=lambda wildcards, output: Path(output.metrics).parent,
         weights=lambda wc: weights_for(config, wc.backbone),
         lr_head=lambda wc: learning_rates(config, wc.backbone)[0],
         lr_classifier=lambda wc: learning_rates(config, wc.backbone)[1],
@@ -20,12 +26,6 @@ rule train:
         normalization=config["training"]["normalization"],
         cache_features_mb=config["training"]["cache_features_mb"],
         device=config["device"],
-    threads: 8
-    resources:
-        gpu=GPU,
-        **res("train"),
-    conda:
-        "../../envs/train.yaml"
     shell:
         "textvision train --images {input.images:q} --outdir {params.outdir:q}"
         " --backbone {wildcards.backbone:q} --weights {params.weights:q}"
@@ -43,11 +43,11 @@ rule baseline_logreg:
         f"{OUT}/baselines/logreg/metrics.json",
     log:
         f"{OUT}/logs/baseline_logreg.log",
+    conda:
+        "../../envs/train.yaml"
     threads: 2
     resources:
         **res("light"),
-    conda:
-        "../../envs/train.yaml"
     shell:
         "textvision baseline --embeddings {input:q} --out {output:q} --threads {threads}"
         " > {log:q} 2>&1"

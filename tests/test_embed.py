@@ -1,0 +1,102 @@
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import IMDB, needs_imdb
+
+from textvision.data import prepare_dataset
+from textvision.embed import (
+    OFFLINE_MODEL,
+    embed_dataset,
+    embed_texts,
+    layer_indices,
+    load_encoder,
+    merge_shards,
+)
+from textvision.errors import InputError
+from textvision.io import attrs_dict
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return load_encoder(OFFLINE_MODEL)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    path = tmp_path_factory.mktemp("embed") / "dataset.parquet"
+    prepare_dataset("synthetic", path, synthetic={"n_per_class": 15})
+    return path
+
+
+def test_layer_indices():
+    assert layer_indices(6, 6) == [1, 2, 3, 4, 5, 6]
+    assert layer_indices(2, 12) == [11, 12]
+    assert layer_indices([7, 8, -1], 12) == [7, 8, 12]
+    with pytest.raises(InputError, match="embedding.layers"):
+        layer_indices(7, 6)
+    with pytest.raises(InputError, match="layer 13 out of range"):
+        layer_indices([13], 12)
+
+
+def test_batched_equals_one_at_a_time(encoder):
+    tokenizer, model, _ = encoder
+    texts = [
+        "short.",
+        "a somewhat longer review of a film that goes on " * 8,
+        "mid length text here",
+        "x " * 300,
+    ]
+    batched = embed_texts(texts, tokenizer, model, [5, 6], max_length=128, batch_size=3)
+    alone = np.concatenate(
+        [embed_texts([t], tokenizer, model, [5, 6], max_length=128) for t in texts]
+    )
+    assert batched.shape == (4, 2, 384) and batched.dtype == np.float32
+    assert np.abs(batched - alone).max() < 1e-4
+
+
+def test_sharded_and_unsharded_runs_give_identical_cls(dataset, tmp_path):
+    embed_dataset(dataset, tmp_path / "one.h5", layers=2, max_length=64)
+    merge_shards([tmp_path / "one.h5"], dataset, tmp_path / "whole.h5")
+    shards = []
+    for i in range(3):
+        shards.append(tmp_path / f"s{i}.h5")
+        embed_dataset(
+            dataset, shards[-1], layers=2, max_length=64, shard=i, n_shards=3, batch_size=4
+        )
+    merge_shards(shards, dataset, tmp_path / "merged.h5")
+    with h5py.File(tmp_path / "whole.h5") as a, h5py.File(tmp_path / "merged.h5") as b:
+        np.testing.assert_allclose(a["cls"][:], b["cls"][:], atol=1e-5)
+        assert a["cls"].shape == (30, 2, 384)
+        assert (a["id"][:] == b["id"][:]).all() and (a["split"][:] == b["split"][:]).all()
+        attrs = attrs_dict(a)
+    assert attrs["layers"] == [5, 6] and attrs["synthetic"] is True
+    assert len(attrs["weights_sha256"]) == 64
+    with pytest.raises(InputError, match="expected to start at row"):
+        merge_shards([shards[0], shards[2]], dataset, tmp_path / "bad.h5")
+    assert not (tmp_path / "bad.h5").exists()
+
+
+def test_offline_unknown_model_explains(tmp_path, monkeypatch, dataset):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(InputError, match="not in the local Hugging Face cache.*prefetch"):
+        embed_dataset(dataset, tmp_path / "e.h5", model="nobody/no-such-bert")
+    assert not (tmp_path / "e.h5").exists()
+
+
+@needs_imdb
+def test_real_imdb_reviews_embed_with_offline_minilm(tmp_path):
+    reviews = pd.read_parquet(IMDB).groupby("label").head(100)
+    src = tmp_path / "imdb200.parquet"
+    reviews.to_parquet(src)
+    prepare_dataset(str(src), tmp_path / "d.parquet")
+    embed_dataset(tmp_path / "d.parquet", tmp_path / "e.h5", layers=6, max_length=512)
+    merge_shards([tmp_path / "e.h5"], tmp_path / "d.parquet", tmp_path / "emb.h5")
+    with h5py.File(tmp_path / "emb.h5") as fh:
+        assert fh["cls"].shape == (200, 6, 384)
+        assert np.isfinite(fh["cls"][:]).all()
+        attrs = attrs_dict(fh)
+    assert attrs["model"] == OFFLINE_MODEL and attrs["max_length"] == 512
+    assert attrs["layers"] == [1, 2, 3, 4, 5, 6] and attrs["clean_html"] is True
+    assert attrs["synthetic"] is False and attrs["dtype"] == "float32"

@@ -1,0 +1,115 @@
+"""The real Snakemake DAG on tiny data: outputs, incremental rebuilds, report, determinism."""
+
+import json
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import REPO, SNAKEMAKE, TINY, planned_jobs, run_snakemake, write_config
+
+from textvision.report import COLUMNS
+
+pytestmark = pytest.mark.slow
+
+TIMING = {"seconds", "train_seconds", "images_per_second"}
+
+
+def test_every_output_of_the_contract_exists(tiny_run):
+    out = tiny_run / "out"
+    for path in ["data/dataset.parquet", "embeddings/embeddings.h5", "deepinsight/mapping.h5",
+                 "images/images.h5", "train/alexnet/seed0/metrics.json",
+                 "train/shufflenet_v2_x1_0/seed1/metrics.json", "baselines/logreg/metrics.json",
+                 "report/results.csv", "report/results.md"]:
+        assert (out / path).stat().st_size > 0, path
+    with h5py.File(out / "embeddings/embeddings.h5") as fh:
+        assert fh["cls"].shape == (48, 2, 384)
+    with h5py.File(out / "images/images.h5") as fh:
+        assert fh["images"].shape == (48, 16, 16) and fh["images"].dtype == np.float32
+        assert {"mu", "sigma"} <= set(fh.attrs)
+    assert not list(out.rglob(".*.tmp-*"))  # no temporary file survives
+    assert not list(out.rglob("checkpoint.pt"))
+
+
+def test_report_matches_the_metrics_files(tiny_run):
+    out = tiny_run / "out"
+    table = pd.read_csv(out / "report/results.csv")
+    assert list(table.columns) == COLUMNS
+    assert table["model"].tolist() == ["alexnet", "shufflenet_v2_x1_0", "logreg"]
+    for model in ("alexnet", "shufflenet_v2_x1_0"):
+        runs = [json.loads((out / f"train/{model}/seed{s}/metrics.json").read_text()) for s in (0, 1)]
+        row = table.set_index("model").loc[model]
+        for key in ("val_accuracy_last", "val_accuracy_best"):
+            values = [m[key] for m in runs]
+            assert row[f"{key}_mean"] == pytest.approx(np.mean(values))
+            assert row[f"{key}_std"] == pytest.approx(np.std(values, ddof=1))
+        assert row["macro_f1_mean"] == pytest.approx(np.mean([m["val_last"]["macro_f1"] for m in runs]))
+        assert row["weights"] == "none" and row["n_seeds"] == 2
+    assert table.set_index("model").loc["alexnet", "paper_val_accuracy"] == 0.87
+    assert table.set_index("model").loc["shufflenet_v2_x1_0", "reproduction_val_accuracy"] == 0.812
+    logreg = json.loads((out / "baselines/logreg/metrics.json").read_text())
+    assert table.set_index("model").loc["logreg", "val_accuracy_last_mean"] == pytest.approx(
+        logreg["val_accuracy_last"])
+    md = (out / "report/results.md").read_text()
+    assert "SYNTHETIC" in md and "random init: no transfer" in md and "fitted on **train**" in md
+    for fig in ("accuracy", "learning_curves", "confusion"):
+        assert (out / f"report/{fig}.png").read_bytes()[:4] == b"\x89PNG"
+    for fig in ("feature_density", "class_means", "samples", "feature_map"):
+        assert (out / f"deepinsight/{fig}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_changing_perplexity_reruns_no_data_or_embedding_job(tiny_run):
+    jobs = planned_jobs(tiny_run, "--config", 'deepinsight={"tsne":{"perplexity":7}}')
+    assert {"prepare_data", "embed_shard", "merge_embeddings", "baseline_logreg"}.isdisjoint(jobs)
+    assert jobs["fit_mapping"] == 1 and jobs["render_images"] == 1 and jobs["train"] == 4
+    assert jobs["report"] == 1
+
+
+def test_changing_one_learning_rate_reruns_that_backbones_jobs_and_the_report(tiny_run):
+    assert planned_jobs(tiny_run) == {}  # up to date
+    jobs = planned_jobs(tiny_run, "--config", 'training={"lr":{"alexnet":{"head":"1e-3"}}}')
+    assert jobs == {"train": 2, "report": 1, "all": 1}  # one job per seed, alexnet only
+
+
+def test_lint_and_format():
+    import subprocess
+
+    proc = subprocess.run([*SNAKEMAKE, "--lint", "-s", str(REPO / "Snakefile"), "-d", str(REPO)],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "good condition" in proc.stdout + proc.stderr
+
+
+def test_html_report_holds_the_table_and_figures(tiny_run, tmp_path):
+    html = tmp_path / "report.html"
+    run_snakemake(tiny_run, "--report", str(html))
+    text = html.read_text(errors="ignore")
+    for name in ("results.md", "accuracy.png", "learning_curves.png", "confusion.png",
+                 "feature_density.png", "class_means.png", "samples.png", "feature_map.png"):
+        assert name in text, name
+
+
+def test_same_config_twice_gives_bit_identical_outputs(tiny_run, tmp_path):
+    write_config(tmp_path, TINY)
+    run_snakemake(tmp_path)
+    a, b = tiny_run / "out", tmp_path / "out"
+    assert (a / "data/dataset.parquet").read_bytes() == (b / "data/dataset.parquet").read_bytes()
+    for path, names in (("embeddings/embeddings.h5", ["cls", "label", "split", "id"]),
+                        ("images/images.h5", ["images", "label", "split"]),
+                        ("deepinsight/mapping.h5", ["embedding", "coords", "pixels",
+                                                    "feature_counts", "scale/min", "scale/max"])):
+        with h5py.File(a / path) as fa, h5py.File(b / path) as fb:
+            for name in names:
+                assert np.array_equal(fa[name][()], fb[name][()]), (path, name)
+    for metrics in sorted(a.glob("train/*/seed*/metrics.json")) + [a / "baselines/logreg/metrics.json"]:
+        ma = json.loads(metrics.read_text())
+        mb = json.loads((b / metrics.relative_to(a)).read_text())
+        assert _drop(ma) == _drop(mb), metrics
+
+
+def _drop(m):
+    if isinstance(m, dict):
+        return {k: _drop(v) for k, v in m.items() if k not in TIMING}
+    if isinstance(m, list):
+        return [_drop(v) for v in m]
+    return m
