@@ -17,10 +17,17 @@ TIMING = {"seconds", "train_seconds", "images_per_second"}
 
 def test_every_output_of_the_contract_exists(tiny_run):
     out = tiny_run / "out"
-    for path in ["data/dataset.parquet", "embeddings/embeddings.h5", "deepinsight/mapping.h5",
-                 "images/images.h5", "train/alexnet/seed0/metrics.json",
-                 "train/shufflenet_v2_x1_0/seed1/metrics.json", "baselines/logreg/metrics.json",
-                 "report/results.csv", "report/results.md"]:
+    for path in [
+        "data/dataset.parquet",
+        "embeddings/embeddings.h5",
+        "deepinsight/mapping.h5",
+        "images/images.h5",
+        "train/alexnet/seed0/metrics.json",
+        "train/shufflenet_v2_x1_0/seed1/metrics.json",
+        "baselines/logreg/metrics.json",
+        "report/results.csv",
+        "report/results.md",
+    ]:
         assert (out / path).stat().st_size > 0, path
     with h5py.File(out / "embeddings/embeddings.h5") as fh:
         assert fh["cls"].shape == (48, 2, 384)
@@ -37,19 +44,24 @@ def test_report_matches_the_metrics_files(tiny_run):
     assert list(table.columns) == COLUMNS
     assert table["model"].tolist() == ["alexnet", "shufflenet_v2_x1_0", "logreg"]
     for model in ("alexnet", "shufflenet_v2_x1_0"):
-        runs = [json.loads((out / f"train/{model}/seed{s}/metrics.json").read_text()) for s in (0, 1)]
+        runs = [
+            json.loads((out / f"train/{model}/seed{s}/metrics.json").read_text()) for s in (0, 1)
+        ]
         row = table.set_index("model").loc[model]
         for key in ("val_accuracy_last", "val_accuracy_best"):
             values = [m[key] for m in runs]
             assert row[f"{key}_mean"] == pytest.approx(np.mean(values))
             assert row[f"{key}_std"] == pytest.approx(np.std(values, ddof=1))
-        assert row["macro_f1_mean"] == pytest.approx(np.mean([m["val_last"]["macro_f1"] for m in runs]))
+        assert row["macro_f1_mean"] == pytest.approx(
+            np.mean([m["val_last"]["macro_f1"] for m in runs])
+        )
         assert row["weights"] == "none" and row["n_seeds"] == 2
     assert table.set_index("model").loc["alexnet", "paper_val_accuracy"] == 0.87
     assert table.set_index("model").loc["shufflenet_v2_x1_0", "reproduction_val_accuracy"] == 0.812
     logreg = json.loads((out / "baselines/logreg/metrics.json").read_text())
     assert table.set_index("model").loc["logreg", "val_accuracy_last_mean"] == pytest.approx(
-        logreg["val_accuracy_last"])
+        logreg["val_accuracy_last"]
+    )
     md = (out / "report/results.md").read_text()
     assert "SYNTHETIC" in md and "random init: no transfer" in md and "fitted on **train**" in md
     for fig in ("accuracy", "learning_curves", "confusion"):
@@ -74,8 +86,12 @@ def test_changing_one_learning_rate_reruns_that_backbones_jobs_and_the_report(ti
 def test_lint_and_format():
     import subprocess
 
-    proc = subprocess.run([*SNAKEMAKE, "--lint", "-s", str(REPO / "Snakefile"), "-d", str(REPO)],
-                          capture_output=True, text=True, cwd=REPO)
+    proc = subprocess.run(
+        [*SNAKEMAKE, "--lint", "-s", str(REPO / "Snakefile"), "-d", str(REPO)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "good condition" in proc.stdout + proc.stderr
 
@@ -84,8 +100,16 @@ def test_html_report_holds_the_table_and_figures(tiny_run, tmp_path):
     html = tmp_path / "report.html"
     run_snakemake(tiny_run, "--report", str(html))
     text = html.read_text(errors="ignore")
-    for name in ("results.md", "accuracy.png", "learning_curves.png", "confusion.png",
-                 "feature_density.png", "class_means.png", "samples.png", "feature_map.png"):
+    for name in (
+        "results.md",
+        "accuracy.png",
+        "learning_curves.png",
+        "confusion.png",
+        "feature_density.png",
+        "class_means.png",
+        "samples.png",
+        "feature_map.png",
+    ):
         assert name in text, name
 
 
@@ -94,14 +118,20 @@ def test_same_config_twice_gives_bit_identical_outputs(tiny_run, tmp_path):
     run_snakemake(tmp_path)
     a, b = tiny_run / "out", tmp_path / "out"
     assert (a / "data/dataset.parquet").read_bytes() == (b / "data/dataset.parquet").read_bytes()
-    for path, names in (("embeddings/embeddings.h5", ["cls", "label", "split", "id"]),
-                        ("images/images.h5", ["images", "label", "split"]),
-                        ("deepinsight/mapping.h5", ["embedding", "coords", "pixels",
-                                                    "feature_counts", "scale/min", "scale/max"])):
+    for path, names in (
+        ("embeddings/embeddings.h5", ["cls", "label", "split", "id"]),
+        ("images/images.h5", ["images", "label", "split"]),
+        (
+            "deepinsight/mapping.h5",
+            ["embedding", "coords", "pixels", "feature_counts", "scale/min", "scale/max"],
+        ),
+    ):
         with h5py.File(a / path) as fa, h5py.File(b / path) as fb:
             for name in names:
                 assert np.array_equal(fa[name][()], fb[name][()]), (path, name)
-    for metrics in sorted(a.glob("train/*/seed*/metrics.json")) + [a / "baselines/logreg/metrics.json"]:
+    for metrics in sorted(a.glob("train/*/seed*/metrics.json")) + [
+        a / "baselines/logreg/metrics.json"
+    ]:
         ma = json.loads(metrics.read_text())
         mb = json.loads((b / metrics.relative_to(a)).read_text())
         assert _drop(ma) == _drop(mb), metrics

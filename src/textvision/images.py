@@ -23,7 +23,7 @@ from textvision.io import (
 
 log = logging.getLogger(__name__)
 
-CHUNK = 4096
+CHUNK = 1024  # rows rendered at a time: larger chunks fragment the heap and grow memory with N
 _STATE = ("embedding_", "rotation_", "coords_", "pixels_", "feature_counts_")
 
 
@@ -43,7 +43,7 @@ def read_embeddings(path: str | Path, rows: np.ndarray | None = None) -> tuple[n
 
 
 def read_splits(path: str | Path) -> np.ndarray:
-    with open_h5(path, "split") as fh:
+    with open_h5(path, "cls", "split") as fh:
         return decode(fh["split"][:])
 
 
@@ -138,12 +138,10 @@ def render_images(
                 check_finite(X, embeddings, "cls")
                 img = transformer.transform(X)
                 images[lo : lo + len(img)] = img
-                train = img[split[lo : lo + len(img)] == "train"].astype(np.float64)
-                total, total_sq, count = (
-                    total + train.sum(),
-                    total_sq + (train**2).sum(),
-                    count + train.size,
-                )
+                train = img[split[lo : lo + len(img)] == "train"]
+                total += train.sum(dtype=np.float64)
+                total_sq += np.square(train, dtype=np.float64).sum()
+                count += train.size
             dst["id"] = string_array(decode(src["id"][:]))
             dst["label"] = src["label"][:]
             dst["split"] = string_array(split)

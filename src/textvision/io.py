@@ -51,8 +51,9 @@ def open_h5(path: str | Path, *datasets: str) -> h5py.File:
         raise InputError(f"{path}: not a readable HDF5 file ({err})") from None
     missing = [name for name in datasets if name not in fh]
     if missing:
+        found = sorted(fh)
         fh.close()
-        raise InputError(f"{path}: missing dataset(s) {missing}; found {sorted(fh)}")
+        raise InputError(f"{path}: missing dataset(s) {missing}; found {found}")
     return fh
 
 

@@ -94,6 +94,7 @@ install_packages() {
     if [[ ! -e /usr/sbin/policy-rc.d ]]; then
         printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
         chmod +x /usr/sbin/policy-rc.d
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
         created_policy=1
     fi
     say "installing: slurmctld slurmd slurm-client munge"
@@ -103,7 +104,10 @@ install_packages() {
         apt-get update
         apt-get install -y --no-install-recommends slurmctld slurmd slurm-client munge
     fi
-    [[ $created_policy -eq 1 ]] && rm -f /usr/sbin/policy-rc.d
+    if [[ $created_policy -eq 1 ]]; then
+        rm -f /usr/sbin/policy-rc.d
+        trap - EXIT
+    fi
     say "installed: $(slurmctld -V)"
 }
 

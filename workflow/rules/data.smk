@@ -25,7 +25,7 @@ rule prepare_data:
         " --text-column {params.text_column:q} --label-column {params.label_column:q}"
         " --id-column={params.id_column:q} --n-per-class={params.n_per_class:q}"
         " --val {params.val:q} --test {params.test:q} --seed {params.seed:q}"
-        " {params.clean_html} --synthetic {params.synthetic:q} > {log:q} 2>&1"
+        " {params.clean_html:q} --synthetic {params.synthetic:q} > {log:q} 2>&1"
 
 
 rule prefetch:
