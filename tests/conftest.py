@@ -17,6 +17,8 @@ SHARED = Path(os.environ.get("TEXTVISION_SHARED", REPO.parent / "shared"))
 IMDB = SHARED / "data" / "imdb.parquet"
 RESNET18 = SHARED / "weights" / "resnet18_imagenet_conv1_to_layer3.pt"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+# jobs call the `textvision` console script: put this interpreter's bin folder first on PATH
+ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
 needs_imdb = pytest.mark.skipif(
     not IMDB.exists(),
@@ -97,7 +99,7 @@ def run_snakemake(
         *args,
     ]
     proc = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, env=ENV
     )
     if check and proc.returncode != 0:
         raise AssertionError(

@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, run_snakemake, write_config
+from conftest import ENV, REPO, run_snakemake, write_config
 from test_train import write_images
 
 from textvision import embed
@@ -244,6 +244,7 @@ def test_killed_embedding_resumes_without_recomputing_finished_shards(tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         stdin=subprocess.DEVNULL,
+        env=ENV,
     )
 
     def second_shard_running(cmdline, cwd):

@@ -43,6 +43,7 @@ def write_images(path, n=96, pixels=16, seed=0, classes=2):
         fh["split"] = string_array(split)
         fh["id"] = string_array(range(n))
         train = images[split == "train"]
+        fh["pixel_mean"], fh["pixel_std"] = train.mean(0), train.std(0)
         set_attrs(
             fh,
             {
@@ -127,3 +128,12 @@ def test_images_disagreeing_with_the_mapping_are_refused(images, tmp_path):
 def test_too_small_images_explain_which_key_to_raise(images, tmp_path):
     with pytest.raises(InputError, match="deepinsight.pixels or training.upsample"):
         run(images, tmp_path / "x", upsample=1)
+
+
+def test_per_pixel_normalisation_uses_the_training_maps(images, tmp_path):
+    metrics = run(images, tmp_path / "p", epochs=2, normalization="pixel")
+    assert metrics["normalization"] == "pixel" and metrics["feature_cache"] is True
+    with h5py.File(images, "a") as fh:
+        del fh["pixel_mean"]
+    with pytest.raises(InputError, match="no 'pixel_mean'"):
+        run(images, tmp_path / "q", normalization="pixel")

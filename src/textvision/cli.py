@@ -238,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--upsample", type=int, default=3)
-    p.add_argument("--normalization", choices=["train", "batch"], default="train")
+    p.add_argument("--normalization", choices=["train", "pixel", "batch"], default="train")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--cache-features-mb", type=int, default=4096)
     p.add_argument("--threads", type=int, default=None)

@@ -112,8 +112,9 @@ def load_mapping(path: str | Path) -> tuple[DeepInsightTransformer, dict]:
 def render_images(
     embeddings: str | Path, mapping: str | Path, out: str | Path, eps: float = 1e-8
 ) -> None:
-    """Images of every row (`images` `[N, P, P]` float32) with id/label/split, and the training
-    pixels' `mu` and `sigma` for the Z-normalisation `(x - mu) / (sigma + eps)`."""
+    """Images of every row (`images` `[N, P, P]` float32) with id/label/split, the training
+    pixels' `mu` and `sigma` (attributes) for the Z-normalisation `(x - mu) / (sigma + eps)`, and
+    their per-pixel maps (datasets `pixel_mean`, `pixel_std`)."""
     transformer, info = load_mapping(mapping)
     with open_h5(embeddings, "cls", "id", "label", "split") as src:
         cls = src["cls"]
@@ -125,7 +126,8 @@ def render_images(
             )
         split = decode(src["split"][:])
         pixels = transformer.pixels
-        total, total_sq, count = 0.0, 0.0, 0
+        total = np.zeros((pixels, pixels))  # per-pixel sums over the training rows
+        total_sq, count = np.zeros((pixels, pixels)), 0
         with atomic_path(out) as tmp, h5py.File(tmp, "w") as dst:
             images = dst.create_dataset(
                 "images",
@@ -139,14 +141,18 @@ def render_images(
                 img = transformer.transform(X)
                 images[lo : lo + len(img)] = img
                 train = img[split[lo : lo + len(img)] == "train"]
-                total += train.sum(dtype=np.float64)
-                total_sq += np.square(train, dtype=np.float64).sum()
-                count += train.size
+                total += train.sum(axis=0, dtype=np.float64)
+                total_sq += np.square(train, dtype=np.float64).sum(axis=0)
+                count += len(train)
             dst["id"] = string_array(decode(src["id"][:]))
             dst["label"] = src["label"][:]
             dst["split"] = string_array(split)
-            mu = total / count
-            sigma = float(np.sqrt(max(total_sq / count - mu**2, 0.0)))
+            pixel_mean = total / count
+            pixel_std = np.sqrt(np.maximum(total_sq / count - pixel_mean**2, 0.0))
+            dst["pixel_mean"] = pixel_mean.astype(np.float32)
+            dst["pixel_std"] = pixel_std.astype(np.float32)
+            mu = float(pixel_mean.mean())
+            sigma = float(np.sqrt(max(total_sq.sum() / (count * pixels**2) - mu**2, 0.0)))
             set_attrs(
                 dst,
                 {

@@ -11,15 +11,18 @@ from textvision.errors import InputError
 
 
 class InputAdapter(nn.Module):
-    """1-channel image -> Z-normalised (training mu/sigma, or per batch) -> 3 channels ->
-    nearest upsampling by `upsample`."""
+    """1-channel image -> Z-normalised -> 3 channels -> nearest upsampling by `upsample`.
 
-    def __init__(
-        self, mu: float, sigma: float, eps: float = 1e-8, upsample: int = 3, per_batch: bool = False
-    ):
+    `mu`/`sigma` are the training pixels' statistics: scalars (the paper's) or `[P, P]` maps
+    (per-pixel, which removes the texture every DeepInsight image shares); `per_batch` uses the
+    batch's own scalar statistics instead, as the original code did.
+    """
+
+    def __init__(self, mu, sigma, eps: float = 1e-8, upsample: int = 3, per_batch: bool = False):
         super().__init__()
-        self.mu, self.sigma, self.eps = mu, sigma, eps
-        self.upsample, self.per_batch = upsample, per_batch
+        self.register_buffer("mu", torch.as_tensor(mu, dtype=torch.float32))
+        self.register_buffer("sigma", torch.as_tensor(sigma, dtype=torch.float32))
+        self.eps, self.upsample, self.per_batch = eps, upsample, per_batch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.per_batch:

@@ -42,7 +42,9 @@ def load_images(path: str | Path) -> dict:
                 f"{pixels}x{pixels} pixels (expected [N, {pixels}, {pixels}])"
             )
         check_finite(images, path, "images")
+        stats = {k: fh[k][:] for k in ("pixel_mean", "pixel_std") if k in fh}
         return {
+            **stats,
             "images": images,
             "label": fh["label"][:].astype(np.int64),
             "split": decode(fh["split"][:]),
@@ -115,14 +117,12 @@ def train_backbone(
     normalization: str = "train",
     device: str = "auto",
     cache_features_mb: int = 4096,
-    num_workers: int = 0,
 ) -> dict:
     """Train, evaluate on the validation split after every epoch, and write `model.pt`,
     `metrics.json`, `history.csv` and `learning_curve.png` into `outdir`.
 
     A `checkpoint.pt` written after every epoch lets a killed job resume where it stopped.
     """
-    del num_workers  # data sit in memory; kept for API stability of the CLI
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     data = load_images(images)
@@ -131,8 +131,17 @@ def train_backbone(
     dev = resolve_device(device)
     torch.manual_seed(seed)
     arch, _ = parse_backbone(backbone)
+    if normalization == "pixel":
+        if "pixel_mean" not in data:
+            raise InputError(
+                f"{images}: no 'pixel_mean'/'pixel_std' datasets for normalization "
+                "'pixel'; rerun the render_images step"
+            )
+        mu, sigma = data["pixel_mean"], data["pixel_std"]
+    else:
+        mu, sigma = attrs["mu"], attrs["sigma"]
     net = TextVisionNet(
-        InputAdapter(attrs["mu"], attrs["sigma"], attrs["eps"], upsample, normalization == "batch"),
+        InputAdapter(mu, sigma, attrs["eps"], upsample, per_batch=normalization == "batch"),
         build_backbone(backbone, weights),
         *build_head(arch, parse_backbone(backbone)[1].channels, n_classes),
     )
@@ -150,7 +159,7 @@ def train_backbone(
         raise InputError(f"{images}: no validation rows (split == 'val')")
     per_image_mb = 4 * float(np.prod(maps)) / 2**20
     n_cached = sum(len(y) for _, y in tensors.values())
-    cache = normalization == "train" and per_image_mb * n_cached <= cache_features_mb
+    cache = normalization != "batch" and per_image_mb * n_cached <= cache_features_mb
     sources = {s: FeatureSource(net, x, cache, batch_size, dev) for s, (x, _) in tensors.items()}
     optimizer = torch.optim.Adam(
         [

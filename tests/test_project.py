@@ -1,4 +1,4 @@
-"""Conda env files: one per rule family, every rule uses one, pins agree with pyproject.toml."""
+"""Project files: conda env pins agree with pyproject, rules have envs, docs cover the config."""
 
 import re
 
@@ -42,3 +42,16 @@ def test_every_rule_has_a_conda_env_that_exists():
         assert len(envs) == len(rules), f"{smk.name}: {len(rules)} rules, {len(envs)} conda envs"
         for env in envs:
             assert (smk.parent / env).resolve().is_file(), env
+
+
+def test_config_readme_documents_every_key():
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    readme = (REPO / "config/README.md").read_text()
+
+    def keys(node, prefix=""):
+        for name, sub in node.get("properties", {}).items():
+            yield prefix + name
+            yield from keys(sub, f"{prefix}{name}.")
+
+    missing = [k for k in keys(schema) if k.split(".")[0] != "resources" and f"`{k}" not in readme]
+    assert missing == []
