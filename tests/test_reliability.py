@@ -261,9 +261,11 @@ def test_killed_embedding_resumes_without_recomputing_finished_shards(tmp_path):
     assert proc.wait(timeout=300) != 0 and killed
     done = {p.name: p.stat().st_mtime_ns for p in shards.glob("shard*-of3.h5")}
     assert len(done) == 1 and not (work / "out/embeddings/embeddings.h5").exists()
+    assert list(shards.glob(".shard*.tmp-*"))  # the killed writer's temporary, never finished
     log = run_snakemake(work, "--until", "merge_embeddings")
     assert {p.name: p.stat().st_mtime_ns for p in shards.glob("shard*")}.items() >= done.items()
     assert log.stderr.count("rule embed_shard:") == 2  # only the two unfinished shards ran
+    assert not list(shards.glob(".shard*.tmp-*"))  # and cleared the stale temporary
     with (
         h5py.File(ref / "out/embeddings/embeddings.h5") as a,
         h5py.File(work / "out/embeddings/embeddings.h5") as b,
