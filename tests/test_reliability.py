@@ -247,17 +247,18 @@ def test_killed_embedding_resumes_without_recomputing_finished_shards(tmp_path):
         env=ENV,
     )
 
-    def second_shard_running(cmdline, cwd):
-        # an embedding job of a shard whose file is not there yet, once one shard is finished
+    def second_shard_writing(cmdline, cwd):
+        # the embedding job of a second shard, caught while it writes its temporary file
         match = re.search(r"textvision embed .*--shard '?(\d)", cmdline)
         return (
             cwd == str(work)
             and match is not None
             and len(list(shards.glob("shard*"))) == 1
             and not (shards / f"shard{match.group(1)}-of3.h5").exists()
+            and any(shards.glob(f".shard{match.group(1)}-of3.h5.tmp-*"))
         )
 
-    killed = _kill_when(second_shard_running)
+    killed = _kill_when(second_shard_writing)
     assert proc.wait(timeout=300) != 0 and killed
     done = {p.name: p.stat().st_mtime_ns for p in shards.glob("shard*-of3.h5")}
     assert len(done) == 1 and not (work / "out/embeddings/embeddings.h5").exists()
