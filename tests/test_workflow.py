@@ -143,3 +143,14 @@ def _drop(m):
     if isinstance(m, list):
         return [_drop(v) for v in m]
     return m
+
+
+def test_runs_compare_side_by_side(tiny_run, tmp_path, capsys):
+    from textvision.cli import main
+
+    table = tiny_run / "out/report/results.csv"
+    assert main(["compare", "--out", str(tmp_path / "c.csv"), f"a={table}", f"b={table}"]) == 0
+    both = pd.read_csv(tmp_path / "c.csv")
+    assert both["run"].tolist() == ["a"] * 3 + ["b"] * 3 and list(both.columns[1:]) == COLUMNS
+    assert main(["compare", "--out", str(tmp_path / "d.csv"), "nolabel"]) == 1
+    assert "LABEL=PATH" in capsys.readouterr().err and not (tmp_path / "d.csv").exists()

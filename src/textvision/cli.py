@@ -148,6 +148,19 @@ def cmd_report(a):
     build_report(a.metrics, a.dataset, a.embeddings, a.mapping, a.outdir)
 
 
+def cmd_compare(a):
+    from textvision.errors import InputError
+    from textvision.report import compare_runs
+
+    runs = []
+    for item in a.runs:
+        label, sep, path = item.partition("=")
+        if not sep:
+            raise InputError(f"expected LABEL=PATH/results.csv, got {item!r}")
+        runs.append((label, path))
+    compare_runs(runs, a.out)
+
+
 def cmd_prefetch(a):
     from textvision.prefetch import prefetch
 
@@ -258,6 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--outdir", required=True)
     p.add_argument("metrics", nargs="+")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("compare", help="stack the results.csv of several runs under a run column")
+    p.add_argument("--out", required=True)
+    p.add_argument("runs", nargs="+", metavar="LABEL=RESULTS_CSV")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("prefetch", help="fill the Hugging Face and torch caches (login node)")
     p.add_argument("--model", nargs="*", default=[])

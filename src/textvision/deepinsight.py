@@ -80,8 +80,7 @@ class DeepInsightTransformer(TransformerMixin, BaseEstimator):
             self.pixels_ = bin_coordinates(self.coords_, self.pixels)
         else:
             self.pixels_ = assign_coordinates(self.coords_, self.pixels)
-        self.feature_counts_ = np.zeros((self.pixels, self.pixels), dtype=np.int64)
-        np.add.at(self.feature_counts_, (self.pixels_[:, 0], self.pixels_[:, 1]), 1)
+        self.feature_counts_ = feature_counts(self.pixels_, self.pixels)
         self._build_matrix()
         return self
 
@@ -148,14 +147,7 @@ class DeepInsightTransformer(TransformerMixin, BaseEstimator):
     @property
     def occupancy_(self) -> dict:
         check_is_fitted(self, "pixels_")
-        counts = self.feature_counts_
-        return {
-            "pixels_used": int((counts > 0).sum()),
-            "pixels_total": int(counts.size),
-            "max_features_per_pixel": int(counts.max()),
-            "mean_features_per_used_pixel": float(counts[counts > 0].mean()),
-            "n_features": int(counts.sum()),
-        }
+        return occupancy(self.feature_counts_)
 
     # -- transforming ----------------------------------------------------------------------
     def transform(self, X) -> np.ndarray:
@@ -191,6 +183,24 @@ class DeepInsightTransformer(TransformerMixin, BaseEstimator):
         state.pop("_matrix", None)
         state.pop("_empty", None)
         return state
+
+
+def feature_counts(pixels: np.ndarray, size: int) -> np.ndarray:
+    """`[size, size]` number of features in each pixel, from their `[n, 2]` pixel coordinates."""
+    counts = np.zeros((size, size), dtype=np.int64)
+    np.add.at(counts, (pixels[:, 0], pixels[:, 1]), 1)
+    return counts
+
+
+def occupancy(counts: np.ndarray) -> dict:
+    """How a discretisation uses the grid: pixels used, most and mean features per used pixel."""
+    return {
+        "pixels_used": int((counts > 0).sum()),
+        "pixels_total": int(counts.size),
+        "max_features_per_pixel": int(counts.max()),
+        "mean_features_per_used_pixel": float(counts[counts > 0].mean()),
+        "n_features": int(counts.sum()),
+    }
 
 
 # -- scalers: fitted on the fit rows only, applied to all --------------------------------------

@@ -9,7 +9,12 @@ import h5py
 import numpy as np
 from tqdm.auto import tqdm
 
-from textvision.deepinsight import DeepInsightTransformer
+from textvision.deepinsight import (
+    DeepInsightTransformer,
+    assign_coordinates,
+    bin_coordinates,
+    feature_counts,
+)
 from textvision.errors import InputError
 from textvision.io import (
     atomic_path,
@@ -192,8 +197,13 @@ def plot_mapping(mapping: str | Path, images: str | Path, outdir: str | Path) ->
         images_all = fh["images"][::step]
         samples = fh["images"][sample]
     outdir = Path(outdir)
+    # the same positions under the other discretisation, for comparison
+    other = "assignment" if transformer.discretization == "bin" else "bin"
+    place = assign_coordinates if other == "assignment" else bin_coordinates
+    alternative = feature_counts(place(transformer.coords_, transformer.pixels), transformer.pixels)
     plot_feature_density(
-        transformer.feature_counts_, transformer.occupancy_, outdir / "feature_density.png"
+        {transformer.discretization: transformer.feature_counts_, other: alternative},
+        outdir / "feature_density.png",
     )
     plot_class_means(images_all, labels[::step], names, outdir / "class_means.png")
     plot_samples(samples, labels[sample], names, outdir / "samples.png")

@@ -14,6 +14,11 @@ import pandas as pd  # noqa: E402
 from textvision.io import atomic_path  # noqa: E402
 
 
+def _robust_max(images: np.ndarray) -> float | None:
+    """Colour scale top: the 99.5th percentile, so one outlier feature does not blacken the rest."""
+    return float(np.percentile(images, 99.5)) or None
+
+
 def _save(fig, path: str | Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
@@ -120,16 +125,21 @@ def plot_confusion(
     _save(fig, path)
 
 
-def plot_feature_density(counts: np.ndarray, occupancy: dict, path: str | Path) -> None:
-    fig, ax = plt.subplots(figsize=(4.6, 4))
-    im = ax.imshow(counts, cmap="viridis", interpolation="nearest")
-    fig.colorbar(im, ax=ax, label="features per pixel")
-    ax.set_title(
-        f"{occupancy['pixels_used']}/{occupancy['pixels_total']} pixels used, "
-        f"max {occupancy['max_features_per_pixel']} per pixel",
-        fontsize=9,
-    )
-    ax.axis("off")
+def plot_feature_density(counts: dict[str, np.ndarray], path: str | Path) -> None:
+    """Features per pixel under each discretisation (the fitted one first), with occupancy."""
+    from textvision.deepinsight import occupancy
+
+    fig, axes = plt.subplots(1, len(counts), figsize=(4.4 * len(counts), 4), squeeze=False)
+    for ax, (name, grid) in zip(axes[0], counts.items(), strict=True):
+        occ = occupancy(grid)
+        im = ax.imshow(grid, cmap="viridis", interpolation="nearest")
+        fig.colorbar(im, ax=ax, label="features per pixel", fraction=0.046)
+        ax.set_title(
+            f"{name}: {occ['pixels_used']}/{occ['pixels_total']} pixels used, "
+            f"max {occ['max_features_per_pixel']} per pixel",
+            fontsize=9,
+        )
+        ax.axis("off")
     _save(fig, path)
 
 
@@ -143,10 +153,12 @@ def plot_class_means(
     fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.3))
     for ax, (image, title, cmap) in zip(axes, panels, strict=True):
         if cmap == "RdBu_r":
-            lim = np.abs(image).max() or 1
+            lim = np.percentile(np.abs(image), 99.5) or 1
             im = ax.imshow(image, cmap=cmap, vmin=-lim, vmax=lim, interpolation="nearest")
         else:
-            im = ax.imshow(image, cmap=cmap, interpolation="nearest")
+            im = ax.imshow(
+                image, cmap=cmap, vmax=_robust_max(np.stack(means)), interpolation="nearest"
+            )
         fig.colorbar(im, ax=ax, fraction=0.046)
         ax.set_title(title, fontsize=9)
         ax.axis("off")
@@ -156,6 +168,7 @@ def plot_class_means(
 def plot_samples(
     images: np.ndarray, labels: np.ndarray, names: list[str], path: str | Path, per_class: int = 6
 ) -> None:
+    vmax = _robust_max(images)
     fig, axes = plt.subplots(
         len(names), per_class, figsize=(1.7 * per_class, 1.8 * len(names)), squeeze=False
     )
@@ -163,7 +176,7 @@ def plot_samples(
         idx = np.flatnonzero(labels == k)[:per_class]
         for j, ax in enumerate(axes[k]):
             if j < len(idx):
-                ax.imshow(images[idx[j]], cmap="magma", interpolation="nearest")
+                ax.imshow(images[idx[j]], cmap="magma", vmax=vmax, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
         axes[k, 0].set_ylabel(name, fontsize=9)
@@ -178,8 +191,10 @@ def plot_feature_map(coords: np.ndarray, layers: list[int], hidden: int, path: s
     colors = plt.cm.viridis(np.linspace(0, 1, len(layers)))
     for i, name in enumerate(layers):
         sel = layer == i
-        ax.scatter(coords[sel, 0], coords[sel, 1], s=2, color=colors[i], label=f"layer {name}")
+        # row coordinate downwards, column across: oriented as the images
+        ax.scatter(coords[sel, 1], coords[sel, 0], s=2, color=colors[i], label=f"layer {name}")
     ax.legend(markerscale=4, fontsize=7)
     ax.set_title("feature positions after rotation", fontsize=9)
     ax.set_aspect("equal")
+    ax.invert_yaxis()
     _save(fig, path)

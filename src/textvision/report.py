@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from textvision.data import read_dataset
+from textvision.errors import InputError
 from textvision.images import load_mapping
 from textvision.io import atomic_path, attrs_dict, open_h5, read_json
 from textvision.paper import PAPER_ACCURACY, PAPER_ACCURACY_ERROR, REPRODUCTION_ACCURACY
@@ -193,4 +194,19 @@ def build_report(
         table["label_names"].iloc[0],
         outdir / "confusion.png",
     )
+    return table
+
+
+def compare_runs(runs: list[tuple[str, str | Path]], out_csv: str | Path) -> pd.DataFrame:
+    """Stack the `results.csv` of several runs (variants of one setup) under a `run` column."""
+    frames = []
+    for label, path in runs:
+        try:
+            frame = pd.read_csv(path)
+        except FileNotFoundError:
+            raise InputError(f"{path}: results table of run {label!r} not found") from None
+        frames.append(frame.assign(run=label)[["run", *COLUMNS]])
+    table = pd.concat(frames, ignore_index=True)
+    with atomic_path(out_csv) as tmp:
+        table.to_csv(tmp, index=False)
     return table
