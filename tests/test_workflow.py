@@ -152,5 +152,7 @@ def test_runs_compare_side_by_side(tiny_run, tmp_path, capsys):
     assert main(["compare", "--out", str(tmp_path / "c.csv"), f"a={table}", f"b={table}"]) == 0
     both = pd.read_csv(tmp_path / "c.csv")
     assert both["run"].tolist() == ["a"] * 3 + ["b"] * 3 and list(both.columns[1:]) == COLUMNS
-    assert main(["compare", "--out", str(tmp_path / "d.csv"), "nolabel"]) == 1
-    assert "LABEL=PATH" in capsys.readouterr().err and not (tmp_path / "d.csv").exists()
+    with pytest.raises(SystemExit) as exit_:
+        main(["compare", "--out", str(tmp_path / "d.csv"), "nolabel"])
+    assert exit_.value.code == 2 and "LABEL=PATH" in capsys.readouterr().err
+    assert not (tmp_path / "d.csv").exists()

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from textvision import __version__
 from textvision.data import read_dataset
+from textvision.device import resolve_device
 from textvision.errors import InputError
 from textvision.io import atomic_path, attrs_dict, open_h5, set_attrs, string_array
 
@@ -99,6 +100,9 @@ def layer_indices(layers: int | list[int], n_layers: int) -> list[int]:
     return out
 
 
+CPU_BATCH_TOKENS = 2048  # on a CPU, batches hold texts of one length and at most this many tokens
+
+
 @torch.inference_mode()
 def embed_texts(
     texts: list[str],
@@ -112,28 +116,115 @@ def embed_texts(
 ) -> np.ndarray:
     """`[CLS]` vectors `[len(texts), len(layers), H]` float32, in the order of `texts`.
 
-    Texts are sorted by token count and padded per batch only as far as the longest in it.
+    Texts are sorted by token count. On a GPU they are padded per batch only as far as the
+    longest in it. On a CPU a batch holds texts of exactly one length (no padding, no attention
+    mask; at most `CPU_BATCH_TOKENS` tokens), which keeps the activations in cache: padded batches
+    of long texts run slower there than one text at a time. On unpadded batches, BERT-style
+    encoders stop at the deepest selected layer and compute only its `[CLS]` row after attention.
     """
     device = next(model.parameters()).device
     encoded = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
-    order = np.argsort([len(ids) for ids in encoded], kind="stable")[::-1]
+    lengths = np.array([len(ids) for ids in encoded], dtype=np.int64)
+    order = np.argsort(lengths, kind="stable")[::-1]
     out = np.empty((len(texts), len(layers), model.config.hidden_size), dtype=np.float32)
     autocast = torch.autocast(
         device.type,
         dtype=getattr(torch, precision),
         enabled=device.type == "cuda" and precision != "float32",
     )
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
+    fast = _bert_like(model)
+    if device.type == "cpu":
+        batches = _equal_length_batches(order, lengths, batch_size, CPU_BATCH_TOKENS)
+    else:
+        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    for idx in batches:
         batch = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt")
         batch = {k: v.to(device) for k, v in batch.items()}
         with autocast:
-            hidden = model(**batch).hidden_states
-        cls = torch.stack([hidden[i][:, 0] for i in layers], dim=1)
+            if fast and bool(batch["attention_mask"].all()):  # no padding
+                cls = _bert_cls(model, batch["input_ids"], layers)
+            else:
+                hidden = model(**batch).hidden_states
+                cls = torch.stack([hidden[i][:, 0] for i in layers], dim=1)
         out[idx] = cls.float().cpu().numpy()
         if progress is not None:
             progress.update(len(idx))
     return out
+
+
+def _equal_length_batches(
+    order: np.ndarray, lengths: np.ndarray, batch_size: int, max_tokens: int
+) -> list[np.ndarray]:
+    """Consecutive runs of equal length in `order`, cut to at most `batch_size` texts and
+    `max_tokens` tokens (at least one text) per batch."""
+    batches = []
+    sorted_lengths = lengths[order]
+    cuts = np.flatnonzero(np.diff(sorted_lengths)) + 1
+    for run in np.split(order, cuts):
+        size = max(1, min(batch_size, max_tokens // max(int(lengths[run[0]]), 1)))
+        batches += [run[i : i + size] for i in range(0, len(run), size)]
+    return batches
+
+
+def _bert_like(model) -> bool:
+    """Whether `model` is a post-LayerNorm BERT-style encoder whose layers `_bert_cls` can run
+    (BERT, RoBERTa, MiniLM, ...); anything else goes through the model's own forward."""
+    try:
+        layer = model.encoder.layer[0]
+        parts = (
+            model.embeddings,
+            layer.attention.self.query,
+            layer.attention.self.key,
+            layer.attention.self.value,
+            layer.attention.output.dense,
+            layer.attention.output.LayerNorm,
+            layer.intermediate.dense,
+            layer.output.dense,
+            layer.output.LayerNorm,
+        )
+    except (AttributeError, IndexError, TypeError):
+        return False
+    config = model.config
+    return (
+        all(isinstance(p, torch.nn.Module) for p in parts)
+        and not getattr(config, "is_decoder", False)
+        and not getattr(config, "add_cross_attention", False)
+        and getattr(config, "position_embedding_type", "absolute") in (None, "absolute")
+        and getattr(config, "_attn_implementation", "sdpa") in ("sdpa", "eager")
+        and getattr(config, "chunk_size_feed_forward", 0) == 0
+    )
+
+
+def _bert_cls(model, input_ids: torch.Tensor, layers: list[int]) -> torch.Tensor:
+    """`[B, len(layers), H]` `[CLS]` rows of the chosen layers (1-based) of unpadded texts:
+    full layers only below the deepest chosen one and, in it, attention for the `[CLS]` query
+    only (every step after attention is per token). Same arithmetic as the model's forward."""
+    hidden = model.embeddings(input_ids=input_ids)
+    deepest = max(layers)
+    rows = {}
+    for index, layer in enumerate(model.encoder.layer[:deepest], start=1):
+        if index < deepest:
+            hidden = layer(hidden)
+            hidden = hidden[0] if isinstance(hidden, tuple) else hidden
+            rows[index] = hidden[:, 0]
+        else:
+            rows[index] = _cls_layer(layer, hidden)[:, 0]
+    return torch.stack([rows[i] for i in layers], dim=1)
+
+
+def _cls_layer(layer, hidden: torch.Tensor) -> torch.Tensor:
+    """One BERT layer's output for the first token only: `[B, 1, H]`."""
+    attention = layer.attention.self
+    batch, length, _ = hidden.shape
+    heads, size = attention.num_attention_heads, attention.attention_head_size
+    first = hidden[:, :1]
+    query = attention.query(first).view(batch, 1, heads, size).transpose(1, 2)
+    key = attention.key(hidden).view(batch, length, heads, size).transpose(1, 2)
+    value = attention.value(hidden).view(batch, length, heads, size).transpose(1, 2)
+    context = torch.nn.functional.scaled_dot_product_attention(query, key, value, scale=size**-0.5)
+    context = context.transpose(1, 2).reshape(batch, 1, heads * size)
+    attended = layer.attention.output(context, first)
+    return layer.output(layer.intermediate(attended), attended)
 
 
 def shard_bounds(n_rows: int, shard: int, n_shards: int) -> tuple[int, int]:
@@ -151,12 +242,13 @@ def embed_dataset(
     max_length: int = 512,
     batch_size: int = 32,
     precision: str = "float32",
-    device: str = "cpu",
+    device: str = "auto",
     shard: int = 0,
     n_shards: int = 1,
 ) -> None:
     """Embed the rows of one shard of `dataset.parquet` into an HDF5 file (dataset `cls`)."""
     frame, meta = read_dataset(dataset)
+    device = str(resolve_device(device))
     start, stop = shard_bounds(len(frame), shard, n_shards)
     texts = frame["text"].tolist()[start:stop]
     tokenizer, encoder, folder = load_encoder(model, device)

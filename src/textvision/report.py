@@ -197,7 +197,7 @@ def build_report(
     return table
 
 
-def compare_runs(runs: list[tuple[str, str | Path]], out_csv: str | Path) -> pd.DataFrame:
+def compare_runs(runs: list[tuple[str, str | Path]], out: str | Path) -> pd.DataFrame:
     """Stack the `results.csv` of several runs (variants of one setup) under a `run` column."""
     frames = []
     for label, path in runs:
@@ -207,6 +207,6 @@ def compare_runs(runs: list[tuple[str, str | Path]], out_csv: str | Path) -> pd.
             raise InputError(f"{path}: results table of run {label!r} not found") from None
         frames.append(frame.assign(run=label)[["run", *COLUMNS]])
     table = pd.concat(frames, ignore_index=True)
-    with atomic_path(out_csv) as tmp:
+    with atomic_path(out) as tmp:
         table.to_csv(tmp, index=False)
     return table

@@ -14,20 +14,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from textvision.backbones import build_backbone, parse_backbone
+from textvision.device import resolve_device
 from textvision.errors import InputError
 from textvision.io import atomic_path, attrs_dict, check_finite, decode, open_h5, write_json
 from textvision.metrics import classification_metrics
 from textvision.models import InputAdapter, TextVisionNet, build_head, check_input_size
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("device 'cuda' asked (config key 'device'), but no CUDA GPU is visible")
-    return torch.device(device)
 
 
 def load_images(path: str | Path) -> dict:
