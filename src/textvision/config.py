@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import re
 from pathlib import Path
 
 import jsonschema
@@ -102,11 +103,12 @@ def prepare_config(config: dict, schema: dict, base_dir: str | Path = ".") -> di
     if errors:
         lines = [f"config key '{_key(e.absolute_path)}': {e.message}" for e in errors]
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
-    _check_semantics(config, Path(base_dir))
+    backbone = schema["properties"]["training"]["properties"]["backbones"]["items"]["pattern"]
+    _check_semantics(config, Path(base_dir), re.compile(backbone))
     return config
 
 
-def _check_semantics(config: dict, base_dir: Path) -> None:
+def _check_semantics(config: dict, base_dir: Path, backbone: re.Pattern) -> None:
     split = config["data"]["split"]
     if split["val"] + split["test"] >= 1:
         raise ConfigError(
@@ -135,9 +137,10 @@ def _check_semantics(config: dict, base_dir: Path) -> None:
     entries = weights.items() if isinstance(weights, dict) else [("", weights)]
     for name, value in entries:
         key = "training.weights" + (f".{name}" if name else "")
-        if name and name != "default" and name not in names:
+        if name and name != "default" and not backbone.fullmatch(name):
             raise ConfigError(
-                f"config key '{key}': {name!r} is not among training.backbones {backbones}"
+                f"config key '{key}': {name!r} is not a backbone name (expected e.g. 'alexnet', "
+                "'resnet18@layer2' or 'default')"
             )
         if value not in ("imagenet", "none") and not (base_dir / value).is_file():
             raise ConfigError(

@@ -109,18 +109,15 @@ class DeepInsightTransformer(TransformerMixin, BaseEstimator):
                 f"({len(points)})"
             )
         if self.backend == "opentsne":
-            from openTSNE import TSNE as OpenTSNE
-
-            tsne = OpenTSNE(
+            return tsne_opentsne(
+                points,
                 perplexity=self.perplexity,
                 metric=self.metric,
-                initialization=self.init,
+                init=self.init,
                 learning_rate=self.learning_rate,
-                n_iter=self.max_iter,
+                max_iter=self.max_iter,
                 random_state=self.random_state,
-                n_jobs=-1,
             )
-            return np.asarray(tsne.fit(points.astype(np.float64)), dtype=np.float64)
         from sklearn.manifold import TSNE
 
         tsne = TSNE(
@@ -201,6 +198,120 @@ def occupancy(counts: np.ndarray) -> dict:
         "mean_features_per_used_pixel": float(counts[counts > 0].mean()),
         "n_features": int(counts.sum()),
     }
+
+
+# -- t-SNE: scikit-learn's settings on openTSNE's optimiser ----------------------------------
+EXPLORATION_ITER = 250  # scikit-learn's early-exaggeration phase (iterations, momentum 0.5)
+EARLY_EXAGGERATION = 12.0
+
+
+def tsne_opentsne(
+    points: np.ndarray,
+    *,
+    perplexity: float = 30.0,
+    metric: str = "euclidean",
+    init: str = "pca",
+    learning_rate="auto",
+    max_iter: int = 1000,
+    random_state=0,
+    n_jobs: int = -1,
+) -> np.ndarray:
+    """2-D t-SNE of the rows of `points` with `sklearn.manifold.TSNE`'s settings (Barnes-Hut,
+    angle 0.5), optimised by openTSNE: the same exact neighbours (`3 * perplexity + 1`), the same
+    perplexity calibration (Gaussian on squared euclidean distances, on the plain distance for
+    other metrics, as scikit-learn does; points of zero norm are at cosine distance 1 from all),
+    the same initialisation (PCA scaled to std 1e-4, or N(0, 1e-4)), learning rate
+    (scikit-learn's `max(N / 48, 50)` for "auto", times 4 in openTSNE's gradient convention),
+    and schedule (early exaggeration 12 with momentum 0.5 for 250 iterations, then momentum 0.8,
+    `max_iter` iterations in all)."""
+    from openTSNE import TSNEEmbedding
+    from openTSNE.affinity import Affinities
+    from sklearn.neighbors import NearestNeighbors
+    from sklearn.utils import check_random_state
+
+    if max_iter < EXPLORATION_ITER:
+        raise ValueError(f"max_iter must be at least {EXPLORATION_ITER}, got {max_iter}")
+    points = np.asarray(points, dtype=np.float32)
+    n = len(points)
+    k = min(n - 1, int(3.0 * perplexity + 1))
+    distances, neighbors = NearestNeighbors(n_neighbors=k, metric=metric).fit(points).kneighbors()
+    distances = distances.astype(np.float64)
+    if metric == "euclidean":
+        distances **= 2
+    conditional = perplexity_probabilities(distances, perplexity)
+    P = sparse.csr_matrix(
+        (conditional.ravel(), neighbors.ravel(), np.arange(0, n * k + 1, k)), shape=(n, n)
+    )
+    P = P + P.T
+    P /= max(P.sum(), np.finfo(np.double).eps)
+    affinities = Affinities()
+    affinities.P = P.tocsr()
+    if init == "pca":
+        start = PCA(2, svd_solver="randomized", random_state=random_state).fit_transform(points)
+        start = start.astype(np.float32) / np.std(start[:, 0]) * 1e-4
+    elif init == "random":
+        start = 1e-4 * check_random_state(random_state).standard_normal((n, 2)).astype(np.float32)
+    else:
+        raise ValueError(f"init must be 'pca' or 'random', got {init!r}")
+    rate = max(n / EARLY_EXAGGERATION / 4, 50) if learning_rate == "auto" else learning_rate
+    embedding = TSNEEmbedding(
+        start.astype(np.float64),
+        affinities,
+        negative_gradient_method="bh",
+        theta=0.5,
+        n_jobs=n_jobs,
+        random_state=random_state,
+    )
+    for n_iter, exaggeration, momentum in (
+        (EXPLORATION_ITER, EARLY_EXAGGERATION, 0.5),
+        (max_iter - EXPLORATION_ITER, None, 0.8),
+    ):
+        if n_iter:
+            embedding = embedding.optimize(
+                n_iter,
+                exaggeration=exaggeration,
+                momentum=momentum,
+                learning_rate=4 * float(rate),
+                max_step_norm=None,
+                inplace=True,
+            )
+    return np.asarray(embedding, dtype=np.float64)
+
+
+def perplexity_probabilities(
+    distances: np.ndarray, perplexity: float, steps: int = 100, tol: float = 1e-5
+) -> np.ndarray:
+    """Row-wise `exp(-d * beta_i)`, normalised, with `beta_i` bisected until the entropy is
+    `log(perplexity)` (scikit-learn's `_binary_search_perplexity`, vectorised over rows)."""
+    d = np.asarray(distances, dtype=np.float64)
+    n = len(d)
+    beta = np.ones(n)
+    lo, hi = np.full(n, -np.inf), np.full(n, np.inf)
+    target = np.log(perplexity)
+    active = np.ones(n, dtype=bool)
+    P = np.empty_like(d)
+    for _ in range(steps):
+        rows = np.flatnonzero(active)
+        if not len(rows):
+            break
+        p = np.exp(-d[rows] * beta[rows, None])
+        total = p.sum(axis=1)
+        total[total == 0.0] = 1e-8
+        p /= total[:, None]
+        entropy = np.log(total) + beta[rows] * (d[rows] * p).sum(axis=1)
+        P[rows] = p
+        diff = entropy - target
+        done = np.abs(diff) <= tol
+        up = ~done & (diff > 0)
+        down = ~done & (diff <= 0)
+        r, b = rows[up], beta[rows[up]]
+        lo[r] = b
+        beta[r] = np.where(np.isinf(hi[r]), b * 2.0, (b + hi[r]) / 2.0)
+        r, b = rows[down], beta[rows[down]]
+        hi[r] = b
+        beta[r] = np.where(np.isinf(lo[r]), b / 2.0, (b + lo[r]) / 2.0)
+        active[rows[done]] = False
+    return P
 
 
 # -- scalers: fitted on the fit rows only, applied to all --------------------------------------
