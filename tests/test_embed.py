@@ -64,10 +64,11 @@ def test_sharded_and_unsharded_runs_give_identical_cls(dataset, tmp_path):
         embed_dataset(
             dataset, shards[-1], layers=2, max_length=64, shard=i, n_shards=3, batch_size=4
         )
-    merge_shards(shards, dataset, tmp_path / "merged.h5")
+    merge_shards(shards, dataset, tmp_path / "merged.h5", compression="gzip")
     with h5py.File(tmp_path / "whole.h5") as a, h5py.File(tmp_path / "merged.h5") as b:
         np.testing.assert_allclose(a["cls"][:], b["cls"][:], atol=1e-5)
         assert a["cls"].shape == (30, 2, 384)
+        assert a["cls"].compression is None and b["cls"].compression == "gzip"
         assert (a["id"][:] == b["id"][:]).all() and (a["split"][:] == b["split"][:]).all()
         attrs = attrs_dict(a)
     assert attrs["layers"] == [5, 6] and attrs["synthetic"] is True

@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dataset", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--compression", choices=["none", "lzf", "gzip"], default="none")
     p.add_argument("shards", nargs="+")
 
     p = _step(

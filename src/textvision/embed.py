@@ -296,8 +296,11 @@ def embed_dataset(
     log.info("wrote %s: rows %d..%d of %d", out, start, stop, len(frame))
 
 
-def merge_shards(shards: list[str | Path], dataset: str | Path, out: str | Path) -> None:
-    """Concatenate shard files in order into one `embeddings.h5`; id/label/split beside `cls`."""
+def merge_shards(
+    shards: list[str | Path], dataset: str | Path, out: str | Path, compression: str = "none"
+) -> None:
+    """Concatenate shard files in order into one `embeddings.h5`; id/label/split beside `cls`
+    (`compression`: `none`, `lzf` or `gzip`, applied to the chunked `cls`)."""
     frame, meta = read_dataset(dataset)
     handles = [open_h5(path, "cls") for path in shards]
     try:
@@ -317,7 +320,11 @@ def merge_shards(shards: list[str | Path], dataset: str | Path, out: str | Path)
         shape = (len(frame), *handles[0]["cls"].shape[1:])
         with atomic_path(out) as tmp, h5py.File(tmp, "w") as dst:
             cls = dst.create_dataset(
-                "cls", shape=shape, dtype="float32", chunks=(min(256, shape[0]), *shape[1:])
+                "cls",
+                shape=shape,
+                dtype="float32",
+                chunks=(min(256, shape[0]), *shape[1:]),
+                compression=None if compression == "none" else compression,
             )
             for fh in handles:
                 lo, hi = attrs_dict(fh)["row_start"], attrs_dict(fh)["row_stop"]

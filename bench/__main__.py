@@ -1,0 +1,141 @@
+"""`python -m bench`: run the benchmark table and print it as Markdown (see bench/README.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from bench import deepinsight_fit, embedding, render, training, workflow
+from bench.common import IMDB, REPO, log, markdown_table, setup_logging
+from bench.machine import describe
+from bench.machine import markdown as machine_markdown
+
+BENCHMARKS = ("embed", "fit", "render", "train", "workflow")
+HEADER = ["step", "inputs", "reference", "ours", "ratio", "target", "met", "notes"]
+SCALING_HEADER = ["step", "size", "time (median)", "throughput", "peak RSS", "peak above start"]
+
+
+def _sizes(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
+    p.add_argument("--runs", type=int, default=3, help="runs per figure (median reported)")
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch/BLAS threads")
+    p.add_argument("--imdb", type=Path, default=IMDB, help="real IMDB reviews (parquet)")
+    p.add_argument(
+        "--embeddings",
+        type=Path,
+        default=None,
+        help="embeddings.h5 for the DeepInsight rows (default: results/imdb's if present, "
+        "else made here from --imdb with the package)",
+    )
+    p.add_argument("--embed-n", type=int, default=200, help="reviews, embedding vs reference")
+    p.add_argument("--embed-scale", type=_sizes, default=[200, 1000], help="scaling sizes")
+    p.add_argument("--fit-rows", type=int, default=10000)
+    p.add_argument("--tsne-iter", type=int, default=1000)
+    p.add_argument("--backend", default="opentsne", choices=("sklearn", "opentsne"))
+    p.add_argument("--render-rows", type=int, default=10000)
+    p.add_argument("--render-scale", type=_sizes, default=[2000, 10000])
+    p.add_argument("--train-images", type=int, default=128, help="images per epoch")
+    p.add_argument("--backbones", nargs="+", default=list(training.BACKBONES))
+    p.add_argument("--e2e-runs", type=int, default=1)
+    p.add_argument("--keep-e2e", action="store_true", help="keep the end-to-end working folder")
+    p.add_argument("--out", type=Path, default=REPO / "bench" / "out")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny sizes to check the harness (figures meaningless)",
+    )
+    args = p.parse_args(argv)
+    if args.quick:
+        args.runs = min(args.runs, 2)
+        args.embed_n, args.embed_scale = 6, [6, 12]
+        args.fit_rows, args.tsne_iter = 300, 300
+        args.render_rows, args.render_scale = 500, [200, 500]
+        args.train_images = 32
+        args.backbones = (
+            args.backbones[:2] if args.backbones == list(training.BACKBONES) else (args.backbones)
+        )
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    setup_logging(args.out / "bench.log")
+    command = "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv)
+    log.info("start: %s", command)
+    tic = time.perf_counter()
+    machine = describe(args.threads)
+    log.info("machine: %s", machine)
+    rows, scaling, sections, raw, met = [], [], [], {}, {}
+    mapping, embeddings = None, None
+    for name in BENCHMARKS:
+        if name not in args.only:
+            continue
+        start = time.perf_counter()
+        log.info("== %s", name)
+        if name == "embed":
+            result = embedding.run(args)
+        elif name == "fit":
+            result = deepinsight_fit.run(args)
+            mapping, embeddings = result["mapping"], result["embeddings"]
+        elif name == "render":
+            if mapping is None:
+                args_fit = argparse.Namespace(**{**vars(args), "runs": 1})
+                fitted = deepinsight_fit.run(args_fit)
+                mapping, embeddings = fitted["mapping"], fitted["embeddings"]
+            result = render.run(args, mapping, embeddings)
+        elif name == "train":
+            result = training.run(args)
+        else:
+            result = workflow.run(args)
+        rows += result["rows"]
+        scaling += result.get("scaling", [])
+        sections += result.get("sections", [])
+        met.update(result["met"])
+        raw[name] = {k: str(v) if isinstance(v, Path) else v for k, v in result["raw"].items()}
+        raw[name]["seconds"] = time.perf_counter() - start
+        log.info("== %s done in %.0f s", name, time.perf_counter() - start)
+    total = time.perf_counter() - tic
+    parts = [
+        f"## Results ({'quick check, figures meaningless; ' if args.quick else ''}"
+        f"median of {args.runs} runs each, {args.threads} threads)\n",
+        markdown_table(HEADER, rows),
+    ]
+    if scaling:
+        parts += ["\n### Scaling\n", markdown_table(SCALING_HEADER, scaling)]
+    parts += ["\n" + section for section in sections]
+    parts += [
+        "\n### Machine\n",
+        machine_markdown(machine),
+        f"\nTargets met: {sum(met.values())} of {len(met)}"
+        + (
+            f" (missed: {', '.join(k for k, v in met.items() if not v)})"
+            if not all(met.values())
+            else ""
+        )
+        + f". Total benchmark time {total / 60:.1f} min. Command: `{command}`.",
+    ]
+    report = "\n".join(parts)
+    print(report)
+    (args.out / "results.md").write_text(report + "\n")
+    (args.out / "results.json").write_text(
+        json.dumps(
+            {"command": command, "machine": machine, "met": met, "raw": raw}, indent=1, default=str
+        )
+    )
+    log.info("done in %.1f min: %s", total / 60, met)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

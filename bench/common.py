@@ -1,0 +1,223 @@
+"""Shared helpers: paths, logging, fresh-subprocess runs, peak memory, inputs, formatting."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("TEXTVISION_SHARED", REPO.parent / "shared"))
+IMDB = SHARED / "data" / "imdb.parquet"
+IMDB_EMBEDDINGS = REPO / "results" / "imdb" / "embeddings" / "embeddings.h5"
+MARK = "BENCH_RESULT "
+
+log = logging.getLogger("bench")
+
+
+def setup_logging(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    log.setLevel(logging.INFO)
+    for handler in (logging.FileHandler(path), logging.StreamHandler(sys.stderr)):
+        handler.setFormatter(fmt)
+        log.addHandler(handler)
+
+
+def median(values) -> float:
+    return float(statistics.median(values))
+
+
+def geomean(values) -> float:
+    return float(np.exp(np.mean(np.log(values))))
+
+
+# -- fresh-subprocess runs -----------------------------------------------------------------------
+def worker(task: str, threads: int, timeout: float = 1800, **params) -> dict:
+    """Run `bench.worker` TASK in a fresh interpreter; its result dictionary."""
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "OPENBLAS_NUM_THREADS": str(threads),
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONWARNINGS": "ignore",
+        "TQDM_DISABLE": "1",
+    }
+    cmd = [sys.executable, "-m", "bench.worker", task, json.dumps({**params, "threads": threads})]
+    tic = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(MARK)]
+    if proc.returncode or not lines:
+        log.error("worker %s %s failed (exit %d):\n%s", task, params, proc.returncode, proc.stderr)
+        raise RuntimeError(f"bench worker {task} failed: {proc.stderr.strip()[-2000:]}")
+    result = json.loads(lines[-1][len(MARK) :])
+    log.info(
+        "%s %s -> %s (%.1f s with start-up)",
+        task,
+        {k: v for k, v in params.items() if k not in ("texts",)},
+        {k: v for k, v in result.items() if not isinstance(v, list)},
+        time.perf_counter() - tic,
+    )
+    return result
+
+
+def repeat(runs: int, threads: int, jobs: list[tuple[str, str, dict]]) -> dict[str, list[dict]]:
+    """`runs` rounds of the (name, task, params) jobs, alternating within each round."""
+    results: dict[str, list[dict]] = {name: [] for name, _, _ in jobs}
+    for run in range(runs):
+        for name, task, params in jobs:
+            results[name].append(worker(task, threads, run=run, **params))
+    return results
+
+
+# -- memory (inside workers) ---------------------------------------------------------------------
+def memory_kb() -> dict:
+    """VmRSS and VmHWM (peak resident set) of this process, in KiB."""
+    out = {}
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                key, value = line.split(":")
+                out[key] = int(value.split()[0])
+    return out
+
+
+def reset_peak() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0); False where not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class Timed:
+    """Context: wall seconds, and peak RSS above the RSS at entry (VmHWM reset at entry)."""
+
+    def __enter__(self):
+        import gc
+
+        gc.collect()
+        self.reset = reset_peak()
+        self.base_kb = memory_kb()["VmRSS"]
+        self.tic = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.tic
+        mem = memory_kb()
+        self.peak_kb = mem["VmHWM"]
+        self.extra_kb = mem["VmHWM"] - self.base_kb
+        return False
+
+    def result(self) -> dict:
+        return {
+            "seconds": self.seconds,
+            "peak_mb": self.peak_kb / 1024,
+            "extra_mb": self.extra_kb / 1024,
+            "base_mb": self.base_kb / 1024,
+            "peak_reset": self.reset,
+        }
+
+
+# -- inputs ------------------------------------------------------------------------------------
+def imdb_texts(n: int, imdb: Path = IMDB, seed: int = 0) -> list[str]:
+    """`n` real IMDB reviews, a seeded random sample, HTML line breaks cleaned as the
+    workflow's `prepare_data` does."""
+    import pandas as pd
+
+    from textvision.data import _BR
+
+    if not Path(imdb).exists():
+        raise FileNotFoundError(f"{imdb}: real IMDB reviews not found (set TEXTVISION_SHARED)")
+    texts = pd.read_parquet(imdb, columns=["text"])["text"]
+    rows = np.random.default_rng(seed).permutation(len(texts))[:n]
+    return [" ".join(_BR.sub(" ", t).split()) for t in texts.iloc[rows]]
+
+
+def ensure_embeddings(path: Path | None, n_rows: int, out: Path, imdb: Path, threads: int) -> Path:
+    """An `embeddings.h5` with at least `n_rows` rows: `path` if given, else the workflow's
+    real-IMDB embeddings under results/imdb if present, else made here with the package
+    (prepare_data + embed + merge on `n_rows` IMDB reviews, MiniLM, last 6 layers)."""
+    import h5py
+
+    for candidate in (path, IMDB_EMBEDDINGS):
+        if candidate and Path(candidate).exists():
+            with h5py.File(candidate, "r") as fh:
+                if len(fh["cls"]) >= n_rows:
+                    return Path(candidate)
+                log.info("%s has %d rows, %d wanted", candidate, len(fh["cls"]), n_rows)
+    made = out / f"embeddings_{n_rows}.h5"
+    if made.exists():
+        return made
+    log.info("embedding %d IMDB reviews from %s into %s", n_rows, imdb, made)
+    import torch
+
+    from textvision.data import prepare_dataset
+    from textvision.embed import embed_dataset, merge_shards
+
+    torch.set_num_threads(threads)
+    dataset = out / f"dataset_{n_rows}.parquet"
+    prepare_dataset(str(imdb), dataset, n_per_class=n_rows // 2)
+    shard = out / f"shard_{n_rows}.h5"
+    embed_dataset(dataset, shard, layers=6, max_length=512)
+    merge_shards([shard], dataset, made)
+    shard.unlink()
+    return made
+
+
+def subset_embeddings(src: Path, n_rows: int, dst: Path) -> Path:
+    """The first `n_rows` rows of a workflow `embeddings.h5` (cls, id, label, split, attributes)."""
+    import h5py
+
+    if dst.exists():
+        return dst
+    tmp = dst.with_suffix(".tmp.h5")
+    with h5py.File(src, "r") as a, h5py.File(tmp, "w") as b:
+        for key in ("cls", "id", "label", "split"):
+            data = a[key][:n_rows]
+            if key == "cls":
+                b.create_dataset(key, data=data, chunks=(min(256, n_rows), *data.shape[1:]))
+            else:
+                b[key] = data
+        for key, value in a.attrs.items():
+            b.attrs[key] = value
+    tmp.rename(dst)
+    return dst
+
+
+def read_matrix(path: Path, n_rows: int) -> np.ndarray:
+    """`cls[:n_rows]` flattened to `[n_rows, layers * hidden]` float32."""
+    import h5py
+
+    with h5py.File(path, "r") as fh:
+        cls = fh["cls"][:n_rows]
+    return cls.reshape(len(cls), -1).astype(np.float32)
+
+
+# -- formatting ----------------------------------------------------------------------------------
+def fmt(value: float, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "-"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}g}"
+
+
+def ratio(value: float) -> str:
+    return f"{value:.2f}x"
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)

@@ -1,0 +1,403 @@
+"""One timed run in a fresh interpreter: `python -m bench.worker TASK '{json params}'`.
+
+Prints `BENCH_RESULT {json}` as its last line: seconds of the timed section, peak RSS (VmHWM,
+reset right before it) and peak RSS above the RSS at its start, plus task-specific values.
+Loading models and inputs happens before the timed section, on both sides alike.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import MARK, Timed
+
+TASKS = {}
+
+
+def task(fn):
+    TASKS[fn.__name__] = fn
+    return fn
+
+
+def _threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(n)
+
+
+# -- embedding ---------------------------------------------------------------------------------
+@task
+def embed_ref(p: dict) -> dict:
+    """The original code's loop: one review at a time, tokenizer per text, fp32, 512 tokens,
+    hidden states of all layers, `[CLS]` of the last six."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from bench.common import imdb_texts
+    from textvision.embed import resolve_model
+
+    _threads(p["threads"])
+    texts = imdb_texts(p["n"], Path(p["imdb"]))
+    folder = resolve_model(p["model"])
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModel.from_pretrained(folder, output_hidden_states=True, dtype=torch.float32)
+    model.eval()
+    out = []
+    with Timed() as timer, torch.no_grad():
+        for text in texts:
+            encoded = tokenizer(text, truncation=True, max_length=512, return_tensors="pt")
+            hidden = model(**encoded).hidden_states
+            out.append(torch.stack([h[0, 0] for h in hidden[-p["layers"] :]]).numpy())
+    vectors = np.stack(out)
+    if p.get("save"):
+        np.save(p["save"], vectors)
+    return {**timer.result(), "n": len(texts)}
+
+
+@task
+def embed_ours(p: dict) -> dict:
+    """textvision.embed.embed_texts as the workflow calls it (batch 32, fp32, 512 tokens)."""
+    from bench.common import imdb_texts
+    from textvision.embed import embed_texts, layer_indices, load_encoder
+
+    _threads(p["threads"])
+    texts = imdb_texts(p["n"], Path(p["imdb"]))
+    tokenizer, model, _ = load_encoder(p["model"])
+    layers = layer_indices(p["layers"], model.config.num_hidden_layers)
+    with Timed() as timer:
+        vectors = embed_texts(texts, tokenizer, model, layers, max_length=512, batch_size=32)
+    if p.get("save"):
+        np.save(p["save"], vectors)
+    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=512)["input_ids"]]
+    return {**timer.result(), "n": len(texts), "lengths": lengths}
+
+
+@task
+def embed_profile(p: dict) -> dict:
+    """Share of time per operator while embedding (torch.profiler), ours."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from bench.common import imdb_texts
+    from textvision.embed import embed_texts, layer_indices, load_encoder
+
+    _threads(p["threads"])
+    texts = imdb_texts(p["n"], Path(p["imdb"]))
+    tokenizer, model, _ = load_encoder(p["model"])
+    layers = layer_indices(p["layers"], model.config.num_hidden_layers)
+    embed_texts(texts[:4], tokenizer, model, layers)  # warm-up
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        embed_texts(texts, tokenizer, model, layers)
+    rows = prof.key_averages()
+    total = sum(r.self_cpu_time_total for r in rows)
+    shares = {r.key: r.self_cpu_time_total / total for r in rows}
+    return {"shares": dict(sorted(shares.items(), key=lambda kv: -kv[1])[:12])}
+
+
+@task
+def peak_matmul(p: dict) -> dict:
+    """fp32 GFLOP/s of a large square matmul on these threads (best of several)."""
+    import time
+
+    import torch
+
+    _threads(p["threads"])
+    size = p.get("size", 4096)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    best = 0.0
+    for _ in range(p.get("repeats", 5)):
+        tic = time.perf_counter()
+        torch.mm(a, b)
+        best = max(best, 2 * size**3 / (time.perf_counter() - tic) / 1e9)
+    return {"gflops": best}
+
+
+# -- DeepInsight fit ---------------------------------------------------------------------------
+def _trustworthiness(points: np.ndarray, layout: np.ndarray, k: int) -> float:
+    from sklearn.manifold import trustworthiness
+
+    return float(trustworthiness(points, layout, n_neighbors=k, metric="cosine"))
+
+
+@task
+def fit_ref(p: dict) -> dict:
+    """pyDeepInsight ImageTransformer(feature_extractor=TSNE(metric="cosine"), pixels=50).fit on
+    the log-scaled matrix (pyDeepInsight's Norm2Scaler, the same formula as ours)."""
+    from pyDeepInsight import ImageTransformer
+    from pyDeepInsight.utils._norm2 import Norm2Scaler
+    from sklearn.manifold import TSNE
+
+    from bench.common import read_matrix
+
+    _threads(p["threads"])
+    X = read_matrix(Path(p["embeddings"]), p["rows"])
+    scaled = Norm2Scaler().fit_transform(X)
+    tsne = TSNE(
+        n_components=2,
+        metric="cosine",
+        perplexity=p["perplexity"],
+        init="pca",
+        learning_rate="auto",
+        max_iter=p["max_iter"],
+        random_state=0,
+    )
+    transformer = ImageTransformer(feature_extractor=tsne, pixels=p["pixels"])
+    with Timed() as timer:
+        transformer.fit(scaled)
+    layout = tsne.embedding_
+    result = {**timer.result(), "pixels_used": int(len(np.unique(transformer.coords(), axis=0)))}
+    if p.get("quality") and p.get("run", 0) == 0:
+        result["trust"] = {k: _trustworthiness(scaled.T, layout, k) for k in p["quality"]}
+    return result
+
+
+@task
+def fit_ours(p: dict) -> dict:
+    """textvision DeepInsightTransformer(scaler="log", metric="cosine", backend=...).fit on the
+    raw matrix (its log scaling is inside the timed section)."""
+    from bench.common import read_matrix
+    from textvision.deepinsight import DeepInsightTransformer, apply_scaler
+
+    _threads(p["threads"])
+    X = read_matrix(Path(p["embeddings"]), p["rows"])
+    transformer = DeepInsightTransformer(
+        pixels=p["pixels"],
+        scaler="log",
+        projector="tsne",
+        perplexity=p["perplexity"],
+        metric="cosine",
+        init="pca",
+        learning_rate="auto",
+        max_iter=p["max_iter"],
+        backend=p["backend"],
+        random_state=0,
+    )
+    with Timed() as timer:
+        transformer.fit(X)
+    result = {**timer.result(), "pixels_used": transformer.occupancy_["pixels_used"]}
+    if p.get("quality") and p.get("run", 0) == 0:
+        scaled = apply_scaler(X, "log", transformer.scale_)
+        layout = transformer.embedding_
+        result["trust"] = {k: _trustworthiness(scaled.T, layout, k) for k in p["quality"]}
+    if p.get("save_mapping") and p.get("run", 0) == 0:
+        from textvision.images import save_mapping
+
+        info = {"fit_on": "all", "n_fit_rows": len(X), "layers": list(range(1, 7))}
+        save_mapping(transformer, p["save_mapping"], {**info, "model": "bench", "hidden_size": 0})
+    return result
+
+
+# -- DeepInsight render ------------------------------------------------------------------------
+def _pydeepinsight(transformer):
+    """pyDeepInsight's ImageTransformer holding our rotated positions (its own rotation has a
+    sign bug in _minimum_bounding_rectangle), as tests/test_deepinsight.py does."""
+    from pyDeepInsight import ImageTransformer
+
+    class Fixed:
+        def __init__(self, coords):
+            self.coords = coords
+
+        def fit_transform(self, X):
+            return self.coords
+
+    ref = ImageTransformer(feature_extractor=Fixed(transformer.coords_), pixels=transformer.pixels)
+    ref.fit(np.zeros((2, len(transformer.coords_))))
+    ref._xrot = transformer.coords_
+    ref._calculate_coords()
+    assert (ref.coords() == transformer.pixels_).all()
+    return ref
+
+
+def _norm2(transformer):
+    from pyDeepInsight.utils._norm2 import Norm2Scaler
+
+    scaler = Norm2Scaler()
+    scaler._min0, scaler._max = transformer.scale_["min"], transformer.scale_["max"]
+    return scaler
+
+
+@task
+def render_ref(p: dict) -> dict:
+    """pyDeepInsight transform(X, img_format="scalar") of the log-scaled rows (scaling before
+    the timed section)."""
+    from bench.common import read_matrix
+    from textvision.images import load_mapping
+
+    transformer, _ = load_mapping(p["mapping"])
+    ref = _pydeepinsight(transformer)
+    X = read_matrix(Path(p["embeddings"]), p["rows"])
+    scaled = _norm2(transformer).transform(X)
+    del X
+    with Timed() as timer:
+        images = ref.transform(scaled, img_format="scalar")
+    if p.get("save") and p.get("run", 0) == 0:
+        np.save(p["save"], images.astype(np.float32))
+    return {**timer.result(), "dtype": str(images.dtype)}
+
+
+@task
+def render_ours(p: dict) -> dict:
+    """textvision DeepInsightTransformer.transform(X) of the raw rows (scaling inside)."""
+    from bench.common import read_matrix
+    from textvision.images import load_mapping
+
+    transformer, _ = load_mapping(p["mapping"])
+    X = read_matrix(Path(p["embeddings"]), p["rows"])
+    transformer.transform(X[:2])  # builds the sparse matrix, as a fitted transformer holds it
+    with Timed() as timer:
+        images = transformer.transform(X)
+    if p.get("save") and p.get("run", 0) == 0:
+        np.save(p["save"], images)
+    return {**timer.result(), "dtype": str(images.dtype)}
+
+
+@task
+def render_step_ref(p: dict) -> dict:
+    """The step with pyDeepInsight, embeddings.h5 -> images.h5: read all rows, log-scale
+    (Norm2Scaler), transform, write float32 images."""
+    import h5py
+
+    from textvision.images import load_mapping
+
+    transformer, _ = load_mapping(p["mapping"])
+    ref, scaler = _pydeepinsight(transformer), _norm2(transformer)
+    with Timed() as timer:
+        with h5py.File(p["embeddings"], "r") as fh:
+            X = fh["cls"][:]
+        X = X.reshape(len(X), -1)
+        images = ref.transform(scaler.transform(X), img_format="scalar")
+        with h5py.File(p["out"], "w") as fh:
+            fh.create_dataset(
+                "images",
+                data=images.astype(np.float32),
+                chunks=(min(256, len(X)), *images.shape[1:]),
+            )
+    Path(p["out"]).unlink()
+    return timer.result()
+
+
+@task
+def render_step_ours(p: dict) -> dict:
+    """textvision.images.render_images (the workflow's render_images rule)."""
+    from textvision.images import render_images
+
+    with Timed() as timer:
+        render_images(p["embeddings"], p["mapping"], p["out"])
+    if p.get("keep"):
+        return timer.result()
+    Path(p["out"]).unlink()
+    return timer.result()
+
+
+# -- training ----------------------------------------------------------------------------------
+def _training_inputs(p: dict):
+    import torch
+
+    rng = np.random.default_rng(0)
+    images = torch.from_numpy(rng.random((p["n_images"], p["pixels"], p["pixels"]), np.float32))
+    labels = torch.from_numpy(rng.integers(0, 2, p["n_images"]))
+    return images, labels
+
+
+@task
+def train_ref(p: dict) -> dict:
+    """The original code's loop: input -> per-batch scalar normalisation -> x3 upsampling ->
+    backbone slice in train mode with requires_grad True (not optimised), recomputed every
+    step -> head -> classifier; Adam on head and classifier."""
+    import torch
+    from torch import nn
+
+    from textvision.backbones import build_backbone, parse_backbone
+    from textvision.models import InputAdapter, build_head
+
+    _threads(p["threads"])
+    torch.manual_seed(0)
+    images, labels = _training_inputs(p)
+    arch, spec = parse_backbone(p["backbone"])
+    body = build_backbone(p["backbone"], "none").body  # the same slice, un-frozen below
+    body.requires_grad_(True)
+    head, classifier = build_head(arch, spec.channels, 2)
+    net = nn.Sequential(InputAdapter(0.0, 1.0, 1e-8, p["upsample"], per_batch=True), body, head)
+    optimizer = torch.optim.Adam(
+        [
+            {"params": head.parameters(), "lr": 5e-5},
+            {"params": classifier.parameters(), "lr": 1e-3},
+        ]
+    )
+    order = torch.Generator().manual_seed(0)
+    batch = p["batch_size"]
+    with Timed() as timer:
+        net.train()
+        classifier.train()
+        perm = torch.randperm(len(labels), generator=order)
+        for i in range(0, len(labels), batch):
+            idx = perm[i : i + batch]
+            logits = classifier(net(images[idx]))
+            loss = nn.functional.cross_entropy(logits, labels[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss.item()
+    return {**timer.result(), "images_per_s": len(labels) / timer.seconds}
+
+
+@task
+def train_ours(p: dict) -> dict:
+    """textvision.train's machinery for one epoch: FrozenBackbone (no_grad, eval) whose maps are
+    computed once into FeatureSource's cache (inside the timed section), then head and
+    classifier steps exactly as train_backbone runs them."""
+    import torch
+    from torch import nn
+
+    from textvision.backbones import build_backbone, parse_backbone
+    from textvision.models import InputAdapter, TextVisionNet, build_head
+    from textvision.train import FeatureSource, _batches
+
+    _threads(p["threads"])
+    torch.manual_seed(0)
+    images, labels = _training_inputs(p)
+    arch, spec = parse_backbone(p["backbone"])
+    mu, sigma = float(images.mean()), float(images.std())
+    net = TextVisionNet(
+        InputAdapter(mu, sigma, 1e-8, p["upsample"], per_batch=False),
+        build_backbone(p["backbone"], "none"),
+        *build_head(arch, spec.channels, 2),
+    )
+    optimizer = torch.optim.Adam(
+        [
+            {"params": net.head.parameters(), "lr": 5e-5},
+            {"params": net.classifier.parameters(), "lr": 1e-3},
+        ]
+    )
+    order = torch.Generator().manual_seed(0)
+    device = torch.device("cpu")
+    with Timed() as timer:
+        source = FeatureSource(net, images, True, p["batch_size"], device)
+        net.train()
+        loss_sum, correct = 0.0, 0
+        for idx in _batches(len(labels), p["batch_size"], order):
+            target = labels[idx]
+            logits = net.classify(source(idx)).float()
+            loss = nn.functional.cross_entropy(logits, target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.item() * len(idx)
+            correct += (logits.argmax(1) == target).sum().item()
+    return {**timer.result(), "images_per_s": len(labels) / timer.seconds}
+
+
+def main() -> None:
+    warnings.filterwarnings("ignore")
+    name, params = sys.argv[1], json.loads(sys.argv[2])
+    result = TASKS[name](params)
+    print(MARK + json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

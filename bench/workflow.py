@@ -1,0 +1,144 @@
+"""End to end: `snakemake --cores N` on the offline default (config/config.yaml) in a fresh
+working directory; then incremental rebuilds, counted from dry runs after the completed run."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from bench.common import REPO, log
+
+CHANGES = {
+    "perplexity": 'deepinsight={"tsne":{"perplexity":7}}',
+    "learning_rate": 'training={"lr":{"vgg16":{"head":1e-4}}}',
+}
+EMBEDDING_RULES = ("embed_shard", "merge_embeddings")
+
+
+def snakemake(workdir: Path, threads: int, *extra: str, timeout: float = 3600):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("TQDM_DISABLE", None)
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(workdir),
+        "--configfile",
+        str(REPO / "config" / "config.yaml"),
+        "--cores",
+        str(threads),
+        *extra,
+    ]
+    tic = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    seconds = time.perf_counter() - tic
+    log.info("%s: exit %d in %.1f s", " ".join(cmd[3:]), proc.returncode, seconds)
+    if proc.returncode:
+        log.error("snakemake failed:\n%s", proc.stderr[-5000:])
+        raise RuntimeError(f"snakemake {' '.join(extra)} failed: {proc.stderr[-2000:]}")
+    return proc.stdout + proc.stderr, seconds
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The `Job stats` table of a (dry) run: rule -> jobs; empty when nothing is to be done."""
+    counts: dict[str, int] = {}
+    if "Job stats:" not in output:
+        return counts
+    table = output.split("Job stats:", 1)[1].splitlines()
+    for line in table[3:]:
+        match = re.match(r"^(\S+)\s+(\d+)\s*$", line)
+        if not match:
+            break
+        if match.group(1) != "total":
+            counts[match.group(1)] = int(match.group(2))
+    return counts
+
+
+def run(args) -> dict:
+    workdir = Path(tempfile.mkdtemp(prefix="textvision-bench-e2e-"))
+    try:
+        walls, jobs = [], {}
+        for attempt in range(args.e2e_runs):
+            if attempt:
+                shutil.rmtree(workdir / "results", ignore_errors=True)
+                shutil.rmtree(workdir / ".snakemake", ignore_errors=True)
+            output, seconds = snakemake(workdir, args.threads)
+            walls.append(seconds)
+            jobs = job_counts(output)
+        log.info("end to end: %s s, jobs %s", walls, jobs)
+        dry = {}
+        for name, change in CHANGES.items():
+            output, _ = snakemake(workdir, args.threads, "-n", "--config", change)
+            dry[name] = job_counts(output)
+            log.info("dry run after %s: %s", change, dry[name])
+        nothing, _ = snakemake(workdir, args.threads, "-n")
+        rerun_nothing = job_counts(nothing)
+    finally:
+        if not args.keep_e2e:
+            shutil.rmtree(workdir, ignore_errors=True)
+    wall = sorted(walls)[len(walls) // 2]
+    n_jobs = sum(v for k, v in jobs.items() if k != "all")
+    embed_jobs = sum(dry["perplexity"].get(rule, 0) for rule in EMBEDDING_RULES)
+    lr = dry["learning_rate"]
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    seeds = len(config["training"]["seeds"])
+    lr_ok = lr.get("train", 0) == seeds and lr.get("report", 0) == 1
+    lr_ok = lr_ok and set(lr) <= {"train", "report", "all"}
+
+    def listing(counts):
+        return ", ".join(f"{k} {v}" for k, v in counts.items() if k != "all") or "nothing"
+
+    rows = [
+        [
+            "end to end, offline default",
+            f"`snakemake --cores {args.threads}`, config/config.yaml (600 synthetic texts, "
+            f"MiniLM, 5 backbones x 8 epochs, baseline, report), fresh working directory",
+            "-",
+            f"{wall / 60:.2f} min ({n_jobs} jobs)",
+            "-",
+            "<= 5 min wall",
+            "yes" if wall <= 300 else "**no**",
+            f"{len(walls)} run(s): " + ", ".join(f"{w:.0f} s" for w in walls),
+        ],
+        [
+            "incremental: perplexity 30 -> 7",
+            f"`snakemake -n --config '{CHANGES['perplexity']}'` after the completed run",
+            "-",
+            f"{embed_jobs} embedding jobs",
+            "-",
+            "0 embedding jobs",
+            "yes" if embed_jobs == 0 else "**no**",
+            f"reruns: {listing(dry['perplexity'])}",
+        ],
+        [
+            "incremental: vgg16 head learning rate",
+            f"`snakemake -n --config '{CHANGES['learning_rate']}'`",
+            "-",
+            f"{lr.get('train', 0)} training job(s), {lr.get('report', 0)} report",
+            "-",
+            f"1 training job per seed ({seeds} seed{'s' if seeds > 1 else ''}) + report",
+            "yes" if lr_ok else "**no**",
+            f"reruns: {listing(lr)}; unchanged config: {listing(rerun_nothing)}",
+        ],
+    ]
+    met = {
+        "end_to_end": wall <= 300,
+        "incremental_perplexity": embed_jobs == 0,
+        "incremental_lr": lr_ok,
+    }
+    return {
+        "rows": rows,
+        "raw": {"walls": walls, "jobs": jobs, "dry": dry, "nothing": rerun_nothing},
+        "met": met,
+    }
