@@ -23,6 +23,7 @@ from sklearn.utils.validation import check_array, check_is_fitted
 SCALERS = ("log", "minmax", "zscore", "none")
 PROJECTORS = ("tsne", "pca", "kpca")
 DISCRETIZATIONS = ("bin", "assignment")
+BLOCK_ROWS = 64  # rows scaled and binned at a time (at most chunk_size): the block stays in cache
 
 
 class DeepInsightTransformer(TransformerMixin, BaseEstimator):
@@ -132,14 +133,28 @@ class DeepInsightTransformer(TransformerMixin, BaseEstimator):
         return tsne.fit_transform(points).astype(np.float64)
 
     def _build_matrix(self):
-        """Sparse `[n_features, P*P]` matrix averaging the features that share a pixel."""
+        """Gather plan for `transform`. Pixels are grouped by their number `c` of features;
+        `_gather` lists the features group after group, each group slot-major (every pixel's
+        first feature, then every pixel's second, ...), so a pixel's mean is a sum over `c`
+        contiguous slabs of the gathered row, times `1/c`."""
         flat = self.pixels_[:, 0] * self.pixels + self.pixels_[:, 1]
-        weight = 1.0 / self.feature_counts_.ravel()[flat]
-        self._matrix = sparse.csr_matrix(
-            (weight.astype(np.float32), (np.arange(len(flat)), flat)),
-            shape=(len(flat), self.pixels * self.pixels),
-        )
-        self._empty = self.feature_counts_.ravel() == 0
+        counts = self.feature_counts_.ravel()
+        order = np.argsort(flat, kind="stable")
+        sorted_flat = flat[order]
+        starts = np.flatnonzero(np.r_[True, sorted_flat[1:] != sorted_flat[:-1]])
+        used = sorted_flat[starts]
+        gather, pixels, self._spans = [], [], []
+        at_gather = at_pixel = 0
+        for c in np.unique(counts[used]):
+            pick = counts[used] == c
+            members = order[starts[pick][:, None] + np.arange(c)]  # [pixels, c] features
+            gather.append(members.T.ravel())
+            pixels.append(used[pick])
+            self._spans.append((int(c), int(pick.sum()), at_gather, at_pixel))
+            at_gather, at_pixel = at_gather + members.size, at_pixel + int(pick.sum())
+        self._gather = np.concatenate(gather) if gather else np.zeros(0, np.int64)
+        self._pixel_index = np.concatenate(pixels) if pixels else np.zeros(0, np.int64)
+        self._inverse = (1.0 / counts[self._pixel_index]).astype(np.float32)
 
     @property
     def occupancy_(self) -> dict:
@@ -154,14 +169,27 @@ class DeepInsightTransformer(TransformerMixin, BaseEstimator):
             raise ValueError(
                 f"X has {X.shape[1]} features, the mapping was fitted on {self.n_features_in_}"
             )
-        if not hasattr(self, "_matrix"):
+        if not hasattr(self, "_gather"):
             self._build_matrix()
         out = np.empty((len(X), self.pixels, self.pixels), dtype=np.float32)
         flat = out.reshape(len(X), -1)
-        for lo in range(0, len(X), self.chunk_size):
-            chunk = apply_scaler(X[lo : lo + self.chunk_size], self.scaler, self.scale_)
-            flat[lo : lo + len(chunk)] = (self._matrix.T @ chunk.T).T
-        flat[:, self._empty] = self.empty_value
+        step = max(1, min(self.chunk_size, BLOCK_ROWS))
+        means = np.empty((min(step, len(X)), len(self._pixel_index)), dtype=np.float32)
+        for lo in range(0, len(X), step):
+            block = apply_scaler(X[lo : lo + step], self.scaler, self.scale_)
+            rows = len(block)
+            gathered = block.take(self._gather, axis=1)
+            mean = means[:rows]
+            for c, n, at_gather, at_pixel in self._spans:
+                slabs = gathered[:, at_gather : at_gather + c * n]
+                if c == 1:
+                    mean[:, at_pixel : at_pixel + n] = slabs
+                else:
+                    np.sum(slabs.reshape(rows, c, n), axis=1, out=mean[:, at_pixel : at_pixel + n])
+            mean *= self._inverse
+            dst = flat[lo : lo + rows]
+            dst.fill(self.empty_value)  # then every used pixel is overwritten
+            dst[:, self._pixel_index] = mean
         return out
 
     def inverse_transform(self, images) -> np.ndarray:
@@ -177,8 +205,8 @@ class DeepInsightTransformer(TransformerMixin, BaseEstimator):
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state.pop("_matrix", None)
-        state.pop("_empty", None)
+        for name in ("_gather", "_pixel_index", "_inverse", "_spans"):
+            state.pop(name, None)
         return state
 
 
@@ -329,14 +357,24 @@ def fit_scaler(X: np.ndarray, kind: str) -> dict:
 
 
 def apply_scaler(X: np.ndarray, kind: str, stats: dict) -> np.ndarray:
+    """Scaled copy of `X` (float32), computed in place on one new array."""
     if kind == "log":
         # values below the fit data's minimum (unseen rows) clip to 0 instead of log(<1) or NaN
-        logged = np.log(np.maximum(X + np.abs(stats["min"]) + 1, 1))
-        return (logged / stats["max"]).clip(0, 1).astype(np.float32)
+        out = X + np.abs(stats["min"])
+        out += 1
+        np.maximum(out, 1, out=out)
+        np.log(out, out=out)
+        out /= stats["max"]
+        np.clip(out, 0, 1, out=out)
+        return out.astype(np.float32, copy=False)
     if kind == "minmax":
-        return ((X - stats["min"]) / stats["range"]).astype(np.float32)
+        out = X - stats["min"]
+        out /= stats["range"]
+        return out.astype(np.float32, copy=False)
     if kind == "zscore":
-        return ((X - stats["mean"]) / stats["std"]).astype(np.float32)
+        out = X - stats["mean"]
+        out /= stats["std"]
+        return out.astype(np.float32, copy=False)
     return X.astype(np.float32)
 
 
