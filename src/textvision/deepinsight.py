@@ -90,6 +90,7 @@ class DeepInsightTransformer(TransformerMixin, BaseEstimator):
             ("scaler", SCALERS),
             ("projector", PROJECTORS),
             ("discretization", DISCRETIZATIONS),
+            ("backend", BACKENDS),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -109,8 +110,9 @@ class DeepInsightTransformer(TransformerMixin, BaseEstimator):
                 f"t-SNE perplexity ({self.perplexity}) must be below the number of features "
                 f"({len(points)})"
             )
-        if self.backend == "opentsne":
-            return tsne_opentsne(
+        if self.backend in ("opentsne", "torch"):
+            optimise = tsne_opentsne if self.backend == "opentsne" else tsne_torch
+            return optimise(
                 points,
                 perplexity=self.perplexity,
                 metric=self.metric,
@@ -228,9 +230,57 @@ def occupancy(counts: np.ndarray) -> dict:
     }
 
 
-# -- t-SNE: scikit-learn's settings on openTSNE's optimiser ----------------------------------
+# -- t-SNE with scikit-learn's settings, faster optimisers ---------------------------------------
 EXPLORATION_ITER = 250  # scikit-learn's early-exaggeration phase (iterations, momentum 0.5)
 EARLY_EXAGGERATION = 12.0
+BACKENDS = ("sklearn", "opentsne", "torch")
+
+
+def tsne_affinities(points: np.ndarray, perplexity: float, metric: str) -> sparse.csr_matrix:
+    """scikit-learn's Barnes-Hut t-SNE input: exact `3 * perplexity + 1` nearest neighbours,
+    `exp(-d * beta_i)` calibrated to the perplexity (d squared for euclidean, the plain distance
+    for other metrics; points of zero norm are at cosine distance 1 from all), symmetrised and
+    normalised to sum 1."""
+    from sklearn.neighbors import NearestNeighbors
+
+    n = len(points)
+    k = min(n - 1, int(3.0 * perplexity + 1))
+    distances, neighbors = NearestNeighbors(n_neighbors=k, metric=metric).fit(points).kneighbors()
+    distances = distances.astype(np.float64)
+    if metric == "euclidean":
+        distances **= 2
+    conditional = perplexity_probabilities(distances, perplexity)
+    P = sparse.csr_matrix(
+        (conditional.ravel(), neighbors.ravel(), np.arange(0, n * k + 1, k)), shape=(n, n)
+    )
+    P = P + P.T
+    P /= max(P.sum(), np.finfo(np.double).eps)
+    return P.tocsr()
+
+
+def tsne_init(points: np.ndarray, init: str, random_state) -> np.ndarray:
+    """scikit-learn's start: PCA scaled to a first-axis std of 1e-4, or N(0, 1e-4^2)."""
+    from sklearn.utils import check_random_state
+
+    if init == "pca":
+        start = PCA(2, svd_solver="randomized", random_state=random_state).fit_transform(points)
+        return start.astype(np.float32) / np.std(start[:, 0]) * 1e-4
+    if init == "random":
+        rng = check_random_state(random_state)
+        return 1e-4 * rng.standard_normal((len(points), 2)).astype(np.float32)
+    raise ValueError(f"init must be 'pca' or 'random', got {init!r}")
+
+
+def tsne_learning_rate(n: int, learning_rate) -> float:
+    """scikit-learn's learning rate ("auto": `max(N / early_exaggeration / 4, 50)`)."""
+    if learning_rate == "auto":
+        return max(n / EARLY_EXAGGERATION / 4, 50.0)
+    return float(learning_rate)
+
+
+def _check_iterations(max_iter: int) -> None:
+    if max_iter < EXPLORATION_ITER:
+        raise ValueError(f"max_iter must be at least {EXPLORATION_ITER}, got {max_iter}")
 
 
 def tsne_opentsne(
@@ -245,65 +295,107 @@ def tsne_opentsne(
     n_jobs: int = -1,
 ) -> np.ndarray:
     """2-D t-SNE of the rows of `points` with `sklearn.manifold.TSNE`'s settings (Barnes-Hut,
-    angle 0.5), optimised by openTSNE: the same exact neighbours (`3 * perplexity + 1`), the same
-    perplexity calibration (Gaussian on squared euclidean distances, on the plain distance for
-    other metrics, as scikit-learn does; points of zero norm are at cosine distance 1 from all),
-    the same initialisation (PCA scaled to std 1e-4, or N(0, 1e-4)), learning rate
-    (scikit-learn's `max(N / 48, 50)` for "auto", times 4 in openTSNE's gradient convention),
-    and schedule (early exaggeration 12 with momentum 0.5 for 250 iterations, then momentum 0.8,
-    `max_iter` iterations in all)."""
+    angle 0.5), optimised by openTSNE: scikit-learn's affinities (`tsne_affinities`), start
+    (`tsne_init`), learning rate (times 4 in openTSNE's gradient convention) and schedule (early
+    exaggeration 12 with momentum 0.5 for 250 iterations, then momentum 0.8, `max_iter`
+    iterations in all)."""
     from openTSNE import TSNEEmbedding
     from openTSNE.affinity import Affinities
-    from sklearn.neighbors import NearestNeighbors
-    from sklearn.utils import check_random_state
 
-    if max_iter < EXPLORATION_ITER:
-        raise ValueError(f"max_iter must be at least {EXPLORATION_ITER}, got {max_iter}")
+    _check_iterations(max_iter)
     points = np.asarray(points, dtype=np.float32)
-    n = len(points)
-    k = min(n - 1, int(3.0 * perplexity + 1))
-    distances, neighbors = NearestNeighbors(n_neighbors=k, metric=metric).fit(points).kneighbors()
-    distances = distances.astype(np.float64)
-    if metric == "euclidean":
-        distances **= 2
-    conditional = perplexity_probabilities(distances, perplexity)
-    P = sparse.csr_matrix(
-        (conditional.ravel(), neighbors.ravel(), np.arange(0, n * k + 1, k)), shape=(n, n)
-    )
-    P = P + P.T
-    P /= max(P.sum(), np.finfo(np.double).eps)
     affinities = Affinities()
-    affinities.P = P.tocsr()
-    if init == "pca":
-        start = PCA(2, svd_solver="randomized", random_state=random_state).fit_transform(points)
-        start = start.astype(np.float32) / np.std(start[:, 0]) * 1e-4
-    elif init == "random":
-        start = 1e-4 * check_random_state(random_state).standard_normal((n, 2)).astype(np.float32)
-    else:
-        raise ValueError(f"init must be 'pca' or 'random', got {init!r}")
-    rate = max(n / EARLY_EXAGGERATION / 4, 50) if learning_rate == "auto" else learning_rate
+    affinities.P = tsne_affinities(points, perplexity, metric)
     embedding = TSNEEmbedding(
-        start.astype(np.float64),
+        tsne_init(points, init, random_state).astype(np.float64),
         affinities,
         negative_gradient_method="bh",
         theta=0.5,
         n_jobs=n_jobs,
         random_state=random_state,
     )
+    rate = 4 * tsne_learning_rate(len(points), learning_rate)
     for n_iter, exaggeration, momentum in (
         (EXPLORATION_ITER, EARLY_EXAGGERATION, 0.5),
         (max_iter - EXPLORATION_ITER, None, 0.8),
     ):
         if n_iter:
+            embedding.optimizer.gains = embedding.optimizer.update = None  # afresh, as sklearn
             embedding = embedding.optimize(
                 n_iter,
                 exaggeration=exaggeration,
                 momentum=momentum,
-                learning_rate=4 * float(rate),
+                learning_rate=rate,
                 max_step_norm=None,
                 inplace=True,
             )
     return np.asarray(embedding, dtype=np.float64)
+
+
+def tsne_torch(
+    points: np.ndarray,
+    *,
+    perplexity: float = 30.0,
+    metric: str = "euclidean",
+    init: str = "pca",
+    learning_rate="auto",
+    max_iter: int = 1000,
+    random_state=0,
+    block: int = 256,
+) -> np.ndarray:
+    """2-D t-SNE with `sklearn.manifold.TSNE`'s Barnes-Hut affinities, start, learning rate,
+    schedule and update rule (gains +0.2 / x0.8, at least 0.01; momentum 0.5 during the 250
+    early-exaggeration iterations, then 0.8, gains and momentum reset between), but the exact
+    gradient: the repulsive forces of
+    all pairs, computed in blocks of rows with torch, instead of the Barnes-Hut approximation
+    (angle 0.5) that scikit-learn and openTSNE compute point by point. For the few thousand
+    points DeepInsight lays out (one per feature) the exact forces are the faster ones.
+    scikit-learn's early stop (no progress for 300 iterations) is not applied."""
+    import torch
+
+    _check_iterations(max_iter)
+    points = np.asarray(points, dtype=np.float32)
+    n = len(points)
+    P = tsne_affinities(points, perplexity, metric).tocoo()
+    rows = torch.from_numpy(P.row.astype(np.int64))
+    cols = torch.from_numpy(P.col.astype(np.int64))
+    p = torch.from_numpy(P.data.astype(np.float32))
+    Y = torch.from_numpy(tsne_init(points, init, random_state).astype(np.float32))
+    update, gains = torch.zeros_like(Y), torch.ones_like(Y)
+    rate = tsne_learning_rate(n, learning_rate)
+    with torch.no_grad():
+        for it in range(max_iter):
+            early = it < EXPLORATION_ITER
+            if it == EXPLORATION_ITER:  # scikit-learn starts the second phase afresh
+                update, gains = torch.zeros_like(Y), torch.ones_like(Y)
+            grad = _tsne_gradient(Y, rows, cols, p * EARLY_EXAGGERATION if early else p, block)
+            flipped = (update * grad) < 0
+            gains = torch.where(flipped, gains + 0.2, gains * 0.8).clamp_(min=0.01)
+            update.mul_(0.5 if early else 0.8).sub_(rate * gains * grad)
+            Y += update
+    return Y.double().numpy()
+
+
+def _tsne_gradient(Y, rows, cols, p, block: int):
+    """scikit-learn's t-SNE gradient (one degree of freedom, factor 4): attraction over the
+    affinities' non-zeros, repulsion over all pairs, `w = 1 / (1 + |y_i - y_j|^2)`."""
+    import torch
+
+    centred = Y - Y.mean(0)  # distances need no absolute position: keeps float32 exact enough
+    diff = centred[rows] - centred[cols]
+    w = 1.0 / (1.0 + (diff * diff).sum(1))
+    attract = torch.zeros_like(Y).index_add_(0, rows, (p * w)[:, None] * diff)
+    norms = (centred * centred).sum(1)
+    repel, total = torch.empty_like(Y), 0.0
+    for lo in range(0, len(Y), block):
+        part = centred[lo : lo + block]
+        q = torch.addmm(norms[lo : lo + block, None] + norms[None, :], part, centred.T, alpha=-2)
+        q.add_(1.0).reciprocal_()
+        total += float(q.sum(dtype=torch.float64))
+        q.square_()
+        repel[lo : lo + block] = q.sum(1, keepdim=True) * part - q @ centred
+    total -= len(Y)  # the diagonal's w_ii = 1
+    return 4.0 * (attract - repel / total)
 
 
 def perplexity_probabilities(

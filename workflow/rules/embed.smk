@@ -35,12 +35,12 @@ rule merge_embeddings:
         f"{OUT}/embeddings/embeddings.h5",
     log:
         f"{OUT}/logs/merge_embeddings.log",
-    params:
-        compression=config["embedding"]["compression"],
     conda:
         "../../envs/embed.yaml"
     resources:
         **res("light"),
+    params:
+        compression=config["embedding"]["compression"],
     shell:
         "textvision merge-embeddings --dataset {input.dataset:q} --out {output:q}"
         " --compression {params.compression:q} {input.shards:q} > {log:q} 2>&1"
