@@ -10,8 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from bench import deepinsight_fit, embedding, render, training, workflow
-from bench.common import IMDB, REPO, log, markdown_table, setup_logging
+from bench.common import FOREIGN, IMDB, REPO, log, markdown_table, setup_logging
 from bench.machine import describe
 from bench.machine import markdown as machine_markdown
 
@@ -44,7 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--backend", default="opentsne", choices=("sklearn", "opentsne"))
     p.add_argument("--render-rows", type=int, default=10000)
     p.add_argument("--render-scale", type=_sizes, default=[2000, 10000])
-    p.add_argument("--train-images", type=int, default=128, help="images per epoch")
+    p.add_argument("--train-images", type=int, default=256, help="images per epoch")
     p.add_argument("--backbones", nargs="+", default=list(training.BACKBONES))
     p.add_argument("--e2e-runs", type=int, default=1)
     p.add_argument("--keep-e2e", action="store_true", help="keep the end-to-end working folder")
@@ -123,7 +125,13 @@ def main(argv=None) -> int:
             if not all(met.values())
             else ""
         )
-        + f". Total benchmark time {total / 60:.1f} min. Command: `{command}`.",
+        + f". Total benchmark time {total / 60:.1f} min. Command: `{command}`."
+        + (
+            f" Other processes used a median {np.median(FOREIGN):.0%} (max {max(FOREIGN):.0%}) "
+            "of the CPUs during the timed subprocess runs."
+            if FOREIGN
+            else ""
+        ),
     ]
     report = "\n".join(parts)
     print(report)

@@ -47,18 +47,22 @@ def worker(task: str, threads: int, timeout: float = 1800, **params) -> dict:
         "OMP_NUM_THREADS": str(threads),
         "MKL_NUM_THREADS": str(threads),
         "OPENBLAS_NUM_THREADS": str(threads),
-        "TOKENIZERS_PARALLELISM": "false",
         "PYTHONWARNINGS": "ignore",
         "TQDM_DISABLE": "1",
     }
     cmd = [sys.executable, "-m", "bench.worker", task, json.dumps({**params, "threads": threads})]
+    busy, ours = cpu_busy_seconds(), own_cpu_seconds()
     tic = time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    wall = time.perf_counter() - tic
+    foreign = (cpu_busy_seconds() - busy) - (own_cpu_seconds() - ours)
     lines = [line for line in proc.stdout.splitlines() if line.startswith(MARK)]
     if proc.returncode or not lines:
         log.error("worker %s %s failed (exit %d):\n%s", task, params, proc.returncode, proc.stderr)
         raise RuntimeError(f"bench worker {task} failed: {proc.stderr.strip()[-2000:]}")
     result = json.loads(lines[-1][len(MARK) :])
+    result["foreign_load"] = max(foreign, 0.0) / (wall * (os.cpu_count() or 1))
+    FOREIGN.append(result["foreign_load"])
     log.info(
         "%s %s -> %s (%.1f s with start-up)",
         task,
@@ -76,6 +80,28 @@ def repeat(runs: int, threads: int, jobs: list[tuple[str, str, dict]]) -> dict[s
         for name, task, params in jobs:
             results[name].append(worker(task, threads, run=run, **params))
     return results
+
+
+FOREIGN: list[float] = []  # share of all CPUs used by other processes during each worker
+
+
+def cpu_busy_seconds() -> float:
+    """CPU seconds spent busy on all CPUs since boot (/proc/stat)."""
+    with open("/proc/stat") as fh:
+        fields = [int(x) for x in fh.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children."""
+    import resource
+
+    me, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 # -- memory (inside workers) ---------------------------------------------------------------------

@@ -124,19 +124,25 @@ def _trustworthiness(points: np.ndarray, layout: np.ndarray, k: int) -> float:
     return float(trustworthiness(points, layout, n_neighbors=k, metric="cosine"))
 
 
+def _log_scaled(path: str, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """The raw rows and the log-scaled rows (textvision's log scaler; pyDeepInsight's
+    Norm2Scaler gives the same array, checked in bench/README.md)."""
+    from bench.common import read_matrix
+    from textvision.deepinsight import apply_scaler, fit_scaler
+
+    X = read_matrix(Path(path), rows)
+    return X, apply_scaler(X, "log", fit_scaler(X, "log"))
+
+
 @task
 def fit_ref(p: dict) -> dict:
     """pyDeepInsight ImageTransformer(feature_extractor=TSNE(metric="cosine"), pixels=50).fit on
-    the log-scaled matrix (pyDeepInsight's Norm2Scaler, the same formula as ours)."""
+    the log-scaled matrix."""
     from pyDeepInsight import ImageTransformer
-    from pyDeepInsight.utils._norm2 import Norm2Scaler
     from sklearn.manifold import TSNE
 
-    from bench.common import read_matrix
-
     _threads(p["threads"])
-    X = read_matrix(Path(p["embeddings"]), p["rows"])
-    scaled = Norm2Scaler().fit_transform(X)
+    _, scaled = _log_scaled(p["embeddings"], p["rows"])
     tsne = TSNE(
         n_components=2,
         metric="cosine",
@@ -149,25 +155,28 @@ def fit_ref(p: dict) -> dict:
     transformer = ImageTransformer(feature_extractor=tsne, pixels=p["pixels"])
     with Timed() as timer:
         transformer.fit(scaled)
-    layout = tsne.embedding_
-    result = {**timer.result(), "pixels_used": int(len(np.unique(transformer.coords(), axis=0)))}
+    result = {
+        **timer.result(),
+        "pixels_used": int(len(np.unique(transformer.coords(), axis=0))),
+        "iterations": int(tsne.n_iter_) + 1,
+    }
     if p.get("quality") and p.get("run", 0) == 0:
+        layout = tsne.embedding_
         result["trust"] = {k: _trustworthiness(scaled.T, layout, k) for k in p["quality"]}
     return result
 
 
 @task
 def fit_ours(p: dict) -> dict:
-    """textvision DeepInsightTransformer(scaler="log", metric="cosine", backend=...).fit on the
-    raw matrix (its log scaling is inside the timed section)."""
-    from bench.common import read_matrix
-    from textvision.deepinsight import DeepInsightTransformer, apply_scaler
+    """textvision DeepInsightTransformer(scaler="none", metric="cosine", backend=...).fit on the
+    same log-scaled matrix; the mapping saved (run 0) carries the log scaler's statistics."""
+    from textvision.deepinsight import DeepInsightTransformer, fit_scaler
 
     _threads(p["threads"])
-    X = read_matrix(Path(p["embeddings"]), p["rows"])
+    X, scaled = _log_scaled(p["embeddings"], p["rows"])
     transformer = DeepInsightTransformer(
         pixels=p["pixels"],
-        scaler="log",
+        scaler="none",
         projector="tsne",
         perplexity=p["perplexity"],
         metric="cosine",
@@ -178,15 +187,16 @@ def fit_ours(p: dict) -> dict:
         random_state=0,
     )
     with Timed() as timer:
-        transformer.fit(X)
+        transformer.fit(scaled)
     result = {**timer.result(), "pixels_used": transformer.occupancy_["pixels_used"]}
     if p.get("quality") and p.get("run", 0) == 0:
-        scaled = apply_scaler(X, "log", transformer.scale_)
         layout = transformer.embedding_
         result["trust"] = {k: _trustworthiness(scaled.T, layout, k) for k in p["quality"]}
     if p.get("save_mapping") and p.get("run", 0) == 0:
         from textvision.images import save_mapping
 
+        transformer.set_params(scaler="log")
+        transformer.scale_ = fit_scaler(X, "log")
         info = {"fit_on": "all", "n_fit_rows": len(X), "layers": list(range(1, 7))}
         save_mapping(transformer, p["save_mapping"], {**info, "model": "bench", "hidden_size": 0})
     return result
@@ -348,26 +358,28 @@ def train_ref(p: dict) -> dict:
 
 @task
 def train_ours(p: dict) -> dict:
-    """textvision.train's machinery for one epoch: FrozenBackbone (no_grad, eval) whose maps are
-    computed once into FeatureSource's cache (inside the timed section), then head and
-    classifier steps exactly as train_backbone runs them."""
+    """textvision.train's machinery for one epoch: the net placed as train_backbone places it
+    (channels-last on a CPU), FrozenBackbone (no_grad, eval) maps computed once into
+    FeatureSource's cache (inside the timed section), then train_epoch's head and classifier
+    steps."""
     import torch
-    from torch import nn
 
     from textvision.backbones import build_backbone, parse_backbone
     from textvision.models import InputAdapter, TextVisionNet, build_head
-    from textvision.train import FeatureSource, _batches
+    from textvision.train import FeatureSource, place, train_epoch
 
     _threads(p["threads"])
     torch.manual_seed(0)
     images, labels = _training_inputs(p)
     arch, spec = parse_backbone(p["backbone"])
     mu, sigma = float(images.mean()), float(images.std())
+    device = torch.device("cpu")
     net = TextVisionNet(
         InputAdapter(mu, sigma, 1e-8, p["upsample"], per_batch=False),
         build_backbone(p["backbone"], "none"),
         *build_head(arch, spec.channels, 2),
     )
+    place(net, device)
     optimizer = torch.optim.Adam(
         [
             {"params": net.head.parameters(), "lr": 5e-5},
@@ -375,20 +387,10 @@ def train_ours(p: dict) -> dict:
         ]
     )
     order = torch.Generator().manual_seed(0)
-    device = torch.device("cpu")
+    autocast = torch.autocast("cpu", enabled=False)
     with Timed() as timer:
         source = FeatureSource(net, images, True, p["batch_size"], device)
-        net.train()
-        loss_sum, correct = 0.0, 0
-        for idx in _batches(len(labels), p["batch_size"], order):
-            target = labels[idx]
-            logits = net.classify(source(idx)).float()
-            loss = nn.functional.cross_entropy(logits, target)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.item() * len(idx)
-            correct += (logits.argmax(1) == target).sum().item()
+        train_epoch(net, source, labels, optimizer, p["batch_size"], order, autocast)
     return {**timer.result(), "images_per_s": len(labels) / timer.seconds}
 
 

@@ -72,8 +72,11 @@ class DeepInsightTransformer(TransformerMixin, BaseEstimator):
         self._check_params()
         X = check_array(X, dtype=np.float32)
         self.n_features_in_ = X.shape[1]
-        self.scale_ = fit_scaler(X, self.scaler)
-        scaled = apply_scaler(X, self.scaler, self.scale_)
+        if self.scaler == "log":  # statistics and scaled rows from one logarithm pass
+            self.scale_, scaled = _fit_log_scaler(X)
+        else:
+            self.scale_ = fit_scaler(X, self.scaler)
+            scaled = apply_scaler(X, self.scaler, self.scale_)
         self.embedding_ = self._project(scaled.T)
         self.rotation_ = min_area_rotation(self.embedding_)
         self.coords_ = self.embedding_ @ self.rotation_.T
@@ -110,9 +113,8 @@ class DeepInsightTransformer(TransformerMixin, BaseEstimator):
                 f"t-SNE perplexity ({self.perplexity}) must be below the number of features "
                 f"({len(points)})"
             )
-        if self.backend in ("opentsne", "torch"):
-            optimise = tsne_opentsne if self.backend == "opentsne" else tsne_torch
-            return optimise(
+        if self.backend == "opentsne":
+            return tsne_opentsne(
                 points,
                 perplexity=self.perplexity,
                 metric=self.metric,
@@ -233,19 +235,34 @@ def occupancy(counts: np.ndarray) -> dict:
 # -- t-SNE with scikit-learn's settings, faster optimisers ---------------------------------------
 EXPLORATION_ITER = 250  # scikit-learn's early-exaggeration phase (iterations, momentum 0.5)
 EARLY_EXAGGERATION = 12.0
-BACKENDS = ("sklearn", "opentsne", "torch")
+BACKENDS = ("sklearn", "opentsne")
 
 
-def tsne_affinities(points: np.ndarray, perplexity: float, metric: str) -> sparse.csr_matrix:
+def tsne_affinities(
+    points: np.ndarray, perplexity: float, metric: str, gram: np.ndarray | None = None
+) -> sparse.csr_matrix:
     """scikit-learn's Barnes-Hut t-SNE input: exact `3 * perplexity + 1` nearest neighbours,
     `exp(-d * beta_i)` calibrated to the perplexity (d squared for euclidean, the plain distance
-    for other metrics; points of zero norm are at cosine distance 1 from all), symmetrised and
-    normalised to sum 1."""
-    from sklearn.neighbors import NearestNeighbors
-
+    for other metrics), symmetrised and normalised to sum 1. For the cosine metric the
+    distances come from `gram` (`points @ points.T`, float32 as scikit-learn computes them),
+    points of zero norm at distance 1 from all, as in scikit-learn."""
     n = len(points)
     k = min(n - 1, int(3.0 * perplexity + 1))
-    distances, neighbors = NearestNeighbors(n_neighbors=k, metric=metric).fit(points).kneighbors()
+    if metric == "cosine":
+        gram = points @ points.T if gram is None else gram
+        norms = np.sqrt(np.maximum(np.diagonal(gram), 0)).astype(np.float32)
+        norms[norms == 0] = 1.0
+        distances = 1.0 - gram / norms[:, None] / norms[None, :]
+        np.clip(distances, 0.0, 2.0, out=distances)
+        np.fill_diagonal(distances, np.inf)  # a point is not its own neighbour
+        neighbors = np.argpartition(distances, k - 1, axis=1)[:, :k]
+        distances = np.take_along_axis(distances, neighbors, axis=1)
+    else:
+        from sklearn.neighbors import NearestNeighbors
+
+        distances, neighbors = (
+            NearestNeighbors(n_neighbors=k, metric=metric).fit(points).kneighbors()
+        )
     distances = distances.astype(np.float64)
     if metric == "euclidean":
         distances **= 2
@@ -258,17 +275,41 @@ def tsne_affinities(points: np.ndarray, perplexity: float, metric: str) -> spars
     return P.tocsr()
 
 
-def tsne_init(points: np.ndarray, init: str, random_state) -> np.ndarray:
-    """scikit-learn's start: PCA scaled to a first-axis std of 1e-4, or N(0, 1e-4^2)."""
+def tsne_init(
+    points: np.ndarray, init: str, random_state, gram: np.ndarray | None = None
+) -> np.ndarray:
+    """scikit-learn's start: the first two principal components scaled to a first-axis std of
+    1e-4 (signs as scikit-learn's PCA sets them), or N(0, 1e-4^2). With `gram`
+    (`points @ points.T`) the components come from its centred eigenvectors, exactly, instead
+    of scikit-learn's randomized SVD of the centred points."""
     from sklearn.utils import check_random_state
 
-    if init == "pca":
-        start = PCA(2, svd_solver="randomized", random_state=random_state).fit_transform(points)
-        return start.astype(np.float32) / np.std(start[:, 0]) * 1e-4
     if init == "random":
         rng = check_random_state(random_state)
         return 1e-4 * rng.standard_normal((len(points), 2)).astype(np.float32)
-    raise ValueError(f"init must be 'pca' or 'random', got {init!r}")
+    if init != "pca":
+        raise ValueError(f"init must be 'pca' or 'random', got {init!r}")
+    if gram is None:
+        start = PCA(2, svd_solver="randomized", random_state=random_state).fit_transform(points)
+        return start.astype(np.float32) / np.std(start[:, 0]) * 1e-4
+    from scipy.sparse.linalg import eigsh
+
+    inner = gram.astype(np.float64)
+    row = inner.mean(axis=1)
+    inner -= row[:, None]
+    inner -= row[None, :]
+    inner += row.mean()  # (x_i - mean) . (x_j - mean)
+    start_vector = np.random.default_rng(0).standard_normal(len(inner))  # deterministic
+    values, vectors = eigsh(inner, k=2, which="LA", v0=start_vector, tol=0)
+    order = np.argsort(values)[::-1]
+    values, vectors = values[order], vectors[:, order]
+    start = vectors * np.sqrt(np.maximum(values, 0))
+    # scikit-learn's svd_flip(u_based_decision=False): each component's largest loading > 0
+    loadings = points.T @ vectors.astype(np.float32)
+    loadings -= np.outer(points.mean(axis=0), vectors.sum(axis=0))
+    signs = np.sign(loadings[np.abs(loadings).argmax(axis=0), [0, 1]])
+    start = (start * np.where(signs == 0, 1, signs)).astype(np.float32)
+    return start / np.std(start[:, 0]) * 1e-4
 
 
 def tsne_learning_rate(n: int, learning_rate) -> float:
@@ -303,11 +344,13 @@ def tsne_opentsne(
     from openTSNE.affinity import Affinities
 
     _check_iterations(max_iter)
-    points = np.asarray(points, dtype=np.float32)
+    points = np.ascontiguousarray(points, dtype=np.float32)
+    # one product of the points with themselves gives the cosine neighbours and the PCA start
+    gram = points @ points.T if metric == "cosine" or init == "pca" else None
     affinities = Affinities()
-    affinities.P = tsne_affinities(points, perplexity, metric)
+    affinities.P = tsne_affinities(points, perplexity, metric, gram)
     embedding = TSNEEmbedding(
-        tsne_init(points, init, random_state).astype(np.float64),
+        tsne_init(points, init, random_state, gram).astype(np.float64),
         affinities,
         negative_gradient_method="bh",
         theta=0.5,
@@ -330,72 +373,6 @@ def tsne_opentsne(
                 inplace=True,
             )
     return np.asarray(embedding, dtype=np.float64)
-
-
-def tsne_torch(
-    points: np.ndarray,
-    *,
-    perplexity: float = 30.0,
-    metric: str = "euclidean",
-    init: str = "pca",
-    learning_rate="auto",
-    max_iter: int = 1000,
-    random_state=0,
-    block: int = 256,
-) -> np.ndarray:
-    """2-D t-SNE with `sklearn.manifold.TSNE`'s Barnes-Hut affinities, start, learning rate,
-    schedule and update rule (gains +0.2 / x0.8, at least 0.01; momentum 0.5 during the 250
-    early-exaggeration iterations, then 0.8, gains and momentum reset between), but the exact
-    gradient: the repulsive forces of
-    all pairs, computed in blocks of rows with torch, instead of the Barnes-Hut approximation
-    (angle 0.5) that scikit-learn and openTSNE compute point by point. For the few thousand
-    points DeepInsight lays out (one per feature) the exact forces are the faster ones.
-    scikit-learn's early stop (no progress for 300 iterations) is not applied."""
-    import torch
-
-    _check_iterations(max_iter)
-    points = np.asarray(points, dtype=np.float32)
-    n = len(points)
-    P = tsne_affinities(points, perplexity, metric).tocoo()
-    rows = torch.from_numpy(P.row.astype(np.int64))
-    cols = torch.from_numpy(P.col.astype(np.int64))
-    p = torch.from_numpy(P.data.astype(np.float32))
-    Y = torch.from_numpy(tsne_init(points, init, random_state).astype(np.float32))
-    update, gains = torch.zeros_like(Y), torch.ones_like(Y)
-    rate = tsne_learning_rate(n, learning_rate)
-    with torch.no_grad():
-        for it in range(max_iter):
-            early = it < EXPLORATION_ITER
-            if it == EXPLORATION_ITER:  # scikit-learn starts the second phase afresh
-                update, gains = torch.zeros_like(Y), torch.ones_like(Y)
-            grad = _tsne_gradient(Y, rows, cols, p * EARLY_EXAGGERATION if early else p, block)
-            flipped = (update * grad) < 0
-            gains = torch.where(flipped, gains + 0.2, gains * 0.8).clamp_(min=0.01)
-            update.mul_(0.5 if early else 0.8).sub_(rate * gains * grad)
-            Y += update
-    return Y.double().numpy()
-
-
-def _tsne_gradient(Y, rows, cols, p, block: int):
-    """scikit-learn's t-SNE gradient (one degree of freedom, factor 4): attraction over the
-    affinities' non-zeros, repulsion over all pairs, `w = 1 / (1 + |y_i - y_j|^2)`."""
-    import torch
-
-    centred = Y - Y.mean(0)  # distances need no absolute position: keeps float32 exact enough
-    diff = centred[rows] - centred[cols]
-    w = 1.0 / (1.0 + (diff * diff).sum(1))
-    attract = torch.zeros_like(Y).index_add_(0, rows, (p * w)[:, None] * diff)
-    norms = (centred * centred).sum(1)
-    repel, total = torch.empty_like(Y), 0.0
-    for lo in range(0, len(Y), block):
-        part = centred[lo : lo + block]
-        q = torch.addmm(norms[lo : lo + block, None] + norms[None, :], part, centred.T, alpha=-2)
-        q.add_(1.0).reciprocal_()
-        total += float(q.sum(dtype=torch.float64))
-        q.square_()
-        repel[lo : lo + block] = q.sum(1, keepdim=True) * part - q @ centred
-    total -= len(Y)  # the diagonal's w_ii = 1
-    return 4.0 * (attract - repel / total)
 
 
 def perplexity_probabilities(
@@ -446,6 +423,19 @@ def fit_scaler(X: np.ndarray, kind: str) -> dict:
         std = X.std(axis=0)
         return {"mean": X.mean(axis=0), "std": np.where(std > 0, std, 1).astype(np.float32)}
     return {}
+
+
+def _fit_log_scaler(X: np.ndarray) -> tuple[dict, np.ndarray]:
+    """`fit_scaler(X, "log")` and `apply_scaler(X, "log", ...)` of the fit rows at once (on
+    them the clipping at 1 and at 0 changes nothing)."""
+    min0 = X.min(axis=0)
+    logged = X + np.abs(min0)
+    logged += 1
+    np.log(logged, out=logged)
+    top = np.float32(logged.max())
+    logged /= top
+    np.clip(logged, 0, 1, out=logged)
+    return {"min": min0, "max": top}, logged.astype(np.float32, copy=False)
 
 
 def apply_scaler(X: np.ndarray, kind: str, stats: dict) -> np.ndarray:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import h5py
@@ -103,7 +105,6 @@ def layer_indices(layers: int | list[int], n_layers: int) -> list[int]:
 CPU_BATCH_TOKENS = 2048  # on a CPU, batches hold texts of one length and at most this many tokens
 
 
-@torch.inference_mode()
 def embed_texts(
     texts: list[str],
     tokenizer,
@@ -119,36 +120,70 @@ def embed_texts(
     Texts are sorted by token count. On a GPU they are padded per batch only as far as the
     longest in it. On a CPU a batch holds texts of exactly one length (no padding, no attention
     mask; at most `CPU_BATCH_TOKENS` tokens), which keeps the activations in cache: padded batches
-    of long texts run slower there than one text at a time. On unpadded batches, BERT-style
-    encoders stop at the deepest selected layer and compute only its `[CLS]` row after attention.
+    of long texts run slower there than one text at a time; and with T > 1 torch threads, T
+    batches run at once, each on one thread (a text's small matrix products and element-wise
+    ops scale poorly across cores, whole texts in parallel do not), the thread setting restored
+    afterwards. BERT-style encoders run their own layers on unpadded batches: Q, K and V in one
+    matrix product, up to the deepest selected layer only, and in that layer only the `[CLS]`
+    row after attention (every step after attention is per token). Each batch is computed by a
+    single thread in a fixed way, so the vectors do not depend on scheduling.
     """
     device = next(model.parameters()).device
     encoded = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
     lengths = np.array([len(ids) for ids in encoded], dtype=np.int64)
     order = np.argsort(lengths, kind="stable")[::-1]
     out = np.empty((len(texts), len(layers), model.config.hidden_size), dtype=np.float32)
-    autocast = torch.autocast(
-        device.type,
-        dtype=getattr(torch, precision),
-        enabled=device.type == "cuda" and precision != "float32",
-    )
-    fast = _bert_like(model)
-    if device.type == "cpu":
-        batches = _equal_length_batches(order, lengths, batch_size, CPU_BATCH_TOKENS)
-    else:
-        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    for idx in batches:
-        batch = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt")
-        batch = {k: v.to(device) for k, v in batch.items()}
-        with autocast:
-            if fast and bool(batch["attention_mask"].all()):  # no padding
-                cls = _bert_cls(model, batch["input_ids"], layers)
+    plan = _BertPlan(model, layers) if _bert_like(model) else None
+    if device.type != "cpu":
+        autocast = torch.autocast(
+            device.type,
+            dtype=getattr(torch, precision),
+            enabled=device.type == "cuda" and precision != "float32",
+        )
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                batch = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt")
+                batch = {k: v.to(device) for k, v in batch.items()}
+                with autocast:
+                    if plan is not None and bool(batch["attention_mask"].all()):  # no padding
+                        cls = plan(batch["input_ids"])
+                    else:
+                        hidden = model(**batch).hidden_states
+                        cls = torch.stack([hidden[i][:, 0] for i in layers], dim=1)
+                out[idx] = cls.float().cpu().numpy()
+                if progress is not None:
+                    progress.update(len(idx))
+        return out
+
+    lock = threading.Lock()
+
+    def run(idx: np.ndarray) -> None:
+        with torch.inference_mode():
+            ids = torch.tensor([encoded[i] for i in idx], dtype=torch.long)
+            if plan is not None:
+                cls = plan(ids)
             else:
-                hidden = model(**batch).hidden_states
+                hidden = model(input_ids=ids, attention_mask=torch.ones_like(ids)).hidden_states
                 cls = torch.stack([hidden[i][:, 0] for i in layers], dim=1)
-        out[idx] = cls.float().cpu().numpy()
+            out[idx] = cls.numpy()
         if progress is not None:
-            progress.update(len(idx))
+            with lock:
+                progress.update(len(idx))
+
+    batches = _equal_length_batches(order, lengths, batch_size, CPU_BATCH_TOKENS)
+    threads = torch.get_num_threads()
+    if threads == 1 or len(batches) == 1:
+        for idx in batches:
+            run(idx)
+        return out
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            for _ in pool.map(run, batches):  # longest batches first: the threads stay busy
+                pass
+    finally:
+        torch.set_num_threads(threads)
     return out
 
 
@@ -167,7 +202,7 @@ def _equal_length_batches(
 
 
 def _bert_like(model) -> bool:
-    """Whether `model` is a post-LayerNorm BERT-style encoder whose layers `_bert_cls` can run
+    """Whether `model` is a post-LayerNorm BERT-style encoder whose layers `_BertPlan` runs
     (BERT, RoBERTa, MiniLM, ...); anything else goes through the model's own forward."""
     try:
         layer = model.encoder.layer[0]
@@ -176,17 +211,18 @@ def _bert_like(model) -> bool:
             layer.attention.self.query,
             layer.attention.self.key,
             layer.attention.self.value,
-            layer.attention.output.dense,
-            layer.attention.output.LayerNorm,
-            layer.intermediate.dense,
-            layer.output.dense,
-            layer.output.LayerNorm,
+            layer.attention.output,
+            layer.intermediate,
+            layer.output,
         )
+        heads = layer.attention.self.num_attention_heads
+        size = layer.attention.self.attention_head_size
     except (AttributeError, IndexError, TypeError):
         return False
     config = model.config
     return (
         all(isinstance(p, torch.nn.Module) for p in parts)
+        and heads * size == config.hidden_size
         and not getattr(config, "is_decoder", False)
         and not getattr(config, "add_cross_attention", False)
         and getattr(config, "position_embedding_type", "absolute") in (None, "absolute")
@@ -195,36 +231,68 @@ def _bert_like(model) -> bool:
     )
 
 
-def _bert_cls(model, input_ids: torch.Tensor, layers: list[int]) -> torch.Tensor:
-    """`[B, len(layers), H]` `[CLS]` rows of the chosen layers (1-based) of unpadded texts:
-    full layers only below the deepest chosen one and, in it, attention for the `[CLS]` query
-    only (every step after attention is per token). Same arithmetic as the model's forward."""
-    hidden = model.embeddings(input_ids=input_ids)
-    deepest = max(layers)
-    rows = {}
-    for index, layer in enumerate(model.encoder.layer[:deepest], start=1):
-        if index < deepest:
-            hidden = layer(hidden)
-            hidden = hidden[0] if isinstance(hidden, tuple) else hidden
-            rows[index] = hidden[:, 0]
-        else:
-            rows[index] = _cls_layer(layer, hidden)[:, 0]
-    return torch.stack([rows[i] for i in layers], dim=1)
+class _BertPlan:
+    """`[CLS]` rows of the chosen layers (1-based) of unpadded texts, with the model's own
+    modules for embeddings, attention output, feed-forward and LayerNorms, and one fused
+    Q/K/V product per layer; full layers below the deepest chosen one, in it attention for the
+    `[CLS]` query only."""
 
+    def __init__(self, model, layers: list[int]):
+        self.model, self.layers = model, list(layers)
+        self.deepest = max(layers)
+        self.qkv = []
+        with torch.no_grad():
+            self._fuse(model)
+        first = model.encoder.layer[0].attention.self
+        self.heads, self.size = first.num_attention_heads, first.attention_head_size
 
-def _cls_layer(layer, hidden: torch.Tensor) -> torch.Tensor:
-    """One BERT layer's output for the first token only: `[B, 1, H]`."""
-    attention = layer.attention.self
-    batch, length, _ = hidden.shape
-    heads, size = attention.num_attention_heads, attention.attention_head_size
-    first = hidden[:, :1]
-    query = attention.query(first).view(batch, 1, heads, size).transpose(1, 2)
-    key = attention.key(hidden).view(batch, length, heads, size).transpose(1, 2)
-    value = attention.value(hidden).view(batch, length, heads, size).transpose(1, 2)
-    context = torch.nn.functional.scaled_dot_product_attention(query, key, value, scale=size**-0.5)
-    context = context.transpose(1, 2).reshape(batch, 1, heads * size)
-    attended = layer.attention.output(context, first)
-    return layer.output(layer.intermediate(attended), attended)
+    def _fuse(self, model) -> None:
+        for layer in model.encoder.layer[: self.deepest]:
+            attention = layer.attention.self
+            self.qkv.append(
+                (
+                    torch.cat(
+                        [attention.query.weight, attention.key.weight, attention.value.weight]
+                    ),
+                    torch.cat([attention.query.bias, attention.key.bias, attention.value.bias]),
+                )
+            )
+
+    def __call__(self, input_ids: torch.Tensor) -> torch.Tensor:
+        hidden = self.model.embeddings(input_ids=input_ids)
+        rows = {}
+        for index, layer in enumerate(self.model.encoder.layer[: self.deepest], start=1):
+            weight, bias = self.qkv[index - 1]
+            if index < self.deepest:
+                hidden = self._layer(layer, weight, bias, hidden)
+                rows[index] = hidden[:, 0]
+            else:
+                rows[index] = self._cls_layer(layer, weight, bias, hidden)[:, 0]
+        return torch.stack([rows[i] for i in self.layers], dim=1)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        """`[B, T, H]` -> `[B, heads, T, head size]` (a view)."""
+        return x.unflatten(-1, (self.heads, self.size)).transpose(1, 2)
+
+    def _attend(self, layer, query, key, value, residual):
+        context = torch.nn.functional.scaled_dot_product_attention(
+            self._split(query), self._split(key), self._split(value), scale=self.size**-0.5
+        )
+        context = context.transpose(1, 2).flatten(2)
+        attended = layer.attention.output(context, residual)
+        return layer.output(layer.intermediate(attended), attended)
+
+    def _layer(self, layer, weight, bias, hidden):
+        query, key, value = torch.nn.functional.linear(hidden, weight, bias).chunk(3, dim=-1)
+        return self._attend(layer, query, key, value, hidden)
+
+    def _cls_layer(self, layer, weight, bias, hidden):
+        """The layer's output for the first token only: `[B, 1, H]`."""
+        h = hidden.shape[-1]
+        first = hidden[:, :1]
+        query = torch.nn.functional.linear(first, weight[:h], bias[:h])
+        key, value = torch.nn.functional.linear(hidden, weight[h:], bias[h:]).chunk(2, dim=-1)
+        return self._attend(layer, query, key, value, first)
 
 
 def shard_bounds(n_rows: int, shard: int, n_shards: int) -> tuple[int, int]:

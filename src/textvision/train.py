@@ -77,6 +77,47 @@ class FeatureSource:
         return self.net.features(self.images[idx].to(self.device))
 
 
+def place(net: TextVisionNet, dev: torch.device) -> TextVisionNet:
+    """`net` on `dev`; on a CPU in channels-last layout (oneDNN's convolutions run faster)."""
+    net.to(dev)
+    if dev.type == "cpu":
+        net.to(memory_format=torch.channels_last)
+    return net
+
+
+def train_epoch(
+    net: TextVisionNet,
+    source: FeatureSource,
+    labels: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    batch_size: int,
+    order: torch.Generator,
+    autocast,
+    desc: str = "train",
+) -> tuple[float, int]:
+    """One epoch of head and classifier steps on the frozen maps; (loss sum, correct)."""
+    dev = next(net.head.parameters()).device
+    net.train()
+    loss_sum, correct = 0.0, 0
+    for idx in tqdm(
+        _batches(len(labels), batch_size, order),
+        desc=desc,
+        unit="batch",
+        leave=False,
+        mininterval=2,
+    ):
+        target = labels[idx].to(dev)
+        with autocast:
+            logits = net.classify(source(idx)).float()
+        loss = nn.functional.cross_entropy(logits, target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.item() * len(idx)
+        correct += (logits.argmax(1) == target).sum().item()
+    return loss_sum, correct
+
+
 def _evaluate(
     net: TextVisionNet, source: FeatureSource, labels: torch.Tensor, batch_size: int, autocast
 ) -> tuple[float, np.ndarray]:
@@ -139,7 +180,7 @@ def train_backbone(
         *build_head(arch, parse_backbone(backbone)[1].channels, n_classes),
     )
     maps = check_input_size(net, attrs["pixels"])
-    net.to(dev)
+    place(net, dev)
     split = data["split"]
     tensors = {
         s: (
@@ -191,25 +232,17 @@ def train_backbone(
     for epoch in range(start_epoch, epochs):
         torch.manual_seed(seed * 100_003 + epoch)  # dropout and order depend on (seed, epoch) only
         order = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        net.train()
         tic = time.perf_counter()
-        loss_sum, correct = 0.0, 0
-        for idx in tqdm(
-            _batches(len(y_train), batch_size, order),
+        loss_sum, correct = train_epoch(
+            net,
+            sources["train"],
+            y_train,
+            optimizer,
+            batch_size,
+            order,
+            autocast,
             desc=f"{backbone} epoch {epoch + 1}/{epochs}",
-            unit="batch",
-            leave=False,
-            mininterval=2,
-        ):
-            target = y_train[idx].to(dev)
-            with autocast:
-                logits = net.classify(sources["train"](idx)).float()
-            loss = nn.functional.cross_entropy(logits, target)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.item() * len(idx)
-            correct += (logits.argmax(1) == target).sum().item()
+        )
         seconds = time.perf_counter() - tic
         train_seconds += seconds
         val_loss, val_proba = _evaluate(net, sources["val"], y_val, batch_size, autocast)
