@@ -43,7 +43,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--embed-scale", type=_sizes, default=[200, 1000], help="scaling sizes")
     p.add_argument("--fit-rows", type=int, default=10000)
     p.add_argument("--tsne-iter", type=int, default=1000)
-    p.add_argument("--backend", default="opentsne", choices=("sklearn", "opentsne"))
+    p.add_argument("--backend", default="numba", choices=("numba", "sklearn"))
     p.add_argument("--render-rows", type=int, default=10000)
     p.add_argument("--render-scale", type=_sizes, default=[2000, 10000])
     p.add_argument("--train-images", type=int, default=256, help="images per epoch")

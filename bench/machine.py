@@ -16,7 +16,7 @@ PACKAGES = (
     "numpy",
     "scipy",
     "scikit-learn",
-    "openTSNE",
+    "numba",
     "pyDeepInsight",
     "h5py",
     "snakemake",

@@ -79,13 +79,16 @@ def embed_ours(p: dict) -> dict:
 
 @task
 def embed_profile(p: dict) -> dict:
-    """Share of time per operator while embedding (torch.profiler), ours."""
+    """Share of self CPU time per operator while embedding (torch.profiler), ours, on one
+    thread: with two, each of two worker threads runs the same operators (the profiler sees
+    the calling thread only)."""
+    import torch
     from torch.profiler import ProfilerActivity, profile
 
     from bench.common import imdb_texts
     from textvision.embed import embed_texts, layer_indices, load_encoder
 
-    _threads(p["threads"])
+    _threads(1)
     texts = imdb_texts(p["n"], Path(p["imdb"]))
     tokenizer, model, _ = load_encoder(p["model"])
     layers = layer_indices(p["layers"], model.config.num_hidden_layers)
@@ -95,7 +98,8 @@ def embed_profile(p: dict) -> dict:
     rows = prof.key_averages()
     total = sum(r.self_cpu_time_total for r in rows)
     shares = {r.key: r.self_cpu_time_total / total for r in rows}
-    return {"shares": dict(sorted(shares.items(), key=lambda kv: -kv[1])[:12])}
+    assert torch.get_num_threads() == 1
+    return {"shares": dict(sorted(shares.items(), key=lambda kv: -kv[1]))}
 
 
 @task
@@ -185,6 +189,7 @@ def fit_ours(p: dict) -> dict:
         max_iter=p["max_iter"],
         backend=p["backend"],
         random_state=0,
+        n_jobs=p["threads"],
     )
     with Timed() as timer:
         transformer.fit(scaled)
@@ -257,6 +262,7 @@ def render_ours(p: dict) -> dict:
     from textvision.images import load_mapping
 
     transformer, _ = load_mapping(p["mapping"])
+    transformer.set_params(n_jobs=p["threads"])
     X = read_matrix(Path(p["embeddings"]), p["rows"])
     transformer.transform(X[:2])  # builds the sparse matrix, as a fitted transformer holds it
     with Timed() as timer:
@@ -297,7 +303,7 @@ def render_step_ours(p: dict) -> dict:
     from textvision.images import render_images
 
     with Timed() as timer:
-        render_images(p["embeddings"], p["mapping"], p["out"])
+        render_images(p["embeddings"], p["mapping"], p["out"], threads=p["threads"])
     if p.get("keep"):
         return timer.result()
     Path(p["out"]).unlink()

@@ -102,7 +102,10 @@ def run(args) -> dict:
     embed_jobs = sum(dry["perplexity"].get(rule, 0) for rule in EMBEDDING_RULES)
     lr = dry["learning_rate"]
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    seeds = len(config["training"]["seeds"])
+    training = config["training"]
+    seeds = len(training["seeds"])
+    synthetic = config["data"].get("synthetic", {})
+    texts = synthetic.get("n_per_class", 0) * synthetic.get("n_classes", 2)
     lr_ok = lr.get("train", 0) == seeds and lr.get("report", 0) == 1
     lr_ok = lr_ok and set(lr) <= {"train", "report", "all"}
 
@@ -112,8 +115,9 @@ def run(args) -> dict:
     rows = [
         [
             "end to end, offline default",
-            f"`snakemake --cores {args.threads}`, config/config.yaml (600 synthetic texts, "
-            f"MiniLM, 5 backbones x 8 epochs, baseline, report), fresh working directory",
+            f"`snakemake --cores {args.threads}`, config/config.yaml ({texts} synthetic texts, "
+            f"MiniLM, {len(training['backbones'])} backbones x {training['epochs']} epochs, "
+            "baseline, report), fresh working directory",
             "-",
             f"{wall / 60:.2f} min ({n_jobs} jobs)",
             "-",

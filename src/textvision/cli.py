@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import logging
 import sys
@@ -110,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", default="pca")
     p.add_argument("--learning-rate", type=_number_or_auto, default="auto")
     p.add_argument("--max-iter", type=int, default=1000)
-    p.add_argument("--backend", default="sklearn")
+    p.add_argument("--backend", default="numba")
     p.add_argument("--pca-components", type=_optional_int, default=None)
     p.add_argument("--discretization", default="bin")
     p.add_argument("--empty-value", type=float, default=0.0)
@@ -208,8 +209,11 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(threads)
     module, function = target.split(":")
+    step = getattr(importlib.import_module(module), function)
+    if threads and "threads" in inspect.signature(step).parameters:
+        kwargs["threads"] = threads
     try:
-        getattr(importlib.import_module(module), function)(**kwargs)
+        step(**kwargs)
     except TextVisionError as err:
         print(f"textvision {command}: error: {err}", file=sys.stderr)
         return 1

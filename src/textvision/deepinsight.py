@@ -10,9 +10,11 @@ mean of its scaled features that landed there.
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from scipy import sparse
+from joblib import effective_n_jobs
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial import ConvexHull
 from scipy.spatial.distance import cdist
@@ -20,16 +22,20 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.decomposition import PCA, KernelPCA
 from sklearn.utils.validation import check_array, check_is_fitted
 
+from textvision.tsne import tsne
+
 SCALERS = ("log", "minmax", "zscore", "none")
 PROJECTORS = ("tsne", "pca", "kpca")
 DISCRETIZATIONS = ("bin", "assignment")
+BACKENDS = ("sklearn", "numba")  # t-SNE implementations
 BLOCK_ROWS = 64  # rows scaled and binned at a time (at most chunk_size): the block stays in cache
 
 
 class DeepInsightTransformer(TransformerMixin, BaseEstimator):
     """Map `[n_samples, n_features]` vectors to `[n_samples, pixels, pixels]` float32 images.
 
-    Fitted attributes: `scale_` (scaler statistics), `embedding_` (2-D feature positions),
+    `n_jobs`: threads of the numba t-SNE and of `transform` (None: every CPU this process may
+    use). Fitted attributes: `scale_` (scaler statistics), `embedding_` (2-D feature positions),
     `rotation_` (2x2), `coords_` (rotated positions), `pixels_` (`[n_features, 2]` row and
     column of every feature), `feature_counts_` (`[P, P]` features per pixel), `occupancy_`.
     """
@@ -45,12 +51,13 @@ class DeepInsightTransformer(TransformerMixin, BaseEstimator):
         init="pca",
         learning_rate="auto",
         max_iter=1000,
-        backend="sklearn",
+        backend="numba",
         pca_components=None,
         discretization="bin",
         empty_value=0.0,
         random_state=0,
         chunk_size=4096,
+        n_jobs=None,
     ):
         self.pixels = pixels
         self.scaler = scaler
@@ -66,6 +73,7 @@ class DeepInsightTransformer(TransformerMixin, BaseEstimator):
         self.empty_value = empty_value
         self.random_state = random_state
         self.chunk_size = chunk_size
+        self.n_jobs = n_jobs
 
     # -- fitting ---------------------------------------------------------------------------
     def fit(self, X, y=None):
@@ -113,28 +121,19 @@ class DeepInsightTransformer(TransformerMixin, BaseEstimator):
                 f"t-SNE perplexity ({self.perplexity}) must be below the number of features "
                 f"({len(points)})"
             )
-        if self.backend == "opentsne":
-            return tsne_opentsne(
-                points,
-                perplexity=self.perplexity,
-                metric=self.metric,
-                init=self.init,
-                learning_rate=self.learning_rate,
-                max_iter=self.max_iter,
-                random_state=self.random_state,
-            )
+        settings = {
+            "perplexity": self.perplexity,
+            "metric": self.metric,
+            "init": self.init,
+            "learning_rate": self.learning_rate,
+            "max_iter": self.max_iter,
+            "random_state": self.random_state,
+        }
+        if self.backend == "numba":
+            return tsne(points, **settings, n_jobs=self._threads())
         from sklearn.manifold import TSNE
 
-        tsne = TSNE(
-            2,
-            perplexity=self.perplexity,
-            metric=self.metric,
-            init=self.init,
-            learning_rate=self.learning_rate,
-            max_iter=self.max_iter,
-            random_state=self.random_state,
-        )
-        return tsne.fit_transform(points).astype(np.float64)
+        return TSNE(2, **settings).fit_transform(points).astype(np.float64)
 
     def _build_matrix(self):
         """Gather plan for `transform`. Pixels are grouped by their number `c` of features;
@@ -178,23 +177,42 @@ class DeepInsightTransformer(TransformerMixin, BaseEstimator):
         out = np.empty((len(X), self.pixels, self.pixels), dtype=np.float32)
         flat = out.reshape(len(X), -1)
         step = max(1, min(self.chunk_size, BLOCK_ROWS))
-        means = np.empty((min(step, len(X)), len(self._pixel_index)), dtype=np.float32)
-        for lo in range(0, len(X), step):
-            block = apply_scaler(X[lo : lo + step], self.scaler, self.scale_)
-            rows = len(block)
-            gathered = block.take(self._gather, axis=1)
-            mean = means[:rows]
-            for c, n, at_gather, at_pixel in self._spans:
-                slabs = gathered[:, at_gather : at_gather + c * n]
-                if c == 1:
-                    mean[:, at_pixel : at_pixel + n] = slabs
-                else:
-                    np.sum(slabs.reshape(rows, c, n), axis=1, out=mean[:, at_pixel : at_pixel + n])
-            mean *= self._inverse
-            dst = flat[lo : lo + rows]
-            dst.fill(self.empty_value)  # then every used pixel is overwritten
-            dst[:, self._pixel_index] = mean
+        blocks = np.arange(0, len(X), step)
+        groups = [g for g in np.array_split(blocks, self._threads()) if len(g)]
+
+        def render(starts):  # one thread: consecutive blocks, one buffer
+            means = np.empty((step, len(self._pixel_index)), dtype=np.float32)
+            for lo in starts:
+                self._render_block(X[lo : lo + step], flat[lo : lo + step], means)
+
+        if len(groups) > 1:  # numpy releases the GIL in its loops
+            with ThreadPoolExecutor(len(groups)) as pool:
+                list(pool.map(render, groups))
+        elif groups:
+            render(groups[0])
         return out
+
+    def _render_block(self, rows: np.ndarray, dst: np.ndarray, means: np.ndarray) -> None:
+        """Images of a block of rows into `dst` (`[rows, P*P]`)."""
+        block = apply_scaler(rows, self.scaler, self.scale_)
+        gathered = block.take(self._gather, axis=1)
+        mean = means[: len(block)]
+        for c, n, at_gather, at_pixel in self._spans:
+            slabs = gathered[:, at_gather : at_gather + c * n]
+            if c == 1:
+                mean[:, at_pixel : at_pixel + n] = slabs
+            else:
+                np.sum(
+                    slabs.reshape(len(block), c, n), axis=1, out=mean[:, at_pixel : at_pixel + n]
+                )
+        mean *= self._inverse
+        dst.fill(self.empty_value)  # then every used pixel is overwritten
+        dst[:, self._pixel_index] = mean
+
+    def _threads(self) -> int:
+        if self.n_jobs is None:
+            return len(os.sched_getaffinity(0))
+        return effective_n_jobs(self.n_jobs)
 
     def inverse_transform(self, images) -> np.ndarray:
         """Images -> feature vectors (each feature reads its pixel; the scaler is undone)."""
@@ -230,185 +248,6 @@ def occupancy(counts: np.ndarray) -> dict:
         "mean_features_per_used_pixel": float(counts[counts > 0].mean()),
         "n_features": int(counts.sum()),
     }
-
-
-# -- t-SNE with scikit-learn's settings, faster optimisers ---------------------------------------
-EXPLORATION_ITER = 250  # scikit-learn's early-exaggeration phase (iterations, momentum 0.5)
-EARLY_EXAGGERATION = 12.0
-BACKENDS = ("sklearn", "opentsne")
-
-
-def tsne_affinities(
-    points: np.ndarray, perplexity: float, metric: str, gram: np.ndarray | None = None
-) -> sparse.csr_matrix:
-    """scikit-learn's Barnes-Hut t-SNE input: exact `3 * perplexity + 1` nearest neighbours,
-    `exp(-d * beta_i)` calibrated to the perplexity (d squared for euclidean, the plain distance
-    for other metrics), symmetrised and normalised to sum 1. For the cosine metric the
-    distances come from `gram` (`points @ points.T`, float32 as scikit-learn computes them),
-    points of zero norm at distance 1 from all, as in scikit-learn."""
-    n = len(points)
-    k = min(n - 1, int(3.0 * perplexity + 1))
-    if metric == "cosine":
-        gram = points @ points.T if gram is None else gram
-        norms = np.sqrt(np.maximum(np.diagonal(gram), 0)).astype(np.float32)
-        norms[norms == 0] = 1.0
-        distances = 1.0 - gram / norms[:, None] / norms[None, :]
-        np.clip(distances, 0.0, 2.0, out=distances)
-        np.fill_diagonal(distances, np.inf)  # a point is not its own neighbour
-        neighbors = np.argpartition(distances, k - 1, axis=1)[:, :k]
-        distances = np.take_along_axis(distances, neighbors, axis=1)
-    else:
-        from sklearn.neighbors import NearestNeighbors
-
-        distances, neighbors = (
-            NearestNeighbors(n_neighbors=k, metric=metric).fit(points).kneighbors()
-        )
-    distances = distances.astype(np.float64)
-    if metric == "euclidean":
-        distances **= 2
-    conditional = perplexity_probabilities(distances, perplexity)
-    P = sparse.csr_matrix(
-        (conditional.ravel(), neighbors.ravel(), np.arange(0, n * k + 1, k)), shape=(n, n)
-    )
-    P = P + P.T
-    P /= max(P.sum(), np.finfo(np.double).eps)
-    return P.tocsr()
-
-
-def tsne_init(
-    points: np.ndarray, init: str, random_state, gram: np.ndarray | None = None
-) -> np.ndarray:
-    """scikit-learn's start: the first two principal components scaled to a first-axis std of
-    1e-4 (signs as scikit-learn's PCA sets them), or N(0, 1e-4^2). With `gram`
-    (`points @ points.T`) the components come from its centred eigenvectors, exactly, instead
-    of scikit-learn's randomized SVD of the centred points."""
-    from sklearn.utils import check_random_state
-
-    if init == "random":
-        rng = check_random_state(random_state)
-        return 1e-4 * rng.standard_normal((len(points), 2)).astype(np.float32)
-    if init != "pca":
-        raise ValueError(f"init must be 'pca' or 'random', got {init!r}")
-    if gram is None:
-        start = PCA(2, svd_solver="randomized", random_state=random_state).fit_transform(points)
-        return start.astype(np.float32) / np.std(start[:, 0]) * 1e-4
-    from scipy.sparse.linalg import eigsh
-
-    inner = gram.astype(np.float64)
-    row = inner.mean(axis=1)
-    inner -= row[:, None]
-    inner -= row[None, :]
-    inner += row.mean()  # (x_i - mean) . (x_j - mean)
-    start_vector = np.random.default_rng(0).standard_normal(len(inner))  # deterministic
-    values, vectors = eigsh(inner, k=2, which="LA", v0=start_vector, tol=0)
-    order = np.argsort(values)[::-1]
-    values, vectors = values[order], vectors[:, order]
-    start = vectors * np.sqrt(np.maximum(values, 0))
-    # scikit-learn's svd_flip(u_based_decision=False): each component's largest loading > 0
-    loadings = points.T @ vectors.astype(np.float32)
-    loadings -= np.outer(points.mean(axis=0), vectors.sum(axis=0))
-    signs = np.sign(loadings[np.abs(loadings).argmax(axis=0), [0, 1]])
-    start = (start * np.where(signs == 0, 1, signs)).astype(np.float32)
-    return start / np.std(start[:, 0]) * 1e-4
-
-
-def tsne_learning_rate(n: int, learning_rate) -> float:
-    """scikit-learn's learning rate ("auto": `max(N / early_exaggeration / 4, 50)`)."""
-    if learning_rate == "auto":
-        return max(n / EARLY_EXAGGERATION / 4, 50.0)
-    return float(learning_rate)
-
-
-def _check_iterations(max_iter: int) -> None:
-    if max_iter < EXPLORATION_ITER:
-        raise ValueError(f"max_iter must be at least {EXPLORATION_ITER}, got {max_iter}")
-
-
-def tsne_opentsne(
-    points: np.ndarray,
-    *,
-    perplexity: float = 30.0,
-    metric: str = "euclidean",
-    init: str = "pca",
-    learning_rate="auto",
-    max_iter: int = 1000,
-    random_state=0,
-    n_jobs: int = -1,
-) -> np.ndarray:
-    """2-D t-SNE of the rows of `points` with `sklearn.manifold.TSNE`'s settings (Barnes-Hut,
-    angle 0.5), optimised by openTSNE: scikit-learn's affinities (`tsne_affinities`), start
-    (`tsne_init`), learning rate (times 4 in openTSNE's gradient convention) and schedule (early
-    exaggeration 12 with momentum 0.5 for 250 iterations, then momentum 0.8, `max_iter`
-    iterations in all)."""
-    from openTSNE import TSNEEmbedding
-    from openTSNE.affinity import Affinities
-
-    _check_iterations(max_iter)
-    points = np.ascontiguousarray(points, dtype=np.float32)
-    # one product of the points with themselves gives the cosine neighbours and the PCA start
-    gram = points @ points.T if metric == "cosine" or init == "pca" else None
-    affinities = Affinities()
-    affinities.P = tsne_affinities(points, perplexity, metric, gram)
-    embedding = TSNEEmbedding(
-        tsne_init(points, init, random_state, gram).astype(np.float64),
-        affinities,
-        negative_gradient_method="bh",
-        theta=0.5,
-        n_jobs=n_jobs,
-        random_state=random_state,
-    )
-    rate = 4 * tsne_learning_rate(len(points), learning_rate)
-    for n_iter, exaggeration, momentum in (
-        (EXPLORATION_ITER, EARLY_EXAGGERATION, 0.5),
-        (max_iter - EXPLORATION_ITER, None, 0.8),
-    ):
-        if n_iter:
-            embedding.optimizer.gains = embedding.optimizer.update = None  # afresh, as sklearn
-            embedding = embedding.optimize(
-                n_iter,
-                exaggeration=exaggeration,
-                momentum=momentum,
-                learning_rate=rate,
-                max_step_norm=None,
-                inplace=True,
-            )
-    return np.asarray(embedding, dtype=np.float64)
-
-
-def perplexity_probabilities(
-    distances: np.ndarray, perplexity: float, steps: int = 100, tol: float = 1e-5
-) -> np.ndarray:
-    """Row-wise `exp(-d * beta_i)`, normalised, with `beta_i` bisected until the entropy is
-    `log(perplexity)` (scikit-learn's `_binary_search_perplexity`, vectorised over rows)."""
-    d = np.asarray(distances, dtype=np.float64)
-    n = len(d)
-    beta = np.ones(n)
-    lo, hi = np.full(n, -np.inf), np.full(n, np.inf)
-    target = np.log(perplexity)
-    active = np.ones(n, dtype=bool)
-    P = np.empty_like(d)
-    for _ in range(steps):
-        rows = np.flatnonzero(active)
-        if not len(rows):
-            break
-        p = np.exp(-d[rows] * beta[rows, None])
-        total = p.sum(axis=1)
-        total[total == 0.0] = 1e-8
-        p /= total[:, None]
-        entropy = np.log(total) + beta[rows] * (d[rows] * p).sum(axis=1)
-        P[rows] = p
-        diff = entropy - target
-        done = np.abs(diff) <= tol
-        up = ~done & (diff > 0)
-        down = ~done & (diff <= 0)
-        r, b = rows[up], beta[rows[up]]
-        lo[r] = b
-        beta[r] = np.where(np.isinf(hi[r]), b * 2.0, (b + hi[r]) / 2.0)
-        r, b = rows[down], beta[rows[down]]
-        hi[r] = b
-        beta[r] = np.where(np.isinf(lo[r]), b / 2.0, (b + lo[r]) / 2.0)
-        active[rows[done]] = False
-    return P
 
 
 # -- scalers: fitted on the fit rows only, applied to all --------------------------------------

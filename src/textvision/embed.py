@@ -102,7 +102,7 @@ def layer_indices(layers: int | list[int], n_layers: int) -> list[int]:
     return out
 
 
-CPU_BATCH_TOKENS = 2048  # on a CPU, batches hold texts of one length and at most this many tokens
+CPU_BATCH_TOKENS = 512  # on a CPU, batches hold texts of one length and at most this many tokens
 
 
 def embed_texts(

@@ -53,7 +53,12 @@ def read_splits(path: str | Path) -> np.ndarray:
 
 
 def fit_mapping(
-    embeddings: str | Path, out: str | Path, *, fit_on: str = "train", **params
+    embeddings: str | Path,
+    out: str | Path,
+    *,
+    fit_on: str = "train",
+    threads: int | None = None,
+    **params,
 ) -> DeepInsightTransformer:
     """Fit a DeepInsightTransformer on the training rows (or all rows) and save it as HDF5."""
     split = read_splits(embeddings)
@@ -68,7 +73,7 @@ def fit_mapping(
     if rows.sum() < 2:
         raise InputError(f"{embeddings}: {rows.sum()} rows to fit on (fit_on={fit_on})")
     X, attrs = read_embeddings(embeddings, rows)
-    transformer = DeepInsightTransformer(**params).fit(X)
+    transformer = DeepInsightTransformer(**params, n_jobs=threads).fit(X)
     save_mapping(
         transformer,
         out,
@@ -114,13 +119,44 @@ def load_mapping(path: str | Path) -> tuple[DeepInsightTransformer, dict]:
     return transformer, attrs
 
 
+class PixelMoments:
+    """Per-column mean and variance over the selected rows of a stream of `[n, d]` float32
+    blocks: float32 sums of deviations from the first block's column means (no cancellation),
+    accumulated over blocks in float64."""
+
+    def __init__(self):
+        self.shift = self.sums = self.squares = None
+        self.count = 0
+
+    def add(self, block: np.ndarray, selected: np.ndarray) -> None:
+        if self.shift is None:
+            self.shift = block.mean(axis=0)
+            self.sums, self.squares = np.zeros(block.shape[1]), np.zeros(block.shape[1])
+        deviations = block[selected]
+        deviations -= self.shift
+        self.sums += deviations.sum(axis=0)
+        self.squares += np.einsum("ij,ij->j", deviations, deviations)
+        self.count += len(deviations)
+
+    def mean(self) -> np.ndarray:
+        return self.shift + self.sums / self.count
+
+    def var(self) -> np.ndarray:
+        return np.maximum(self.squares / self.count - (self.sums / self.count) ** 2, 0.0)
+
+
 def render_images(
-    embeddings: str | Path, mapping: str | Path, out: str | Path, eps: float = 1e-8
+    embeddings: str | Path,
+    mapping: str | Path,
+    out: str | Path,
+    eps: float = 1e-8,
+    threads: int | None = None,
 ) -> None:
     """Images of every row (`images` `[N, P, P]` float32) with id/label/split, the training
     pixels' `mu` and `sigma` (attributes) for the Z-normalisation `(x - mu) / (sigma + eps)`, and
     their per-pixel maps (datasets `pixel_mean`, `pixel_std`)."""
     transformer, info = load_mapping(mapping)
+    transformer.set_params(n_jobs=threads)
     with open_h5(embeddings, "cls", "id", "label", "split") as src:
         cls = src["cls"]
         n_features = int(np.prod(cls.shape[1:]))
@@ -131,33 +167,25 @@ def render_images(
             )
         split = decode(src["split"][:])
         pixels = transformer.pixels
-        total = np.zeros((pixels, pixels))  # per-pixel sums over the training rows
-        total_sq, count = np.zeros((pixels, pixels)), 0
+        moments = PixelMoments()
         with atomic_path(out) as tmp, h5py.File(tmp, "w") as dst:
             images = dst.create_dataset(
-                "images",
-                shape=(len(split), pixels, pixels),
-                dtype="float32",
-                chunks=(min(256, len(split)), pixels, pixels),
+                "images", shape=(len(split), pixels, pixels), dtype="float32"
             )
             for lo in tqdm(range(0, len(split), CHUNK), desc="render images", unit="chunk"):
                 X = cls[lo : lo + CHUNK].reshape(-1, n_features)
                 check_finite(X, embeddings, "cls")
                 img = transformer.transform(X)
                 images[lo : lo + len(img)] = img
-                train = img[split[lo : lo + len(img)] == "train"]
-                total += train.sum(axis=0, dtype=np.float64)
-                total_sq += np.square(train, dtype=np.float64).sum(axis=0)
-                count += len(train)
+                moments.add(img.reshape(len(img), -1), split[lo : lo + len(img)] == "train")
             dst["id"] = string_array(decode(src["id"][:]))
             dst["label"] = src["label"][:]
             dst["split"] = string_array(split)
-            pixel_mean = total / count
-            pixel_std = np.sqrt(np.maximum(total_sq / count - pixel_mean**2, 0.0))
-            dst["pixel_mean"] = pixel_mean.astype(np.float32)
-            dst["pixel_std"] = pixel_std.astype(np.float32)
-            mu = float(pixel_mean.mean())
-            sigma = float(np.sqrt(max(total_sq.sum() / (count * pixels**2) - mu**2, 0.0)))
+            pixel_mean, pixel_var = moments.mean(), moments.var()
+            dst["pixel_mean"] = pixel_mean.reshape(pixels, pixels).astype(np.float32)
+            dst["pixel_std"] = np.sqrt(pixel_var).reshape(pixels, pixels).astype(np.float32)
+            mu = float(pixel_mean.mean())  # over all training pixels: the paper's scalar Z
+            sigma = float(np.sqrt(max((pixel_var + pixel_mean**2).mean() - mu**2, 0.0)))
             set_attrs(
                 dst,
                 {
