@@ -22,6 +22,20 @@ HEADER = ["step", "inputs", "reference", "ours", "ratio", "target", "met", "note
 SCALING_HEADER = ["step", "size", "time (median)", "throughput", "peak RSS", "peak above start"]
 
 
+README = REPO / "bench" / "README.md"
+MARKERS = ("<!-- results: written by python -m bench --readme -->", "<!-- /results -->")
+
+
+def write_readme(path: Path, report: str) -> None:
+    """Put `report` between the README's result markers."""
+    text = path.read_text()
+    head, start, rest = text.partition(MARKERS[0])
+    _, end, tail = rest.partition(MARKERS[1])
+    if not start or not end:
+        raise SystemExit(f"{path}: no {MARKERS[0]!r} ... {MARKERS[1]!r} block to fill")
+    path.write_text(f"{head}{start}\n{report}\n{end}{tail}")
+
+
 def _sizes(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x]
 
@@ -52,11 +66,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--keep-e2e", action="store_true", help="keep the end-to-end working folder")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "out")
     p.add_argument(
+        "--readme",
+        action="store_true",
+        help="also write the table into bench/README.md (between its results markers)",
+    )
+    p.add_argument(
         "--quick",
         action="store_true",
         help="tiny sizes to check the harness (figures meaningless)",
     )
     args = p.parse_args(argv)
+    if args.quick and args.readme:
+        p.error("--readme takes the full table, not --quick figures")
     if args.quick:
         args.runs = min(args.runs, 2)
         args.embed_n, args.embed_scale = 6, [6, 12]
@@ -136,6 +157,8 @@ def main(argv=None) -> int:
     report = "\n".join(parts)
     print(report)
     (args.out / "results.md").write_text(report + "\n")
+    if args.readme:
+        write_readme(README, report)
     (args.out / "results.json").write_text(
         json.dumps(
             {"command": command, "machine": machine, "met": met, "raw": raw}, indent=1, default=str
