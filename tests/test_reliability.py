@@ -39,6 +39,16 @@ def write_embeddings(path, n=40, layers=2, hidden=16, seed=0, cls=None):
     return path
 
 
+def train_args(images, out, backbone, *extra) -> list[str]:
+    """`textvision train` arguments, learning rates 1e-3."""
+    return [
+        "train",
+        *("--images", str(images), "--outdir", str(out), "--backbone", backbone),
+        *("--lr-head", "1e-3", "--lr-classifier", "1e-3"),
+        *extra,
+    ]
+
+
 def fit(emb, out, *extra):
     return main(
         [
@@ -129,25 +139,7 @@ def test_training_bad_inputs_leave_no_output(tmp_path, capsys, case):
         with h5py.File(images, "a") as fh:
             fh.attrs["pixels"] = 12
     out = tmp_path / "train"
-    rc = main(
-        [
-            "train",
-            "--images",
-            str(images),
-            "--outdir",
-            str(out),
-            "--backbone",
-            "resnet18",
-            "--weights",
-            weights,
-            "--lr-head",
-            "1e-3",
-            "--lr-classifier",
-            "1e-3",
-            "--epochs",
-            "1",
-        ]
-    )
+    rc = main(train_args(images, out, "resnet18", "--weights", weights, "--epochs", "1"))
     assert rc == 1
     err = capsys.readouterr().err
     expected = {
@@ -280,21 +272,10 @@ def test_killed_embedding_resumes_without_recomputing_finished_shards(tmp_path):
 def test_killed_training_resumes_from_its_checkpoint(tmp_path):
     images = write_images(tmp_path / "images.h5", n=160)
     out = tmp_path / "train"
-    cmd = [
-        sys.executable,
-        "-m",
-        "textvision.cli",
-        "train",
-        "--images",
-        str(images),
-        "--outdir",
-        str(out),
-        "--backbone",
+    cmd = [sys.executable, "-m", "textvision.cli"] + train_args(
+        images,
+        out,
         "alexnet",
-        "--lr-head",
-        "1e-3",
-        "--lr-classifier",
-        "1e-3",
         "--epochs",
         "6",
         "--batch-size",
@@ -303,7 +284,7 @@ def test_killed_training_resumes_from_its_checkpoint(tmp_path):
         "cpu",
         "--upsample",
         "3",
-    ]
+    )
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
     checkpoint = out / "checkpoint.pt"
     assert _kill_when(lambda cmd, cwd: "textvision.cli train" in cmd and checkpoint.exists())
