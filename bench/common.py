@@ -51,24 +51,19 @@ def worker(task: str, threads: int, timeout: float = 1800, **params) -> dict:
         "TQDM_DISABLE": "1",
     }
     cmd = [sys.executable, "-m", "bench.worker", task, json.dumps({**params, "threads": threads})]
-    busy, ours = cpu_busy_seconds(), own_cpu_seconds()
-    tic = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
-    wall = time.perf_counter() - tic
-    foreign = (cpu_busy_seconds() - busy) - (own_cpu_seconds() - ours)
+    proc, seconds, foreign = run_measured(cmd, cwd=REPO, env=env, timeout=timeout)
     lines = [line for line in proc.stdout.splitlines() if line.startswith(MARK)]
     if proc.returncode or not lines:
         log.error("worker %s %s failed (exit %d):\n%s", task, params, proc.returncode, proc.stderr)
         raise RuntimeError(f"bench worker {task} failed: {proc.stderr.strip()[-2000:]}")
     result = json.loads(lines[-1][len(MARK) :])
-    result["foreign_load"] = max(foreign, 0.0) / (wall * (os.cpu_count() or 1))
-    FOREIGN.append(result["foreign_load"])
+    result["foreign_load"] = foreign
     log.info(
         "%s %s -> %s (%.1f s with start-up)",
         task,
         {k: v for k, v in params.items() if k not in ("texts",)},
         {k: v for k, v in result.items() if not isinstance(v, list)},
-        time.perf_counter() - tic,
+        seconds,
     )
     return result
 
@@ -83,6 +78,18 @@ def repeat(runs: int, threads: int, jobs: list[tuple[str, str, dict]]) -> dict[s
 
 
 FOREIGN: list[float] = []  # share of all CPUs used by other processes during each worker
+
+
+def run_measured(cmd: list[str], **kwargs) -> tuple[subprocess.CompletedProcess, float, float]:
+    """Run `cmd` (output captured as text); the process, its wall seconds, and the share of
+    all CPUs that other processes used meanwhile (also appended to FOREIGN)."""
+    busy, ours = cpu_busy_seconds(), own_cpu_seconds()
+    tic = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+    seconds = time.perf_counter() - tic
+    foreign = max((cpu_busy_seconds() - busy) - (own_cpu_seconds() - ours), 0.0)
+    FOREIGN.append(foreign / (seconds * (os.cpu_count() or 1)))
+    return proc, seconds, FOREIGN[-1]
 
 
 def cpu_busy_seconds() -> float:

@@ -264,7 +264,7 @@ def render_ours(p: dict) -> dict:
     transformer, _ = load_mapping(p["mapping"])
     transformer.set_params(n_jobs=p["threads"])
     X = read_matrix(Path(p["embeddings"]), p["rows"])
-    transformer.transform(X[:2])  # builds the sparse matrix, as a fitted transformer holds it
+    transformer.transform(X[:2])  # builds the gather plan, as a fitted transformer holds it
     with Timed() as timer:
         images = transformer.transform(X)
     if p.get("save") and p.get("run", 0) == 0:

@@ -6,15 +6,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
 
-from bench.common import FOREIGN, REPO, cpu_busy_seconds, log, own_cpu_seconds
+from bench.common import FOREIGN, REPO, log, run_measured
 
 CHANGES = {
     "perplexity": 'deepinsight={"tsne":{"perplexity":7}}',
@@ -40,18 +38,13 @@ def snakemake(workdir: Path, threads: int, *extra: str, timeout: float = 3600):
         str(threads),
         *extra,
     ]
-    busy, ours = cpu_busy_seconds(), own_cpu_seconds()
-    tic = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-    seconds = time.perf_counter() - tic
-    foreign = max((cpu_busy_seconds() - busy) - (own_cpu_seconds() - ours), 0.0)
-    FOREIGN.append(foreign / (seconds * (os.cpu_count() or 1)))
+    proc, seconds, foreign = run_measured(cmd, env=env, timeout=timeout)
     log.info(
         "%s: exit %d in %.1f s (other processes: %.0f%% of the CPUs)",
         " ".join(cmd[3:]),
         proc.returncode,
         seconds,
-        100 * FOREIGN[-1],
+        100 * foreign,
     )
     if proc.returncode:
         log.error("snakemake failed:\n%s", proc.stderr[-5000:])

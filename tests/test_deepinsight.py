@@ -43,7 +43,7 @@ def test_features_sharing_a_pixel_are_averaged():
     di.fit(X)
     di.pixels_ = np.array([[0, 0], [0, 0], [0, 1], [1, 1], [1, 1], [1, 1]])  # hand-set mapping
     di.feature_counts_ = np.array([[2, 1], [0, 3]])
-    di._build_matrix()
+    di._build_plan()
     img = di.transform(X)
     assert img.dtype == np.float32 and img.shape == (5, 2, 2)
     np.testing.assert_allclose(img[:, 0, 0], X[:, :2].mean(1), rtol=1e-6)

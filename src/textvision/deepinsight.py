@@ -93,7 +93,7 @@ class DeepInsightTransformer(TransformerMixin, BaseEstimator):
         else:
             self.pixels_ = assign_coordinates(self.coords_, self.pixels)
         self.feature_counts_ = feature_counts(self.pixels_, self.pixels)
-        self._build_matrix()
+        self._build_plan()
         return self
 
     def _check_params(self):
@@ -135,7 +135,7 @@ class DeepInsightTransformer(TransformerMixin, BaseEstimator):
 
         return TSNE(2, **settings).fit_transform(points).astype(np.float64)
 
-    def _build_matrix(self):
+    def _build_plan(self):
         """Gather plan for `transform`. Pixels are grouped by their number `c` of features;
         `_gather` lists the features group after group, each group slot-major (every pixel's
         first feature, then every pixel's second, ...), so a pixel's mean is a sum over `c`
@@ -173,7 +173,7 @@ class DeepInsightTransformer(TransformerMixin, BaseEstimator):
                 f"X has {X.shape[1]} features, the mapping was fitted on {self.n_features_in_}"
             )
         if not hasattr(self, "_gather"):
-            self._build_matrix()
+            self._build_plan()
         out = np.empty((len(X), self.pixels, self.pixels), dtype=np.float32)
         flat = out.reshape(len(X), -1)
         step = max(1, min(self.chunk_size, BLOCK_ROWS))
@@ -253,8 +253,7 @@ def occupancy(counts: np.ndarray) -> dict:
 # -- scalers: fitted on the fit rows only, applied to all --------------------------------------
 def fit_scaler(X: np.ndarray, kind: str) -> dict:
     if kind == "log":  # DeepInsight's norm-2 / pyDeepInsight's LogScaler
-        min0 = X.min(axis=0)
-        return {"min": min0, "max": np.float32(np.log(X + np.abs(min0) + 1).max())}
+        return _fit_log_scaler(X)[0]
     if kind == "minmax":
         lo, hi = X.min(axis=0), X.max(axis=0)
         return {"min": lo, "range": np.where(hi > lo, hi - lo, 1).astype(np.float32)}
@@ -265,8 +264,8 @@ def fit_scaler(X: np.ndarray, kind: str) -> dict:
 
 
 def _fit_log_scaler(X: np.ndarray) -> tuple[dict, np.ndarray]:
-    """`fit_scaler(X, "log")` and `apply_scaler(X, "log", ...)` of the fit rows at once (on
-    them the clipping at 1 and at 0 changes nothing)."""
+    """The log scaler's statistics of the fit rows, and those rows scaled (what `apply_scaler`
+    gives them: on them the clipping at 1 and at 0 changes nothing), from one logarithm pass."""
     min0 = X.min(axis=0)
     logged = X + np.abs(min0)
     logged += 1

@@ -40,11 +40,17 @@ def tsne(
     P = affinities(points, perplexity, metric, gram)
     layout = initial_layout(points, init, random_state, gram)
     rate = resolve_learning_rate(len(points), learning_rate)
+    before = numba.get_num_threads()
     if n_jobs is not None:
         numba.set_num_threads(max(1, min(n_jobs, numba.config.NUMBA_NUM_THREADS)))
-    it = descend(layout, P, rate, EARLY_EXAGGERATION, 0.5, 0, EXPLORATION_ITER, EXPLORATION_ITER)
-    if max_iter > EXPLORATION_ITER:
-        descend(layout, P, rate, 1.0, 0.8, it + 1, max_iter, N_ITER_WITHOUT_PROGRESS)
+    try:
+        it = descend(
+            layout, P, rate, EARLY_EXAGGERATION, 0.5, 0, EXPLORATION_ITER, EXPLORATION_ITER
+        )
+        if max_iter > EXPLORATION_ITER:
+            descend(layout, P, rate, 1.0, 0.8, it + 1, max_iter, N_ITER_WITHOUT_PROGRESS)
+    finally:
+        numba.set_num_threads(before)
     return layout.astype(np.float64)
 
 
