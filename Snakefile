@@ -12,6 +12,7 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/prefetch.smk"
 include: "workflow/rules/embed.smk"
 include: "workflow/rules/deepinsight.smk"
 include: "workflow/rules/train.smk"

@@ -198,7 +198,7 @@ def fit_ours(p: dict) -> dict:
         layout = transformer.embedding_
         result["trust"] = {k: _trustworthiness(scaled.T, layout, k) for k in p["quality"]}
     if p.get("save_mapping") and p.get("run", 0) == 0:
-        from textvision.images import save_mapping
+        from textvision.mapping import save_mapping
 
         transformer.set_params(scaler="log")
         transformer.scale_ = fit_scaler(X, "log")
@@ -241,7 +241,7 @@ def render_ref(p: dict) -> dict:
     """pyDeepInsight transform(X, img_format="scalar") of the log-scaled rows (scaling before
     the timed section)."""
     from bench.common import read_matrix
-    from textvision.images import load_mapping
+    from textvision.mapping import load_mapping
 
     transformer, _ = load_mapping(p["mapping"])
     ref = _pydeepinsight(transformer)
@@ -259,7 +259,7 @@ def render_ref(p: dict) -> dict:
 def render_ours(p: dict) -> dict:
     """textvision DeepInsightTransformer.transform(X) of the raw rows (scaling inside)."""
     from bench.common import read_matrix
-    from textvision.images import load_mapping
+    from textvision.mapping import load_mapping
 
     transformer, _ = load_mapping(p["mapping"])
     transformer.set_params(n_jobs=p["threads"])
@@ -278,7 +278,7 @@ def render_step_ref(p: dict) -> dict:
     (Norm2Scaler), transform, write float32 images."""
     import h5py
 
-    from textvision.images import load_mapping
+    from textvision.mapping import load_mapping
 
     transformer, _ = load_mapping(p["mapping"])
     ref, scaler = _pydeepinsight(transformer), _norm2(transformer)
@@ -300,7 +300,7 @@ def render_step_ref(p: dict) -> dict:
 @task
 def render_step_ours(p: dict) -> dict:
     """textvision.images.render_images (the workflow's render_images rule)."""
-    from textvision.images import render_images
+    from textvision.mapping import render_images
 
     with Timed() as timer:
         render_images(p["embeddings"], p["mapping"], p["out"], threads=p["threads"])
@@ -328,7 +328,8 @@ def train_ref(p: dict) -> dict:
     import torch
     from torch import nn
 
-    from textvision.backbones import build_backbone, parse_backbone
+    from textvision.backbones import parse_backbone
+    from textvision.models import build_backbone
     from textvision.models import InputAdapter, build_head
 
     _threads(p["threads"])
@@ -370,7 +371,8 @@ def train_ours(p: dict) -> dict:
     steps."""
     import torch
 
-    from textvision.backbones import build_backbone, parse_backbone
+    from textvision.backbones import parse_backbone
+    from textvision.models import build_backbone
     from textvision.models import InputAdapter, TextVisionNet, build_head
     from textvision.train import FeatureSource, place, train_epoch
 

@@ -29,34 +29,9 @@ needs_resnet18 = pytest.mark.skipif(
     reason=f"shared ResNet-18 weights absent: {RESNET18} (set TEXTVISION_SHARED)",
 )
 
-# The smallest config that runs every rule: 48 synthetic texts, 2 layers of the offline MiniLM
-# (768 features), 16x16 images upsampled x3, AlexNet and ShuffleNet for 2 epochs with two seeds,
-# plus the baseline.
-TINY = {
-    "outdir": "out",
-    "device": "cpu",
-    "data": {
-        "source": "synthetic",
-        "synthetic": {"n_per_class": 24, "seed": 0},
-        "split": {"val": 0.25, "seed": 1},
-    },
-    "embedding": {"layers": 2, "max_length": 64, "batch_size": 16},
-    "deepinsight": {"pixels": 16, "tsne": {"perplexity": 5, "max_iter": 250}},
-    "training": {
-        "backbones": ["alexnet", "shufflenet_v2_x1_0"],
-        "weights": "none",
-        "epochs": 2,
-        "seeds": [0, 1],
-        "batch_size": 16,
-        "upsample": 3,
-    },
-    "resources": {
-        "light": {"mem_mb": 500, "runtime": 5},
-        "embed": {"mem_mb": 1000, "runtime": 10},
-        "deepinsight": {"mem_mb": 1000, "runtime": 10},
-        "train": {"mem_mb": 1000, "runtime": 10},
-    },
-}
+# The tiny config of .test/config/config.yaml (every rule on 48 synthetic texts), written into
+# each test's working directory with outputs under `out/`.
+TINY = {**yaml.safe_load((REPO / ".test/config/config.yaml").read_text()), "outdir": "out"}
 
 
 def deep_update(base: dict, overrides: dict) -> dict:

@@ -7,8 +7,10 @@ import pandas as pd
 import pytest
 
 from textvision.cli import main
-from textvision.data import prepare_dataset, read_dataset, split_rows
+from textvision.data import prepare_dataset, split_rows
+from textvision.dataset import read_dataset
 from textvision.errors import InputError
+from textvision.settings import DataSettings
 from textvision.synthetic import make_corpus
 
 
@@ -32,7 +34,12 @@ def test_table_sources_with_configurable_columns(tmp_path, suffix):
         ".jsonl": lambda: data.to_json(src, orient="records", lines=True),
     }[suffix]()
     out = tmp_path / "dataset.parquet"
-    prepare_dataset(str(src), out, text_column="review", label_column="sentiment", val=0.2)
+    prepare_dataset(
+        out,
+        DataSettings.make(
+            source=str(src), text_column="review", label_column="sentiment", split={"val": 0.2}
+        ),
+    )
     ds, meta = read_dataset(out)
     assert meta["label_names"] == ["bad", "good", "meh"]
     assert sorted(ds["label"].unique()) == [0, 1, 2]
@@ -44,7 +51,7 @@ def test_table_sources_with_configurable_columns(tmp_path, suffix):
 def test_integer_labels_and_html_kept_when_asked(tmp_path):
     src = tmp_path / "r.csv"
     pd.DataFrame({"text": [f"t{i}<br/>x" for i in range(20)], "label": [3, 7] * 10}).to_csv(src)
-    prepare_dataset(str(src), tmp_path / "d.parquet", clean_html=False)
+    prepare_dataset(tmp_path / "d.parquet", DataSettings.make(source=str(src), clean_html=False))
     ds, meta = read_dataset(tmp_path / "d.parquet")
     assert meta["label_names"] == ["3", "7"] and meta["clean_html"] is False
     assert ds["text"].str.contains("<br/>").all()
@@ -62,11 +69,11 @@ def _write_aclimdb(root):
 def test_aclimdb_folder_and_tarball(tmp_path):
     _write_aclimdb(tmp_path)
     (tmp_path / "aclImdb" / "README").write_text("not a review")
-    prepare_dataset(str(tmp_path / "aclImdb"), tmp_path / "a.parquet")
+    prepare_dataset(tmp_path / "a.parquet", DataSettings.make(source=str(tmp_path / "aclImdb")))
     tarball = tmp_path / "aclImdb_v1.tar.gz"
     with tarfile.open(tarball, "w:gz") as tar:
         tar.add(tmp_path / "aclImdb", arcname="aclImdb")
-    prepare_dataset(str(tarball), tmp_path / "b.parquet")
+    prepare_dataset(tmp_path / "b.parquet", DataSettings.make(source=str(tarball)))
     a, meta = read_dataset(tmp_path / "a.parquet")
     b, _ = read_dataset(tmp_path / "b.parquet")
     assert len(a) == 20 and meta["label_names"] == ["neg", "pos"]
@@ -75,15 +82,17 @@ def test_aclimdb_folder_and_tarball(tmp_path):
 
 
 def test_synthetic_corpus_is_labelled_deterministic_and_noisy(tmp_path):
-    prepare_dataset("synthetic", tmp_path / "s1.parquet", synthetic={"n_per_class": 50})
-    prepare_dataset("synthetic", tmp_path / "s2.parquet", synthetic={"n_per_class": 50})
+    prepare_dataset(tmp_path / "s1.parquet", DataSettings.make(synthetic={"n_per_class": 50}))
+    prepare_dataset(tmp_path / "s2.parquet", DataSettings.make(synthetic={"n_per_class": 50}))
     assert (tmp_path / "s1.parquet").read_bytes() == (tmp_path / "s2.parquet").read_bytes()
     ds, meta = read_dataset(tmp_path / "s1.parquet")
     assert meta["synthetic"] is True and ds["id"].str.startswith("synthetic").all()
-    corpus = make_corpus(200, label_noise=0.1, seed=3)
-    clean = make_corpus(200, label_noise=0.0, seed=3)
+    corpus = make_corpus(n_per_class=200, n_classes=2, label_noise=0.1, seed=3)
+    clean = make_corpus(n_per_class=200, n_classes=2, label_noise=0.0, seed=3)
     assert 0 < (corpus["label"] != clean["label"]).mean() < 0.2
-    assert make_corpus(10, n_classes=3)["label"].nunique() == 3
+    assert (
+        make_corpus(n_per_class=10, n_classes=3, label_noise=0.08, seed=0)["label"].nunique() == 3
+    )
 
 
 def test_split_is_stratified_seeded_and_complete():
@@ -103,11 +112,10 @@ def test_n_per_class_subsamples_before_splitting(tmp_path):
     src = tmp_path / "r.csv"
     frame(100).to_csv(src, index=False)
     prepare_dataset(
-        str(src),
         tmp_path / "d.parquet",
-        text_column="review",
-        label_column="sentiment",
-        n_per_class=10,
+        DataSettings.make(
+            source=str(src), text_column="review", label_column="sentiment", n_per_class=10
+        ),
     )
     ds, meta = read_dataset(tmp_path / "d.parquet")
     assert len(ds) == 20 and meta["counts"] == {"train": 16, "val": 4, "test": 0}
@@ -118,7 +126,9 @@ def test_hf_source_offline_without_cache_explains(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     with pytest.raises(InputError, match="hf:nobody/no-such-dataset.*prefetch"):
-        prepare_dataset("hf:nobody/no-such-dataset", tmp_path / "d.parquet")
+        prepare_dataset(
+            tmp_path / "d.parquet", DataSettings.make(source="hf:nobody/no-such-dataset")
+        )
     assert not (tmp_path / "d.parquet").exists()
 
 
@@ -142,9 +152,9 @@ def test_bad_input_names_the_problem_and_writes_nothing(tmp_path, capsys, case):
     src = tmp_path / "bad.csv"
     src.write_bytes(content)
     out = tmp_path / "data" / "dataset.parquet"
-    args = ["prepare-data", "--source", str(src), "--out", str(out)]
+    args = ["prepare-data", "--set", f"source={src}", "--out", str(out)]
     if case == "duplicated id":
-        args += ["--id-column", "id"]
+        args += ["--set", "id_column=id"]
     assert main(args) == 1
     err = capsys.readouterr().err
     assert message in err and str(src) in err
@@ -159,8 +169,8 @@ def test_cli_exit_status_is_nonzero(tmp_path):
             "-m",
             "textvision.cli",
             "prepare-data",
-            "--source",
-            str(tmp_path / "absent.csv"),
+            "--set",
+            f"source={tmp_path / 'absent.csv'}",
             "--out",
             str(tmp_path / "o.parquet"),
         ],

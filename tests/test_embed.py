@@ -8,6 +8,7 @@ from textvision.data import prepare_dataset
 from textvision.embed import (
     OFFLINE_MODEL,
     embed_dataset,
+    embed_padded,
     embed_texts,
     layer_indices,
     load_encoder,
@@ -15,17 +16,31 @@ from textvision.embed import (
 )
 from textvision.errors import InputError
 from textvision.io import attrs_dict
+from textvision.settings import DataSettings, EmbedSettings, MergeSettings
+
+
+def embed(texts, encoder, layers, max_length, batch_size=32):
+    tokenizer, model, _ = encoder
+    return embed_texts(
+        texts,
+        tokenizer,
+        model,
+        layers,
+        max_length=max_length,
+        batch_size=batch_size,
+        precision="float32",
+    )
 
 
 @pytest.fixture(scope="module")
 def encoder():
-    return load_encoder(OFFLINE_MODEL)
+    return load_encoder(OFFLINE_MODEL, "cpu")
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     path = tmp_path_factory.mktemp("embed") / "dataset.parquet"
-    prepare_dataset("synthetic", path, synthetic={"n_per_class": 15})
+    prepare_dataset(path, DataSettings.make(synthetic={"n_per_class": 15}))
     return path
 
 
@@ -39,32 +54,41 @@ def test_layer_indices():
         layer_indices([13], 12)
 
 
+TEXTS = [
+    "short.",
+    "a somewhat longer review of a film that goes on " * 8,
+    "mid length text here",
+    "x " * 300,
+]
+
+
 def test_batched_equals_one_at_a_time(encoder):
-    tokenizer, model, _ = encoder
-    texts = [
-        "short.",
-        "a somewhat longer review of a film that goes on " * 8,
-        "mid length text here",
-        "x " * 300,
-    ]
-    batched = embed_texts(texts, tokenizer, model, [5, 6], max_length=128, batch_size=3)
-    alone = np.concatenate(
-        [embed_texts([t], tokenizer, model, [5, 6], max_length=128) for t in texts]
-    )
+    texts = TEXTS
+    batched = embed(texts, encoder, [5, 6], max_length=128, batch_size=3)
+    alone = np.concatenate([embed([t], encoder, [5, 6], max_length=128) for t in texts])
     assert batched.shape == (4, 2, 384) and batched.dtype == np.float32
     assert np.abs(batched - alone).max() < 1e-4
 
 
+def test_padded_path_equals_one_at_a_time_on_the_cpu(encoder):
+    """The GPU path (padded batches, attention masks) run on the CPU against the reference."""
+    tokenizer, model, _ = encoder
+    encoded = tokenizer(TEXTS, truncation=True, max_length=128)["input_ids"]
+    padded = embed_padded(encoded, tokenizer, model, [5, 6], 3, "float32")
+    alone = np.concatenate([embed([t], encoder, [5, 6], max_length=128) for t in TEXTS])
+    assert len({len(ids) for ids in encoded}) == 4  # every batch of 3 holds padding
+    assert padded.shape == (4, 2, 384) and np.abs(padded - alone).max() < 1e-4
+
+
 def test_sharded_and_unsharded_runs_give_identical_cls(dataset, tmp_path):
-    embed_dataset(dataset, tmp_path / "one.h5", layers=2, max_length=64)
-    merge_shards([tmp_path / "one.h5"], dataset, tmp_path / "whole.h5")
+    embed_dataset(dataset, tmp_path / "one.h5", EmbedSettings.make(layers=2, max_length=64))
+    merge_shards([tmp_path / "one.h5"], dataset, tmp_path / "whole.h5", MergeSettings.make())
     shards = []
+    three = EmbedSettings.make(layers=2, max_length=64, shards=3, batch_size=4)
     for i in range(3):
         shards.append(tmp_path / f"s{i}.h5")
-        embed_dataset(
-            dataset, shards[-1], layers=2, max_length=64, shard=i, n_shards=3, batch_size=4
-        )
-    merge_shards(shards, dataset, tmp_path / "merged.h5", compression="gzip")
+        embed_dataset(dataset, shards[-1], three, shard=i)
+    merge_shards(shards, dataset, tmp_path / "merged.h5", MergeSettings.make(compression="gzip"))
     with h5py.File(tmp_path / "whole.h5") as a, h5py.File(tmp_path / "merged.h5") as b:
         np.testing.assert_allclose(a["cls"][:], b["cls"][:], atol=1e-5)
         assert a["cls"].shape == (30, 2, 384)
@@ -74,7 +98,7 @@ def test_sharded_and_unsharded_runs_give_identical_cls(dataset, tmp_path):
     assert attrs["layers"] == [5, 6] and attrs["synthetic"] is True
     assert len(attrs["weights_sha256"]) == 64
     with pytest.raises(InputError, match="expected to start at row"):
-        merge_shards([shards[0], shards[2]], dataset, tmp_path / "bad.h5")
+        merge_shards([shards[0], shards[2]], dataset, tmp_path / "bad.h5", MergeSettings.make())
     assert not (tmp_path / "bad.h5").exists()
 
 
@@ -82,7 +106,7 @@ def test_offline_unknown_model_explains(tmp_path, monkeypatch, dataset):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     with pytest.raises(InputError, match="not in the local Hugging Face cache.*prefetch"):
-        embed_dataset(dataset, tmp_path / "e.h5", model="nobody/no-such-bert")
+        embed_dataset(dataset, tmp_path / "e.h5", EmbedSettings.make(model="nobody/no-such-bert"))
     assert not (tmp_path / "e.h5").exists()
 
 
@@ -91,9 +115,12 @@ def test_real_imdb_reviews_embed_with_offline_minilm(tmp_path):
     reviews = pd.read_parquet(IMDB).groupby("label").head(100)
     src = tmp_path / "imdb200.parquet"
     reviews.to_parquet(src)
-    prepare_dataset(str(src), tmp_path / "d.parquet")
-    embed_dataset(tmp_path / "d.parquet", tmp_path / "e.h5", layers=6, max_length=512)
-    merge_shards([tmp_path / "e.h5"], tmp_path / "d.parquet", tmp_path / "emb.h5")
+    prepare_dataset(tmp_path / "d.parquet", DataSettings.make(source=str(src)))
+    embedding = EmbedSettings.make(layers=6, max_length=512)
+    embed_dataset(tmp_path / "d.parquet", tmp_path / "e.h5", embedding)
+    merge_shards(
+        [tmp_path / "e.h5"], tmp_path / "d.parquet", tmp_path / "emb.h5", MergeSettings.make()
+    )
     with h5py.File(tmp_path / "emb.h5") as fh:
         assert fh["cls"].shape == (200, 6, 384)
         assert np.isfinite(fh["cls"][:]).all()

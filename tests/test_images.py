@@ -4,7 +4,7 @@ import pytest
 from test_reliability import fit, write_embeddings
 
 from textvision.deepinsight import DeepInsightTransformer
-from textvision.images import PixelMoments, render_images
+from textvision.render import PixelMoments, render_images
 
 
 def test_pixel_statistics_are_those_of_the_training_images(tmp_path):

@@ -12,26 +12,70 @@ def pinned(requirements) -> dict[str, str]:
     for req in requirements:
         match = re.fullmatch(r"([A-Za-z0-9_.-]+)==([^;\s]+)", req.strip())
         if match:
-            pins[match.group(1).lower()] = match.group(2)
+            pins[normalise(match.group(1))] = match.group(2)
     return pins
+
+
+def normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def names(requirements) -> set[str]:
+    """Distribution names of requirement lines (`-e ../../` and other options left out)."""
+    return {
+        normalise(re.match(r"[A-Za-z0-9_.-]+", req.strip()).group())
+        for req in requirements
+        if not req.strip().startswith("-")
+    }
+
+
+def env_pip(env) -> list[str]:
+    spec = yaml.safe_load(env.read_text())
+    return next(d["pip"] for d in spec["dependencies"] if isinstance(d, dict))
+
+
+# The rule families whose steps import torch / torchvision: only their envs hold them (the rest,
+# the report above all, must not pull the CUDA wheels).
+TORCH_ENVS = {"embed", "train", "prefetch"}
+TORCHVISION_ENVS = {"train", "prefetch"}
 
 
 def test_env_pins_agree_with_pyproject():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
     wanted = pinned(project["dependencies"])
+    for requirements in extras.values():
+        wanted.update(pinned(requirements))
     assert wanted["torch"] == "2.14.1" and wanted["torchvision"] == "0.29.1"
     envs = sorted((REPO / "envs").glob("*.yaml"))
-    assert len(envs) >= 5
+    assert {env.stem for env in envs} >= {"data", "embed", "deepinsight", "train", "report"}
     for env in envs:
-        spec = yaml.safe_load(env.read_text())
-        pip = next(d["pip"] for d in spec["dependencies"] if isinstance(d, dict))
-        pins = pinned(pip)
+        pins = pinned(env_pip(env))
         for name, version in pins.items():
             if name in wanted:
                 assert version == wanted[name], (
                     f"{env.name}: {name}=={version}, pyproject {wanted[name]}"
                 )
-        assert {"torch", "torchvision"} <= pins.keys(), env.name
+        assert ("torch" in pins) == (env.stem in TORCH_ENVS), f"{env.name}: torch"
+        assert ("torchvision" in pins) == (env.stem in TORCHVISION_ENVS), f"{env.name}: torchvision"
+
+
+def test_envs_match_pyproject_extras():
+    """envs/<family>.yaml installs what `pip install -e '.[<family>]'` does: the same packages on
+    top of this checkout with its core. Snakemake creates the env from its copy of the file in
+    .snakemake/conda/ and conda runs pip there, so the checkout is `-e ../../`."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    for env in sorted((REPO / "envs").glob("*.yaml")):
+        pip = env_pip(env)
+        editable = [req.split()[1] for req in pip if req.strip().startswith("-e ")]
+        assert [(REPO / ".snakemake/conda" / path).resolve() for path in editable] == [REPO], (
+            f"{env.name}: {editable}, expected one `-e ../../` (this checkout)"
+        )
+        if env.stem in extras:
+            assert names(pip) == names(extras[env.stem]), (
+                f"{env.name} vs pyproject extra [{env.stem}]"
+            )
 
 
 def test_every_rule_has_a_conda_env_that_exists():

@@ -18,6 +18,7 @@ from textvision import embed
 from textvision.cli import main
 from textvision.data import prepare_dataset
 from textvision.io import set_attrs, string_array
+from textvision.settings import DataSettings, EmbedSettings
 
 
 def write_embeddings(path, n=40, layers=2, hidden=16, seed=0, cls=None):
@@ -44,7 +45,8 @@ def train_args(images, out, backbone, *extra) -> list[str]:
     return [
         "train",
         *("--images", str(images), "--outdir", str(out), "--backbone", backbone),
-        *("--lr-head", "1e-3", "--lr-classifier", "1e-3"),
+        *("--seed", "0", "--set", f"lr.{backbone}.head=1e-3"),
+        *("--set", f"lr.{backbone}.classifier=1e-3"),
         *extra,
     ]
 
@@ -57,10 +59,10 @@ def fit(emb, out, *extra):
             str(emb),
             "--out",
             str(out),
-            "--projector",
-            "pca",
-            "--pixels",
-            "8",
+            "--set",
+            "projector=pca",
+            "--set",
+            "pixels=8",
             *extra,
         ]
     )
@@ -139,7 +141,9 @@ def test_training_bad_inputs_leave_no_output(tmp_path, capsys, case):
         with h5py.File(images, "a") as fh:
             fh.attrs["pixels"] = 12
     out = tmp_path / "train"
-    rc = main(train_args(images, out, "resnet18", "--weights", weights, "--epochs", "1"))
+    rc = main(
+        train_args(images, out, "resnet18", "--set", f"weights={weights}", "--set", "epochs=1")
+    )
     assert rc == 1
     err = capsys.readouterr().err
     expected = {
@@ -153,7 +157,7 @@ def test_training_bad_inputs_leave_no_output(tmp_path, capsys, case):
 
 
 def test_a_step_failing_mid_write_leaves_nothing(tmp_path, monkeypatch):
-    prepare_dataset("synthetic", tmp_path / "d.parquet", synthetic={"n_per_class": 10})
+    prepare_dataset(tmp_path / "d.parquet", DataSettings.make(synthetic={"n_per_class": 10}))
     calls = []
 
     def failing(*args, **kwargs):
@@ -167,7 +171,9 @@ def test_a_step_failing_mid_write_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(embed, "CHUNK", 8)  # several chunks: the file is half-written when it fails
     out = tmp_path / "emb" / "shard.h5"
     with pytest.raises(RuntimeError):
-        embed.embed_dataset(tmp_path / "d.parquet", out, layers=1, max_length=32)
+        embed.embed_dataset(
+            tmp_path / "d.parquet", out, EmbedSettings.make(layers=1, max_length=32)
+        )
     assert len(calls) == 2 and os.listdir(out.parent) == []
 
 
@@ -276,14 +282,8 @@ def test_killed_training_resumes_from_its_checkpoint(tmp_path):
         images,
         out,
         "alexnet",
-        "--epochs",
-        "6",
-        "--batch-size",
-        "8",
-        "--device",
-        "cpu",
-        "--upsample",
-        "3",
+        *("--set", "epochs=6", "--set", "batch_size=8"),
+        *("--set", "device=cpu", "--set", "upsample=3"),
     )
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
     checkpoint = out / "checkpoint.pt"
@@ -322,10 +322,10 @@ def test_rendering_memory_stays_flat_as_n_grows(tmp_path):
                 str(tmp_path / "fit.h5"),
                 "--out",
                 str(tmp_path / "m.h5"),
-                "--projector",
-                "pca",
-                "--pixels",
-                "50",
+                "--set",
+                "projector=pca",
+                "--set",
+                "pixels=50",
             ]
         )
         == 0
@@ -335,7 +335,7 @@ def test_rendering_memory_stays_flat_as_n_grows(tmp_path):
         cls = np.random.default_rng(1).normal(size=(n, 2, 384)).astype(np.float32)
         write_embeddings(tmp_path / f"e{n}.h5", n=n, cls=cls)
         peaks[n] = _peak_rss_mb(
-            "from textvision.images import render_images\n"
+            "from textvision.render import render_images\n"
             f"render_images('{tmp_path}/e{n}.h5', '{tmp_path}/m.h5', '{tmp_path}/i{n}.h5')"
         )
     # 8x the rows: 28,672 more images (287 MB) and inputs (88 MB) must not be held at once

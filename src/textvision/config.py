@@ -1,17 +1,20 @@
-"""Workflow configuration: type coercion, defaults and validation against the JSON schema."""
+"""Workflow configuration: type coercion, defaults and validation against the JSON schema, the
+single declaration of every setting (`workflow/schemas/config.schema.yaml`)."""
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import re
+import functools
 from pathlib import Path
 
 import jsonschema
 import yaml
 
+from textvision.backbones import backbone_names, parse_backbone
 from textvision.errors import ConfigError
-from textvision.paper import LEARNING_RATES
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
 _TYPES = {
     "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
@@ -24,9 +27,48 @@ _TYPES = {
 }
 
 
-def load_schema(path: str | Path) -> dict:
-    with open(path) as fh:
-        return yaml.safe_load(fh)
+def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
+    """The schema as a dict (cached per path)."""
+    return copy.deepcopy(_load_schema(str(path)))
+
+
+@functools.lru_cache
+def _load_schema(path: str) -> dict:
+    try:
+        with open(path) as fh:
+            return yaml.safe_load(fh)
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the config schema ({err.strerror})") from err
+
+
+def schema_node(key: str, schema: dict | None = None) -> dict:
+    """The schema of a dotted key (`deepinsight.tsne.perplexity`), `$ref`s resolved."""
+    root = schema or _load_schema(str(SCHEMA_PATH))
+    node = root
+    for part in key.split("."):
+        node = _resolve(node, root)
+        props = node.get("properties", {})
+        extra = node.get("additionalProperties")
+        if part in props:
+            node = props[part]
+        elif isinstance(extra, dict):
+            node = extra
+        else:
+            raise ConfigError(f"config key {key!r}: no such key (at {part!r})")
+    return _resolve(node, root)
+
+
+@functools.lru_cache
+def _defaults() -> dict:
+    return prepare_config({})
+
+
+def schema_default(key: str):
+    """The default of a dotted key, nested defaults filled (`deepinsight.tsne` -> a dict)."""
+    node = _defaults()
+    for part in key.split("."):
+        node = node[part]
+    return copy.deepcopy(node)
 
 
 def _types(schema: dict) -> list[str]:
@@ -48,34 +90,44 @@ def _resolve(schema: dict, root: dict) -> dict:
     return {**node, **{k: v for k, v in schema.items() if k != "$ref"}}
 
 
+def _parse_string(value: str, types: list[str]):
+    """A `--config` string as the declared non-string type, where it parses as one."""
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
+    if isinstance(parsed, str) and "number" in types:  # YAML 1.1 reads '1e-4' as a string
+        with contextlib.suppress(ValueError):
+            parsed = float(parsed)
+    if not isinstance(parsed, str) and any(_TYPES[t](parsed) for t in types if t != "string"):
+        return parsed
+    return value
+
+
+def _branch(schema: dict, key: str, kind: str):
+    """`schema[key]`, or that of the `oneOf` branch of JSON type `kind`."""
+    found = schema.get(key)
+    for sub in schema.get("oneOf", []):
+        if kind in _types(sub):
+            found = sub.get(key, found)
+    return found
+
+
 def _coerce(value, schema: dict, root: dict):
     """Turn strings from `--config` (parsed with YAML's base loader) into the declared types."""
     schema = _resolve(schema, root)
     types = _types(schema)
     if isinstance(value, str) and any(t != "string" for t in types):
-        try:
-            parsed = yaml.safe_load(value)
-        except yaml.YAMLError:
-            parsed = value
-        if isinstance(parsed, str) and "number" in types:  # YAML 1.1 reads '1e-4' as a string
-            with contextlib.suppress(ValueError):
-                parsed = float(parsed)
-        if not isinstance(parsed, str) and any(_TYPES[t](parsed) for t in types if t != "string"):
-            value = parsed
+        value = _parse_string(value, types)
     if isinstance(value, dict):
         props = schema.get("properties", {})
-        extra = schema.get("additionalProperties")
-        for sub in schema.get("oneOf", []):
-            if "object" in _types(sub):
-                extra = sub.get("additionalProperties", extra)
+        extra = _branch(schema, "additionalProperties", "object")
         for key, item in value.items():
             sub = props.get(key, extra if isinstance(extra, dict) else None)
             if sub is not None:
                 value[key] = _coerce(item, sub, root)
     elif isinstance(value, list):
-        items = schema.get("items")
-        for sub in schema.get("oneOf", []):
-            items = sub.get("items", items)
+        items = _branch(schema, "items", "array")
         if isinstance(items, dict):
             value = [_coerce(item, items, root) for item in value]
     return value
@@ -94,8 +146,9 @@ def _key(path) -> str:
     return ".".join(str(p) for p in path) or "<top level>"
 
 
-def prepare_config(config: dict, schema: dict, base_dir: str | Path = ".") -> dict:
+def prepare_config(config: dict, schema: dict | None = None, base_dir: str | Path = ".") -> dict:
     """Coerce, fill defaults, validate; return a new config or raise ConfigError naming the key."""
+    schema = schema or load_schema()
     config = _coerce(copy.deepcopy(dict(config)), schema, schema)
     _fill_defaults(config, schema, schema)
     validator = jsonschema.Draft202012Validator(schema)
@@ -103,12 +156,11 @@ def prepare_config(config: dict, schema: dict, base_dir: str | Path = ".") -> di
     if errors:
         lines = [f"config key '{_key(e.absolute_path)}': {e.message}" for e in errors]
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
-    backbone = schema["properties"]["training"]["properties"]["backbones"]["items"]["pattern"]
-    _check_semantics(config, Path(base_dir), re.compile(backbone))
+    _check_semantics(config, Path(base_dir))
     return config
 
 
-def _check_semantics(config: dict, base_dir: Path, backbone: re.Pattern) -> None:
+def _check_semantics(config: dict, base_dir: Path) -> None:
     split = config["data"]["split"]
     if split["val"] + split["test"] >= 1:
         raise ConfigError(
@@ -119,25 +171,42 @@ def _check_semantics(config: dict, base_dir: Path, backbone: re.Pattern) -> None
     is_path = source != "synthetic" and not source.startswith("hf:")
     if is_path and not (base_dir / source).exists():
         raise ConfigError(
-            f"config key 'data.source': file or folder {source!r} does not exist "
+            f"config key 'data.source': {source}: file or folder not found "
             "(expected 'synthetic', 'hf:<dataset id>' or an existing path)"
         )
     outdir = Path(config["outdir"])
     if ".." in outdir.parts:
         raise ConfigError(f"config key 'outdir': {str(outdir)!r} must not contain '..'")
-    backbones = config["training"]["backbones"]
-    names = {b.split("@")[0] for b in backbones} | set(backbones)
+    _check_backbones(config)
+    _check_weights(config, base_dir)
+
+
+def _known(name: str) -> bool:
+    """A registry name, an alias, or an architecture (which applies to all its cuts)."""
+    return name in backbone_names() or any(b.split("@")[0] == name for b in backbone_names())
+
+
+def _check_backbones(config: dict) -> None:
+    for i, name in enumerate(config["training"]["backbones"]):
+        if name not in backbone_names():
+            raise ConfigError(
+                f"config key 'training.backbones.{i}': unknown backbone {name!r}; expected one "
+                f"of {backbone_names()}"
+            )
     for key in config["training"]["lr"]:
-        if key not in LEARNING_RATES and key not in names:
+        if not _known(key):
             raise ConfigError(
                 f"config key 'training.lr.{key}': unknown backbone {key!r}; expected one of "
-                f"{sorted(LEARNING_RATES)}"
+                f"{backbone_names()} or an architecture name"
             )
+
+
+def _check_weights(config: dict, base_dir: Path) -> None:
     weights = config["training"]["weights"]
     entries = weights.items() if isinstance(weights, dict) else [("", weights)]
     for name, value in entries:
         key = "training.weights" + (f".{name}" if name else "")
-        if name and name != "default" and not backbone.fullmatch(name):
+        if name and name != "default" and not _known(name):
             raise ConfigError(
                 f"config key '{key}': {name!r} is not a backbone name (expected e.g. 'alexnet', "
                 "'resnet18@layer2' or 'default')"
@@ -160,10 +229,12 @@ def weights_for(config: dict, backbone: str) -> str:
 
 
 def learning_rates(config: dict, backbone: str) -> tuple[float, float]:
-    """(head, classifier) learning rates: the config's, else the paper's for that architecture."""
-    arch = backbone.split("@")[0]
+    """(head, classifier) learning rates: the config's (for the architecture, then the backbone
+    name), else the registry's default for that backbone."""
+    arch, spec = parse_backbone(backbone)
     lr = {
-        **LEARNING_RATES[arch],
+        "head": spec.lr_head,
+        "classifier": spec.lr_classifier,
         **config["training"]["lr"].get(arch, {}),
         **config["training"]["lr"].get(backbone, {}),
     }

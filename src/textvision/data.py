@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
-import json
 import logging
 import os
 import re
@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from textvision.dataset import write_dataset
 from textvision.errors import InputError
-from textvision.io import atomic_path
+from textvision.settings import DataSettings
 from textvision.synthetic import make_corpus
 
 log = logging.getLogger(__name__)
@@ -34,14 +34,14 @@ _ACLIMDB = re.compile(r"(?:^|/)aclImdb/(train|test)/(pos|neg)/(\d+)_(\d+)\.txt$"
 
 def load_source(
     source: str,
-    text_column: str = "text",
-    label_column: str = "label",
-    id_column: str | None = None,
-    synthetic: dict | None = None,
+    text_column: str,
+    label_column: str,
+    id_column: str | None,
+    synthetic: dict,
 ) -> pd.DataFrame:
     """Read a labelled source into columns id, text, label (raw label values)."""
     if source == "synthetic":
-        return make_corpus(**(synthetic or {}))
+        return make_corpus(**synthetic)
     if source.startswith("hf:"):
         frame = _load_hf(source[3:], text_column, label_column)
         text_column, label_column = "text", "label"
@@ -70,7 +70,7 @@ def _load_table(path: Path) -> pd.DataFrame:
         try:
             return pd.read_parquet(path)
         except (OSError, pa.ArrowException) as err:
-            raise InputError(f"{path}: not a readable Parquet file ({err})") from None
+            raise InputError(f"{path}: not a readable Parquet file ({err})") from err
     if suffix not in _READERS:
         raise InputError(
             f"{path}: unknown file type {suffix!r}; expected .csv, .tsv, .parquet, .jsonl, "
@@ -84,11 +84,11 @@ def _load_table(path: Path) -> pd.DataFrame:
         raise InputError(
             f"{path}: line {line}, byte {err.start}: invalid UTF-8 ({err.reason}); "
             "expected UTF-8 text"
-        ) from None
+        ) from err
     try:
         return _READERS[suffix](io.StringIO(text))
     except (pd.errors.EmptyDataError, ValueError) as err:
-        raise InputError(f"{path}: cannot parse as {suffix[1:].upper()} ({err})") from None
+        raise InputError(f"{path}: cannot parse as {suffix[1:].upper()} ({err})") from err
 
 
 def _load_aclimdb(path: Path) -> pd.DataFrame:
@@ -102,7 +102,7 @@ def _load_aclimdb(path: Path) -> pd.DataFrame:
             try:
                 text = data.decode("utf-8")
             except UnicodeDecodeError as err:
-                raise InputError(f"{path}: {name}: invalid UTF-8 at byte {err.start}") from None
+                raise InputError(f"{path}: {name}: invalid UTF-8 at byte {err.start}") from err
             rows.append((f"{split}/{label}/{num}", text, label))
 
     if path.is_dir():
@@ -116,7 +116,7 @@ def _load_aclimdb(path: Path) -> pd.DataFrame:
                     if member.isfile() and _ACLIMDB.search(member.name):
                         add(member.name, tar.extractfile(member).read())
         except (tarfile.TarError, OSError, EOFError) as err:
-            raise InputError(f"{path}: not a readable .tar.gz archive ({err})") from None
+            raise InputError(f"{path}: not a readable .tar.gz archive ({err})") from err
     if not rows:
         raise InputError(
             f"{path}: no reviews found; expected "
@@ -142,10 +142,9 @@ def _load_hf(name: str, text_column: str, label_column: str) -> pd.DataFrame:
                 if offline
                 else ""
             )
-            + f"On a machine with network run `textvision prefetch --dataset hf:{name}` "
-            "(or `python -c \"import datasets; datasets.load_dataset('" + name + "')\"`) with the "
-            "same HF_HOME, then rerun with HF_HUB_OFFLINE=1."
-        ) from None
+            + "On a machine with network run `snakemake prefetch` (or `textvision prefetch "
+            "--config CONFIG`) with the same HF_HOME, then rerun with HF_HUB_OFFLINE=1."
+        ) from err
     frames = []
     for split, dset in dsets.items():
         for column in (text_column, label_column):
@@ -245,22 +244,17 @@ def subsample(frame: pd.DataFrame, n_per_class: int, seed: int) -> pd.DataFrame:
     return frame.iloc[np.sort(np.concatenate(keep))].reset_index(drop=True)
 
 
-def prepare_dataset(
-    source: str,
-    out: str | Path,
-    *,
-    text_column: str = "text",
-    label_column: str = "label",
-    id_column: str | None = None,
-    n_per_class: int | None = None,
-    val: float = 0.2,
-    test: float = 0.0,
-    seed: int = 42,
-    clean_html: bool = True,
-    synthetic: dict | None = None,
-) -> pd.DataFrame:
+def prepare_dataset(out: str | Path, settings: DataSettings) -> pd.DataFrame:
     """Load, check, subsample, encode labels, split (stratified, seeded) and write Parquet."""
-    frame = load_source(source, text_column, label_column, id_column, synthetic)
+    source, clean_html, n_per_class = settings.source, settings.clean_html, settings.n_per_class
+    val, test, seed = settings.split.val, settings.split.test, settings.split.seed
+    frame = load_source(
+        source,
+        settings.text_column,
+        settings.label_column,
+        settings.id_column,
+        dataclasses.asdict(settings.synthetic),
+    )
     validate_rows(frame, source)
     if n_per_class:
         frame = subsample(frame, n_per_class, seed)
@@ -268,7 +262,7 @@ def prepare_dataset(
     try:
         split = split_rows(codes, val, test, seed)
     except InputError as err:
-        raise InputError(f"{source}: {err}") from None
+        raise InputError(f"{source}: {err}") from err
     order = np.random.default_rng(seed).permutation(len(frame))  # pool and shuffle, as the paper
     texts = frame["text"].astype(str)
     if clean_html:
@@ -293,30 +287,3 @@ def prepare_dataset(
     write_dataset(data, meta, out)
     log.info("wrote %s: %d rows, classes %s, %s", out, len(data), names, meta["counts"])
     return data
-
-
-def write_dataset(data: pd.DataFrame, meta: dict, out: str | Path) -> None:
-    table = pa.Table.from_pandas(data, preserve_index=False)
-    table = table.replace_schema_metadata(
-        {**(table.schema.metadata or {}), b"textvision": json.dumps(meta).encode()}
-    )
-    with atomic_path(out) as tmp:
-        pq.write_table(table, tmp)
-
-
-def read_dataset(path: str | Path) -> tuple[pd.DataFrame, dict]:
-    """Return the dataset frame and its metadata (label names, source, split settings)."""
-    try:
-        table = pq.read_table(path)
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found") from None
-    except (OSError, pa.ArrowException) as err:
-        raise InputError(f"{path}: not a readable Parquet file ({err})") from None
-    meta = json.loads((table.schema.metadata or {}).get(b"textvision", b"{}"))
-    frame = table.to_pandas()
-    missing = {"id", "text", "label", "split"} - set(frame.columns)
-    if missing or "label_names" not in meta:
-        raise InputError(
-            f"{path}: not a textvision dataset (missing columns {sorted(missing)} or label names)"
-        )
-    return frame, meta

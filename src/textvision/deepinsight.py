@@ -22,6 +22,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.decomposition import PCA, KernelPCA
 from sklearn.utils.validation import check_array, check_is_fitted
 
+from textvision.config import schema_default
 from textvision.tsne import tsne
 
 SCALERS = ("log", "minmax", "zscore", "none")
@@ -31,8 +32,14 @@ BACKENDS = ("sklearn", "numba")  # t-SNE implementations
 BLOCK_ROWS = 64  # rows scaled and binned at a time (at most chunk_size): the block stays in cache
 
 
+_DEFAULTS = schema_default("deepinsight")  # the config schema declares every default
+
+
 class DeepInsightTransformer(TransformerMixin, BaseEstimator):
     """Map `[n_samples, n_features]` vectors to `[n_samples, pixels, pixels]` float32 images.
+
+    Parameters are the `deepinsight` config keys (`deepinsight.tsne.seed` is `random_state`),
+    with the schema's defaults; config/README.md describes each.
 
     `n_jobs`: threads of the numba t-SNE and of `transform` (None: every CPU this process may
     use). Fitted attributes: `scale_` (scaler statistics), `embedding_` (2-D feature positions),
@@ -42,21 +49,21 @@ class DeepInsightTransformer(TransformerMixin, BaseEstimator):
 
     def __init__(
         self,
-        pixels=50,
-        scaler="log",
-        projector="tsne",
+        pixels=_DEFAULTS["pixels"],
+        scaler=_DEFAULTS["scaler"],
+        projector=_DEFAULTS["projector"],
         *,
-        perplexity=30.0,
-        metric="euclidean",
-        init="pca",
-        learning_rate="auto",
-        max_iter=1000,
-        backend="numba",
-        pca_components=None,
-        discretization="bin",
-        empty_value=0.0,
-        random_state=0,
-        chunk_size=4096,
+        perplexity=_DEFAULTS["tsne"]["perplexity"],
+        metric=_DEFAULTS["tsne"]["metric"],
+        init=_DEFAULTS["tsne"]["init"],
+        learning_rate=_DEFAULTS["tsne"]["learning_rate"],
+        max_iter=_DEFAULTS["tsne"]["max_iter"],
+        backend=_DEFAULTS["tsne"]["backend"],
+        pca_components=_DEFAULTS["pca_components"],
+        discretization=_DEFAULTS["discretization"],
+        empty_value=_DEFAULTS["empty_value"],
+        random_state=_DEFAULTS["tsne"]["seed"],
+        chunk_size=_DEFAULTS["chunk_size"],
         n_jobs=None,
     ):
         self.pixels = pixels

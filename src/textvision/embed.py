@@ -15,10 +15,18 @@ import torch
 from tqdm.auto import tqdm
 
 from textvision import __version__
-from textvision.data import read_dataset
+from textvision.bert import BertCLSForward, bert_like
+from textvision.dataset import read_dataset
 from textvision.device import resolve_device
 from textvision.errors import InputError
-from textvision.io import atomic_path, attrs_dict, open_h5, set_attrs, string_array
+from textvision.io import (
+    atomic_path,
+    attrs_dict,
+    open_h5,
+    set_attrs,
+    string_array,
+)
+from textvision.settings import EmbedSettings, MergeSettings
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +52,8 @@ def resolve_model(name: str) -> Path:
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         raise InputError(
             f"embedding.model {name!r}: not in the local Hugging Face cache and HF_HUB_OFFLINE=1. "
-            f"On a machine with network run `textvision prefetch --model {name}` with the same "
+            "On a machine with network run `snakemake prefetch` (or `textvision prefetch --config "
+            "CONFIG`) with the same "
             "HF_HOME, or give a local folder."
         )
     try:
@@ -53,8 +62,9 @@ def resolve_model(name: str) -> Path:
         raise InputError(
             f"embedding.model {name!r}: neither a local folder nor downloadable from the Hugging "
             f"Face Hub ({type(err).__name__}: {err}). Fetch it where there is network with "
-            f"`textvision prefetch --model {name}` and set HF_HOME to that cache."
-        ) from None
+            "`snakemake prefetch` (or `textvision prefetch --config CONFIG`) and set HF_HOME to "
+            "that cache."
+        ) from err
 
 
 def weights_hash(folder: Path) -> str:
@@ -68,7 +78,7 @@ def weights_hash(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def load_encoder(name: str, device: str = "cpu"):
+def load_encoder(name: str, device: str):
     """Return (tokenizer, model, folder) with hidden states switched on, in eval mode."""
     from transformers import AutoModel, AutoTokenizer
 
@@ -79,7 +89,7 @@ def load_encoder(name: str, device: str = "cpu"):
             folder, output_hidden_states=True, dtype=torch.float32, attn_implementation="sdpa"
         )
     except (OSError, ValueError) as err:
-        raise InputError(f"embedding.model {name!r} ({folder}): cannot load ({err})") from None
+        raise InputError(f"embedding.model {name!r} ({folder}): cannot load ({err})") from err
     return tokenizer, model.eval().to(device), folder
 
 
@@ -110,63 +120,74 @@ def embed_texts(
     tokenizer,
     model,
     layers: list[int],
-    max_length: int = 512,
-    batch_size: int = 32,
-    precision: str = "float32",
+    *,
+    max_length: int,
+    batch_size: int,
+    precision: str,
     progress=None,
 ) -> np.ndarray:
-    """`[CLS]` vectors `[len(texts), len(layers), H]` float32, in the order of `texts`.
-
-    Texts are sorted by token count. On a GPU they are padded per batch only as far as the
-    longest in it. On a CPU a batch holds texts of exactly one length (no padding, no attention
-    mask; at most `CPU_BATCH_TOKENS` tokens), which keeps the activations in cache: padded batches
-    of long texts run slower there than one text at a time; and with T > 1 torch threads, T
-    batches run at once, each on one thread (a text's small matrix products and element-wise
-    ops scale poorly across cores, whole texts in parallel do not), the thread setting restored
-    afterwards. BERT-style encoders run their own layers on unpadded batches: Q, K and V in one
-    matrix product, up to the deepest selected layer only, and in that layer only the `[CLS]`
-    row after attention (every step after attention is per token). Each batch is computed by a
-    single thread in a fixed way, so the vectors do not depend on scheduling.
-    """
-    device = next(model.parameters()).device
+    """`[CLS]` vectors `[len(texts), len(layers), H]` float32, in the order of `texts`: padded
+    batches on a GPU (`embed_padded`), equal-length batches on a CPU (`embed_unpadded`)."""
     encoded = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+    if next(model.parameters()).device.type == "cpu":
+        return embed_unpadded(encoded, model, layers, batch_size, progress)
+    return embed_padded(encoded, tokenizer, model, layers, batch_size, precision, progress)
+
+
+def _cls_rows(model, plan, layers: list[int], batch: dict) -> torch.Tensor:
+    """`[B, len(layers), H]`: through `plan` where the batch has no padding, else the model."""
+    if plan is not None and bool(batch["attention_mask"].all()):
+        return plan(batch["input_ids"])
+    hidden = model(**batch).hidden_states
+    return torch.stack([hidden[i][:, 0] for i in layers], dim=1)
+
+
+def embed_padded(
+    encoded: list[list[int]], tokenizer, model, layers, batch_size, precision, progress=None
+) -> np.ndarray:
+    """Texts sorted by token count, padded per batch only as far as the longest in it; autocast
+    to `precision` on CUDA. Runs on any device (tested on the CPU against one text at a time)."""
+    device = next(model.parameters()).device
+    order = np.argsort([len(ids) for ids in encoded], kind="stable")[::-1]
+    out = np.empty((len(encoded), len(layers), model.config.hidden_size), dtype=np.float32)
+    plan = BertCLSForward(model, layers) if bert_like(model) else None
+    autocast = torch.autocast(
+        device.type,
+        dtype=getattr(torch, precision),
+        enabled=device.type == "cuda" and precision != "float32",
+    )
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            batch = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt")
+            with autocast:
+                cls = _cls_rows(model, plan, layers, {k: v.to(device) for k, v in batch.items()})
+            out[idx] = cls.float().cpu().numpy()
+            if progress is not None:
+                progress.update(len(idx))
+    return out
+
+
+def embed_unpadded(
+    encoded: list[list[int]], model, layers, batch_size, progress=None
+) -> np.ndarray:
+    """On a CPU: each batch holds texts of exactly one length (no padding, no attention mask; at
+    most `CPU_BATCH_TOKENS` tokens), which keeps the activations in cache; with T > 1 torch
+    threads, T batches run at once, each on one thread (a text's small matrix products scale
+    poorly across cores, whole texts in parallel do not), the thread setting restored afterwards.
+    Each batch is computed by a single thread in a fixed way, so the vectors do not depend on
+    scheduling."""
     lengths = np.array([len(ids) for ids in encoded], dtype=np.int64)
     order = np.argsort(lengths, kind="stable")[::-1]
-    out = np.empty((len(texts), len(layers), model.config.hidden_size), dtype=np.float32)
-    plan = _BertPlan(model, layers) if _bert_like(model) else None
-    if device.type != "cpu":
-        autocast = torch.autocast(
-            device.type,
-            dtype=getattr(torch, precision),
-            enabled=device.type == "cuda" and precision != "float32",
-        )
-        with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                idx = order[start : start + batch_size]
-                batch = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt")
-                batch = {k: v.to(device) for k, v in batch.items()}
-                with autocast:
-                    if plan is not None and bool(batch["attention_mask"].all()):  # no padding
-                        cls = plan(batch["input_ids"])
-                    else:
-                        hidden = model(**batch).hidden_states
-                        cls = torch.stack([hidden[i][:, 0] for i in layers], dim=1)
-                out[idx] = cls.float().cpu().numpy()
-                if progress is not None:
-                    progress.update(len(idx))
-        return out
-
+    out = np.empty((len(encoded), len(layers), model.config.hidden_size), dtype=np.float32)
+    plan = BertCLSForward(model, layers) if bert_like(model) else None
     lock = threading.Lock()
 
     def run(idx: np.ndarray) -> None:
         with torch.inference_mode():
             ids = torch.tensor([encoded[i] for i in idx], dtype=torch.long)
-            if plan is not None:
-                cls = plan(ids)
-            else:
-                hidden = model(input_ids=ids, attention_mask=torch.ones_like(ids)).hidden_states
-                cls = torch.stack([hidden[i][:, 0] for i in layers], dim=1)
-            out[idx] = cls.numpy()
+            batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+            out[idx] = _cls_rows(model, plan, layers, batch).numpy()
         if progress is not None:
             with lock:
                 progress.update(len(idx))
@@ -201,100 +222,6 @@ def _equal_length_batches(
     return batches
 
 
-def _bert_like(model) -> bool:
-    """Whether `model` is a post-LayerNorm BERT-style encoder whose layers `_BertPlan` runs
-    (BERT, RoBERTa, MiniLM, ...); anything else goes through the model's own forward."""
-    try:
-        layer = model.encoder.layer[0]
-        parts = (
-            model.embeddings,
-            layer.attention.self.query,
-            layer.attention.self.key,
-            layer.attention.self.value,
-            layer.attention.output,
-            layer.intermediate,
-            layer.output,
-        )
-        heads = layer.attention.self.num_attention_heads
-        size = layer.attention.self.attention_head_size
-    except (AttributeError, IndexError, TypeError):
-        return False
-    config = model.config
-    return (
-        all(isinstance(p, torch.nn.Module) for p in parts)
-        and heads * size == config.hidden_size
-        and not getattr(config, "is_decoder", False)
-        and not getattr(config, "add_cross_attention", False)
-        and getattr(config, "position_embedding_type", "absolute") in (None, "absolute")
-        and getattr(config, "_attn_implementation", "sdpa") in ("sdpa", "eager")
-        and getattr(config, "chunk_size_feed_forward", 0) == 0
-    )
-
-
-class _BertPlan:
-    """`[CLS]` rows of the chosen layers (1-based) of unpadded texts, with the model's own
-    modules for embeddings, attention output, feed-forward and LayerNorms, and one fused
-    Q/K/V product per layer; full layers below the deepest chosen one, in it attention for the
-    `[CLS]` query only."""
-
-    def __init__(self, model, layers: list[int]):
-        self.model, self.layers = model, list(layers)
-        self.deepest = max(layers)
-        self.qkv = []
-        with torch.no_grad():
-            self._fuse(model)
-        first = model.encoder.layer[0].attention.self
-        self.heads, self.size = first.num_attention_heads, first.attention_head_size
-
-    def _fuse(self, model) -> None:
-        for layer in model.encoder.layer[: self.deepest]:
-            attention = layer.attention.self
-            self.qkv.append(
-                (
-                    torch.cat(
-                        [attention.query.weight, attention.key.weight, attention.value.weight]
-                    ),
-                    torch.cat([attention.query.bias, attention.key.bias, attention.value.bias]),
-                )
-            )
-
-    def __call__(self, input_ids: torch.Tensor) -> torch.Tensor:
-        hidden = self.model.embeddings(input_ids=input_ids)
-        rows = {}
-        for index, layer in enumerate(self.model.encoder.layer[: self.deepest], start=1):
-            weight, bias = self.qkv[index - 1]
-            if index < self.deepest:
-                hidden = self._layer(layer, weight, bias, hidden)
-                rows[index] = hidden[:, 0]
-            else:
-                rows[index] = self._cls_layer(layer, weight, bias, hidden)[:, 0]
-        return torch.stack([rows[i] for i in self.layers], dim=1)
-
-    def _split(self, x: torch.Tensor) -> torch.Tensor:
-        """`[B, T, H]` -> `[B, heads, T, head size]` (a view)."""
-        return x.unflatten(-1, (self.heads, self.size)).transpose(1, 2)
-
-    def _attend(self, layer, query, key, value, residual):
-        context = torch.nn.functional.scaled_dot_product_attention(
-            self._split(query), self._split(key), self._split(value), scale=self.size**-0.5
-        )
-        context = context.transpose(1, 2).flatten(2)
-        attended = layer.attention.output(context, residual)
-        return layer.output(layer.intermediate(attended), attended)
-
-    def _layer(self, layer, weight, bias, hidden):
-        query, key, value = torch.nn.functional.linear(hidden, weight, bias).chunk(3, dim=-1)
-        return self._attend(layer, query, key, value, hidden)
-
-    def _cls_layer(self, layer, weight, bias, hidden):
-        """The layer's output for the first token only: `[B, 1, H]`."""
-        h = hidden.shape[-1]
-        first = hidden[:, :1]
-        query = torch.nn.functional.linear(first, weight[:h], bias[:h])
-        key, value = torch.nn.functional.linear(hidden, weight[h:], bias[h:]).chunk(2, dim=-1)
-        return self._attend(layer, query, key, value, first)
-
-
 def shard_bounds(n_rows: int, shard: int, n_shards: int) -> tuple[int, int]:
     if not 0 <= shard < n_shards:
         raise ValueError(f"shard {shard} out of range for {n_shards} shards")
@@ -302,21 +229,14 @@ def shard_bounds(n_rows: int, shard: int, n_shards: int) -> tuple[int, int]:
 
 
 def embed_dataset(
-    dataset: str | Path,
-    out: str | Path,
-    *,
-    model: str = OFFLINE_MODEL,
-    layers: int | list[int] = 6,
-    max_length: int = 512,
-    batch_size: int = 32,
-    precision: str = "float32",
-    device: str = "auto",
-    shard: int = 0,
-    n_shards: int = 1,
+    dataset: str | Path, out: str | Path, settings: EmbedSettings, shard: int = 0
 ) -> None:
-    """Embed the rows of one shard of `dataset.parquet` into an HDF5 file (dataset `cls`)."""
+    """Embed the rows of shard `shard` (of `settings.shards`) of `dataset.parquet` into an HDF5
+    file (dataset `cls`)."""
+    model, layers, n_shards = settings.model, settings.layers, settings.shards
+    max_length, precision = settings.max_length, settings.precision
     frame, meta = read_dataset(dataset)
-    device = str(resolve_device(device))
+    device = str(resolve_device(settings.device))
     start, stop = shard_bounds(len(frame), shard, n_shards)
     texts = frame["text"].tolist()[start:stop]
     tokenizer, encoder, folder = load_encoder(model, device)
@@ -355,20 +275,21 @@ def embed_dataset(
                 tokenizer,
                 encoder,
                 index,
-                max_length,
-                batch_size,
-                precision,
-                bar,
+                max_length=max_length,
+                batch_size=settings.batch_size,
+                precision=precision,
+                progress=bar,
             )
         set_attrs(fh, attrs)
     log.info("wrote %s: rows %d..%d of %d", out, start, stop, len(frame))
 
 
 def merge_shards(
-    shards: list[str | Path], dataset: str | Path, out: str | Path, compression: str = "none"
+    shards: list[str | Path], dataset: str | Path, out: str | Path, settings: MergeSettings
 ) -> None:
     """Concatenate shard files in order into one `embeddings.h5`; id/label/split beside `cls`
-    (`compression`: `none`, `lzf` or `gzip`, applied to the chunked `cls`)."""
+    (`settings.compression`: `none`, `lzf` or `gzip`, applied to the chunked `cls`)."""
+    compression = settings.compression
     frame, meta = read_dataset(dataset)
     handles = [open_h5(path, "cls") for path in shards]
     try:

@@ -48,20 +48,20 @@ def write_json(path: str | Path, obj) -> None:
 def read_json(path: str | Path) -> dict:
     try:
         return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found") from None
+    except FileNotFoundError as err:
+        raise InputError(f"{path}: file not found") from err
     except json.JSONDecodeError as err:
-        raise InputError(f"{path}: not valid JSON ({err})") from None
+        raise InputError(f"{path}: not valid JSON ({err})") from err
 
 
 def open_h5(path: str | Path, *datasets: str) -> h5py.File:
     """Open an HDF5 file for reading, checking that the named datasets exist."""
     try:
         fh = h5py.File(path, "r")
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found") from None
+    except FileNotFoundError as err:
+        raise InputError(f"{path}: file not found") from err
     except OSError as err:
-        raise InputError(f"{path}: not a readable HDF5 file ({err})") from None
+        raise InputError(f"{path}: not a readable HDF5 file ({err})") from err
     missing = [name for name in datasets if name not in fh]
     if missing:
         found = sorted(fh)

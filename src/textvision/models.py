@@ -1,13 +1,40 @@
-"""The network of the paper: frozen backbone slice -> conv head ("CAE") -> dense classifier."""
+"""The network of the paper: frozen backbone slice (built from the registry, with its weights)
+-> conv head ("CAE") -> dense classifier."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import torch
+import torchvision
 from torch import nn
 from torch.nn import functional as F
 
-from textvision.backbones import FrozenBackbone
+from textvision.backbones import Slice, parse_backbone
 from textvision.errors import InputError
+from textvision.paper import NORMALISATION_EPS
+
+
+class FrozenBackbone(nn.Module):
+    """A sliced backbone that never trains: no gradients, and always in eval mode (BatchNorm
+    statistics never move, which folded-BatchNorm weight files require)."""
+
+    def __init__(self, body: nn.Sequential, channels: int):
+        super().__init__()
+        self.body = body
+        self.channels = channels
+        self.body.requires_grad_(False)
+        self.body.eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.body.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.body(x)
 
 
 class InputAdapter(nn.Module):
@@ -18,7 +45,9 @@ class InputAdapter(nn.Module):
     batch's own scalar statistics instead, as the original code did.
     """
 
-    def __init__(self, mu, sigma, eps: float = 1e-8, upsample: int = 3, per_batch: bool = False):
+    def __init__(
+        self, mu, sigma, eps: float = NORMALISATION_EPS, *, upsample: int, per_batch: bool = False
+    ):
         super().__init__()
         self.register_buffer("mu", torch.as_tensor(mu, dtype=torch.float32))
         self.register_buffer("sigma", torch.as_tensor(sigma, dtype=torch.float32))
@@ -116,3 +145,85 @@ def check_input_size(net: TextVisionNet, pixels: int) -> tuple[int, ...]:
             f"{kernel_shrink}: raise deepinsight.pixels or training.upsample"
         )
     return tuple(maps.shape[1:])
+
+
+def slice_keys(state_keys, spec: Slice) -> list[str]:
+    """The state_dict keys of the full model that belong to the slice (BatchNorm's
+    `num_batches_tracked` counters excepted: frozen slices never use them)."""
+    keys = [k for k in state_keys if not k.endswith("num_batches_tracked")]
+    if spec.stop is not None:
+        return [k for k in keys if k.startswith("features.") and int(k.split(".")[1]) < spec.stop]
+    return [k for k in keys if k.split(".")[0] in spec.modules]
+
+
+def imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
+    """torchvision's ImageNet weights: from the TORCH_HOME cache, else downloaded; a clear
+    error naming the file and the download's own error where neither works."""
+    weights = torchvision.models.get_model_weights(arch).DEFAULT
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+    if cached.exists():
+        return load_state_dict_file(cached)
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        reason, cause = "HF_HUB_OFFLINE=1, so no download was tried", None
+    else:
+        try:
+            return weights.get_state_dict(progress=False)
+        except Exception as err:  # noqa: BLE001 - URLError, timeouts, HTTP errors, ...
+            reason, cause = f"download failed: {type(err).__name__}: {err}", err
+    raise InputError(
+        f"ImageNet weights for {arch} ({weights}) are not in the torch cache ({cached}) and "
+        f"{reason}. On a machine with network run `textvision prefetch --config CONFIG` (or "
+        f"download {weights.url} to that path) with the same TORCH_HOME, or set "
+        "training.weights to 'none' or a local state_dict file."
+    ) from cause
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state_dict from a local file, read with `weights_only=True` (pickled code is refused)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as err:
+        raise InputError(f"{path}: weights file not found") from err
+    except Exception as err:  # noqa: BLE001 - UnpicklingError, RuntimeError (not a zip), ...
+        raise InputError(
+            f"{path}: not a loadable state_dict (read with weights_only=True, which refuses "
+            f"pickled objects): {str(err).splitlines()[0]}"
+        ) from err
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError(
+            f"{path}: expected a state_dict (a mapping of names to tensors), "
+            f"got {type(state).__name__}"
+        )
+    return state
+
+
+def build_backbone(name: str, weights: str = "none") -> FrozenBackbone:
+    """The frozen slice of `name` with `weights`: 'imagenet', 'none' or a state_dict file."""
+    arch, spec = parse_backbone(name)
+    model = torchvision.models.get_model(arch, weights=None)
+    if weights != "none":
+        state = (
+            imagenet_state_dict(arch) if weights == "imagenet" else load_state_dict_file(weights)
+        )
+        own = model.state_dict()
+        needed = slice_keys(own, spec)
+        missing = [k for k in needed if k not in state]
+        if missing:
+            raise InputError(
+                f"{weights}: lacks {len(missing)} tensor(s) of the {name} slice, e.g. {missing[:3]}"
+            )
+        wrong = [k for k in needed if state[k].shape != own[k].shape]
+        if wrong:
+            k = wrong[0]
+            raise InputError(
+                f"{weights}: tensor {k!r} has shape {tuple(state[k].shape)}, "
+                f"expected {tuple(own[k].shape)} for {name}"
+            )
+        model.load_state_dict({k: state[k] for k in needed}, strict=False)
+    if spec.stop is not None:
+        body = nn.Sequential(*list(model.features.children())[: spec.stop])
+    else:
+        body = nn.Sequential(*(getattr(model, m) for m in spec.modules))
+    return FrozenBackbone(body, spec.channels)

@@ -29,3 +29,5 @@ REPRODUCTION_ACCURACY = {
     "shufflenet_v2_x1_0": 0.812,
     "vgg16": 0.813,
 }
+
+NORMALISATION_EPS = 1e-8  # the paper's Z-normalisation (x - mu) / (sigma + eps)

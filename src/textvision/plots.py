@@ -14,12 +14,12 @@ import pandas as pd  # noqa: E402
 from textvision.io import atomic_path  # noqa: E402
 
 
-def _robust_max(images: np.ndarray) -> float | None:
+def robust_max(images: np.ndarray) -> float | None:
     """Colour scale top: the 99.5th percentile, so one outlier feature does not blacken the rest."""
     return float(np.percentile(images, 99.5)) or None
 
 
-def _save(fig, path: str | Path) -> None:
+def save_figure(fig, path: str | Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
     plt.close(fig)
@@ -30,7 +30,7 @@ def plot_learning_curve(history: list[dict], path: str | Path, title: str) -> No
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.4))
     _curves(ax_loss, ax_acc, frame, "")
     fig.suptitle(title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _curves(ax_loss, ax_acc, frame: pd.DataFrame, label: str, color=None) -> None:
@@ -53,7 +53,7 @@ def plot_all_learning_curves(histories: dict[str, list[dict]], path: str | Path)
     for i, (name, history) in enumerate(histories.items()):
         _curves(ax_loss, ax_acc, pd.DataFrame(history), name, colors[i % 10])
     fig.suptitle("Learning curves (dashed: train, solid: validation)")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_accuracy(table: pd.DataFrame, path: str | Path) -> None:
@@ -91,7 +91,7 @@ def plot_accuracy(table: pd.DataFrame, path: str | Path) -> None:
     )
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(axis="y", alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_confusion(
@@ -122,79 +122,4 @@ def plot_confusion(
         ax.set_ylabel("true", fontsize=8)
     for ax in axes.ravel()[n:]:
         ax.axis("off")
-    _save(fig, path)
-
-
-def plot_feature_density(counts: dict[str, np.ndarray], path: str | Path) -> None:
-    """Features per pixel under each discretisation (the fitted one first), with occupancy."""
-    from textvision.deepinsight import occupancy
-
-    fig, axes = plt.subplots(1, len(counts), figsize=(4.4 * len(counts), 4), squeeze=False)
-    for ax, (name, grid) in zip(axes[0], counts.items(), strict=True):
-        occ = occupancy(grid)
-        im = ax.imshow(grid, cmap="viridis", interpolation="nearest")
-        fig.colorbar(im, ax=ax, label="features per pixel", fraction=0.046)
-        ax.set_title(
-            f"{name}: {occ['pixels_used']}/{occ['pixels_total']} pixels used, "
-            f"max {occ['max_features_per_pixel']} per pixel",
-            fontsize=9,
-        )
-        ax.axis("off")
-    _save(fig, path)
-
-
-def plot_class_means(
-    images: np.ndarray, labels: np.ndarray, names: list[str], path: str | Path
-) -> None:
-    """Mean image of each class and, for the first two, their difference."""
-    means = [images[labels == k].mean(axis=0) for k in range(len(names))]
-    panels = [(m, f"mean: {n}", "magma") for m, n in zip(means, names, strict=True)]
-    panels.append((means[-1] - means[0], f"{names[-1]} - {names[0]}", "RdBu_r"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.3))
-    for ax, (image, title, cmap) in zip(axes, panels, strict=True):
-        if cmap == "RdBu_r":
-            lim = np.percentile(np.abs(image), 99.5) or 1
-            im = ax.imshow(image, cmap=cmap, vmin=-lim, vmax=lim, interpolation="nearest")
-        else:
-            im = ax.imshow(
-                image, cmap=cmap, vmax=_robust_max(np.stack(means)), interpolation="nearest"
-            )
-        fig.colorbar(im, ax=ax, fraction=0.046)
-        ax.set_title(title, fontsize=9)
-        ax.axis("off")
-    _save(fig, path)
-
-
-def plot_samples(
-    images: np.ndarray, labels: np.ndarray, names: list[str], path: str | Path, per_class: int = 6
-) -> None:
-    vmax = _robust_max(images)
-    fig, axes = plt.subplots(
-        len(names), per_class, figsize=(1.7 * per_class, 1.8 * len(names)), squeeze=False
-    )
-    for k, name in enumerate(names):
-        idx = np.flatnonzero(labels == k)[:per_class]
-        for j, ax in enumerate(axes[k]):
-            if j < len(idx):
-                ax.imshow(images[idx[j]], cmap="magma", vmax=vmax, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-        axes[k, 0].set_ylabel(name, fontsize=9)
-    fig.suptitle("DeepInsight images, validation rows", fontsize=10)
-    _save(fig, path)
-
-
-def plot_feature_map(coords: np.ndarray, layers: list[int], hidden: int, path: str | Path) -> None:
-    """The rotated 2-D feature positions, coloured by the BERT layer each feature comes from."""
-    fig, ax = plt.subplots(figsize=(5.2, 4.4))
-    layer = np.repeat(np.arange(len(layers)), hidden)
-    colors = plt.cm.viridis(np.linspace(0, 1, len(layers)))
-    for i, name in enumerate(layers):
-        sel = layer == i
-        # row coordinate downwards, column across: oriented as the images
-        ax.scatter(coords[sel, 1], coords[sel, 0], s=2, color=colors[i], label=f"layer {name}")
-    ax.legend(markerscale=4, fontsize=7)
-    ax.set_title("feature positions after rotation", fontsize=9)
-    ax.set_aspect("equal")
-    ax.invert_yaxis()
-    _save(fig, path)
+    save_figure(fig, path)

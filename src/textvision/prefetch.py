@@ -6,27 +6,29 @@ from __future__ import annotations
 import logging
 
 from textvision.errors import InputError
+from textvision.settings import PrefetchSettings
 
 log = logging.getLogger(__name__)
 
 
-def prefetch(models=(), datasets=(), backbones=()) -> None:
-    from textvision.backbones import imagenet_state_dict, parse_backbone
+def prefetch(settings: PrefetchSettings) -> None:
+    """Fetch the encoder, an `hf:` dataset and the ImageNet weights of the backbones that use
+    them (local files need no fetching)."""
+    from textvision.backbones import parse_backbone
     from textvision.embed import resolve_model
+    from textvision.models import imagenet_state_dict
 
-    for name in models:
-        log.info("encoder %s: %s", name, resolve_model(name))
-    for name in datasets:
-        if not name.startswith("hf:"):
-            continue  # local files need no fetching
+    log.info("encoder %s: %s", settings.model, resolve_model(settings.model))
+    name = settings.source
+    if name.startswith("hf:"):
         import datasets as hf_datasets
 
         try:
             hf_datasets.load_dataset(name[3:])
         except Exception as err:  # noqa: BLE001
-            raise InputError(f"{name}: cannot download ({type(err).__name__}: {err})") from None
+            raise InputError(f"{name}: cannot download ({type(err).__name__}: {err})") from err
         log.info("dataset %s cached", name)
-    for name in backbones:
+    for name in settings.backbones:
         arch = parse_backbone(name)[0]
         imagenet_state_dict(arch)
         log.info("ImageNet weights of %s cached", arch)

@@ -7,9 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from textvision.data import read_dataset
+from textvision.dataset import read_dataset
 from textvision.errors import InputError
-from textvision.images import load_mapping
 from textvision.io import atomic_path, attrs_dict, open_h5, read_json
 from textvision.paper import PAPER_ACCURACY, PAPER_ACCURACY_ERROR, REPRODUCTION_ACCURACY
 from textvision.plots import plot_accuracy, plot_all_learning_curves, plot_confusion
@@ -94,7 +93,9 @@ def describe_run(
     with open_h5(embeddings) as fh:
         emb = attrs_dict(fh)
         shape = fh["cls"].shape
-    transformer, info = load_mapping(mapping)
+    with open_h5(mapping) as fh:
+        info = attrs_dict(fh)
+    params = info["params"]
     kind = (
         "SYNTHETIC corpus (made by textvision, not real reviews)"
         if meta["synthetic"]
@@ -111,9 +112,9 @@ def describe_run(
         f"- **Embeddings**: `{emb['model']}`, `[CLS]` of layers {emb['layers']}, max_length "
         f"{emb['max_length']}, tensor {list(shape)}",
         f"- **DeepInsight**: fitted on **{info['fit_on']}** rows ({info['n_fit_rows']}), scaler "
-        f"{transformer.scaler}, projector {transformer.projector} (perplexity "
-        f"{transformer.perplexity}, metric {transformer.metric}), {transformer.pixels}x"
-        f"{transformer.pixels} pixels, discretization {transformer.discretization}: "
+        f"{params['scaler']}, projector {params['projector']} (perplexity "
+        f"{params['perplexity']}, metric {params['metric']}), {params['pixels']}x"
+        f"{params['pixels']} pixels, discretization {params['discretization']}: "
         f"{occ['pixels_used']}/{occ['pixels_total']} pixels used, max "
         f"{occ['max_features_per_pixel']} features per pixel",
         f"- **Device**: {', '.join(devices) or 'n/a'}",
@@ -203,8 +204,8 @@ def compare_runs(runs: list[tuple[str, str | Path]], out: str | Path) -> pd.Data
     for label, path in runs:
         try:
             frame = pd.read_csv(path)
-        except FileNotFoundError:
-            raise InputError(f"{path}: results table of run {label!r} not found") from None
+        except FileNotFoundError as err:
+            raise InputError(f"{path}: results table of run {label!r} not found") from err
         frames.append(frame.assign(run=label)[["run", *COLUMNS]])
     table = pd.concat(frames, ignore_index=True)
     with atomic_path(out) as tmp:

@@ -79,9 +79,7 @@ PLOT = [
 CLASSES = {2: ["negative", "positive"], 3: ["negative", "neutral", "positive"]}
 
 
-def make_corpus(
-    n_per_class: int = 150, n_classes: int = 2, label_noise: float = 0.08, seed: int = 0
-) -> pd.DataFrame:
+def make_corpus(*, n_per_class: int, n_classes: int, label_noise: float, seed: int) -> pd.DataFrame:
     """Return columns id, text, label (class name); labels balanced before noise."""
     if n_classes not in CLASSES:
         raise ValueError(f"n_classes must be one of {sorted(CLASSES)}, got {n_classes}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +14,19 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from textvision.backbones import build_backbone, parse_backbone
+from textvision.backbones import parse_backbone
 from textvision.device import resolve_device
 from textvision.errors import InputError
 from textvision.io import atomic_path, attrs_dict, check_finite, decode, open_h5, write_json
 from textvision.metrics import classification_metrics
-from textvision.models import InputAdapter, TextVisionNet, build_head, check_input_size
+from textvision.models import (
+    InputAdapter,
+    TextVisionNet,
+    build_backbone,
+    build_head,
+    check_input_size,
+)
+from textvision.settings import TrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +101,7 @@ def train_epoch(
     batch_size: int,
     order: torch.Generator,
     autocast,
-    desc: str = "train",
+    desc: str,
 ) -> tuple[float, int]:
     """One epoch of head and classifier steps on the frozen maps; (loss sum, correct)."""
     dev = next(net.head.parameters()).device
@@ -136,36 +144,13 @@ def _evaluate(
     return sum(losses) / len(labels), np.concatenate(probas)
 
 
-def train_backbone(
-    images: str | Path,
-    outdir: str | Path,
-    *,
-    backbone: str,
-    weights: str = "none",
-    lr_head: float = 5e-5,
-    lr_classifier: float = 1e-3,
-    epochs: int = 15,
-    batch_size: int = 32,
-    seed: int = 0,
-    upsample: int = 3,
-    normalization: str = "train",
-    device: str = "auto",
-    cache_features_mb: int = 4096,
-) -> dict:
-    """Train, evaluate on the validation split after every epoch, and write `model.pt`,
-    `metrics.json`, `history.csv` and `learning_curve.png` into `outdir`.
-
-    A `checkpoint.pt` written after every epoch lets a killed job resume where it stopped.
-    """
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
-    data = load_images(images)
+def build_network(
+    data: dict, images: str | Path, backbone: str, settings: TrainSettings
+) -> tuple[TextVisionNet, tuple[int, ...]]:
+    """Adapter (normalisation, upsampling) -> frozen slice -> fresh head and classifier; the
+    slice's map shape for one image."""
     attrs = data["attrs"]
-    n_classes = len(attrs["label_names"])
-    dev = resolve_device(device)
-    torch.manual_seed(seed)
-    arch, _ = parse_backbone(backbone)
-    if normalization == "pixel":
+    if settings.normalization == "pixel":
         if "pixel_mean" not in data:
             raise InputError(
                 f"{images}: no 'pixel_mean'/'pixel_std' datasets for normalization "
@@ -174,13 +159,32 @@ def train_backbone(
         mu, sigma = data["pixel_mean"], data["pixel_std"]
     else:
         mu, sigma = attrs["mu"], attrs["sigma"]
-    net = TextVisionNet(
-        InputAdapter(mu, sigma, attrs["eps"], upsample, per_batch=normalization == "batch"),
-        build_backbone(backbone, weights),
-        *build_head(arch, parse_backbone(backbone)[1].channels, n_classes),
+    arch, spec = parse_backbone(backbone)
+    adapter = InputAdapter(
+        mu,
+        sigma,
+        attrs["eps"],
+        upsample=settings.upsample,
+        per_batch=settings.normalization == "batch",
     )
-    maps = check_input_size(net, attrs["pixels"])
-    place(net, dev)
+    net = TextVisionNet(
+        adapter,
+        build_backbone(backbone, settings.weights),
+        *build_head(arch, spec.channels, len(attrs["label_names"])),
+    )
+    return net, check_input_size(net, attrs["pixels"])
+
+
+@dataclass
+class Run:
+    """What the epoch loop carries: per-epoch history, the best epoch's weights, elapsed time."""
+
+    history: list = field(default_factory=list)
+    best: dict | None = None
+    train_seconds: float = 0.0
+
+
+def _split_tensors(data: dict, images: str | Path) -> dict:
     split = data["split"]
     tensors = {
         s: (
@@ -191,63 +195,69 @@ def train_backbone(
     }
     if len(tensors["val"][1]) == 0:
         raise InputError(f"{images}: no validation rows (split == 'val')")
-    per_image_mb = 4 * float(np.prod(maps)) / 2**20
-    n_cached = sum(len(y) for _, y in tensors.values())
-    cache = normalization != "batch" and per_image_mb * n_cached <= cache_features_mb
-    sources = {s: FeatureSource(net, x, cache, batch_size, dev) for s, (x, _) in tensors.items()}
-    optimizer = torch.optim.Adam(
-        [
-            {"params": net.head.parameters(), "lr": lr_head},
-            {"params": net.classifier.parameters(), "lr": lr_classifier},
-        ]
-    )
-    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
-    settings = {
-        "backbone": backbone,
-        "weights": weights,
-        "lr_head": lr_head,
-        "lr_classifier": lr_classifier,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "seed": seed,
-        "upsample": upsample,
-        "normalization": normalization,
-        "n_classes": n_classes,
-        "feature_maps": int(maps[0]),
+    return tensors
+
+
+def _checkpoint_state(identity: dict, net, optimizer, run: Run) -> dict:
+    return {
+        **identity,
+        "head": net.head.state_dict(),
+        "classifier": net.classifier.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "history": run.history,
+        "best": run.best,
+        "train_seconds": run.train_seconds,
     }
-    fingerprint = hashlib.sha256(data["images"].tobytes() + data["label"].tobytes()).hexdigest()
-    checkpoint = outdir / "checkpoint.pt"
-    history, best, start_epoch, train_seconds = [], None, 0, 0.0
-    if checkpoint.exists():
-        state = torch.load(checkpoint, map_location=dev, weights_only=True)
-        if state["settings"] == settings and state["images_sha256"] == fingerprint:
-            net.head.load_state_dict(state["head"])
-            net.classifier.load_state_dict(state["classifier"])
-            optimizer.load_state_dict(state["optimizer"])
-            history, best = state["history"], state["best"]
-            start_epoch, train_seconds = len(history), state["train_seconds"]
-            log.info("resuming %s seed %d from epoch %d", backbone, seed, start_epoch)
-    x_train, y_train = tensors["train"]
-    y_val = tensors["val"][1]
-    for epoch in range(start_epoch, epochs):
+
+
+def resume(checkpoint: Path, identity: dict, net, optimizer, dev) -> Run:
+    """The run so far from `checkpoint` when it was written by the same job (same settings and
+    images), else a fresh run."""
+    if not checkpoint.exists():
+        return Run()
+    state = torch.load(checkpoint, map_location=dev, weights_only=True)
+    if any(state.get(key) != value for key, value in identity.items()):
+        return Run()
+    net.head.load_state_dict(state["head"])
+    net.classifier.load_state_dict(state["classifier"])
+    optimizer.load_state_dict(state["optimizer"])
+    settings = identity["settings"]
+    log.info(
+        "resuming %s seed %d from epoch %d",
+        settings["backbone"],
+        settings["seed"],
+        len(state["history"]),
+    )
+    return Run(state["history"], state["best"], state["train_seconds"])
+
+
+def _head_state(net: TextVisionNet) -> dict:
+    return {
+        "head": {k: v.detach().clone() for k, v in net.head.state_dict().items()},
+        "classifier": {k: v.detach().clone() for k, v in net.classifier.state_dict().items()},
+    }
+
+
+def fit_epochs(job: dict, run: Run, checkpoint: Path, identity: dict) -> np.ndarray | None:
+    """Train the remaining epochs, evaluating on validation after each, tracking the best epoch
+    and writing a checkpoint; the last epoch's validation probabilities (None if none ran)."""
+    net, optimizer, sources, autocast = job["net"], job["optimizer"], job["sources"], job["amp"]
+    y_train, y_val = job["labels"]["train"], job["labels"]["val"]
+    epochs, seed, batch_size = job["epochs"], job["seed"], job["batch_size"]
+    val_proba = None
+    for epoch in range(len(run.history), epochs):
         torch.manual_seed(seed * 100_003 + epoch)  # dropout and order depend on (seed, epoch) only
         order = torch.Generator().manual_seed(seed * 100_003 + epoch)
         tic = time.perf_counter()
+        desc = f"{job['backbone']} epoch {epoch + 1}/{epochs}"
         loss_sum, correct = train_epoch(
-            net,
-            sources["train"],
-            y_train,
-            optimizer,
-            batch_size,
-            order,
-            autocast,
-            desc=f"{backbone} epoch {epoch + 1}/{epochs}",
+            net, sources["train"], y_train, optimizer, batch_size, order, autocast, desc
         )
         seconds = time.perf_counter() - tic
-        train_seconds += seconds
+        run.train_seconds += seconds
         val_loss, val_proba = _evaluate(net, sources["val"], y_val, batch_size, autocast)
         val_acc = float((val_proba.argmax(1) == y_val.numpy()).mean())
-        history.append(
+        run.history.append(
             {
                 "epoch": epoch + 1,
                 "train_loss": loss_sum / len(y_train),
@@ -257,89 +267,154 @@ def train_backbone(
                 "seconds": seconds,
             }
         )
-        if best is None or val_acc > best["val_accuracy"]:
-            best = {
-                "epoch": epoch + 1,
-                "val_accuracy": val_acc,
-                "head": {k: v.detach().clone() for k, v in net.head.state_dict().items()},
-                "classifier": {
-                    k: v.detach().clone() for k, v in net.classifier.state_dict().items()
-                },
-            }
-        log.info("%s seed %d epoch %d: %s", backbone, seed, epoch + 1, history[-1])
+        if run.best is None or val_acc > run.best["val_accuracy"]:
+            run.best = {"epoch": epoch + 1, "val_accuracy": val_acc, **_head_state(net)}
+        log.info("%s seed %d epoch %d: %s", job["backbone"], seed, epoch + 1, run.history[-1])
         with atomic_path(checkpoint) as tmp:
-            torch.save(
-                {
-                    "settings": settings,
-                    "images_sha256": fingerprint,
-                    "head": net.head.state_dict(),
-                    "classifier": net.classifier.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "history": history,
-                    "best": best,
-                    "train_seconds": train_seconds,
-                },
-                tmp,
-            )
-    last = classification_metrics(
-        y_val.numpy(),
-        val_proba
-        if epochs > start_epoch
-        else _evaluate(net, sources["val"], y_val, batch_size, autocast)[1],
+            torch.save(_checkpoint_state(identity, net, optimizer, run), tmp)
+    return val_proba
+
+
+def final_metrics(job: dict, run: Run, val_proba: np.ndarray | None) -> tuple[dict, dict]:
+    """Validation metrics of the last and the best epoch, test metrics of the best; the last
+    epoch's weights. Leaves the best epoch's weights in the network."""
+    net, sources, autocast, batch_size = job["net"], job["sources"], job["amp"], job["batch_size"]
+    labels = job["labels"]
+
+    def score(split: str) -> dict:
+        proba = _evaluate(net, sources[split], labels[split], batch_size, autocast)[1]
+        return classification_metrics(labels[split].numpy(), proba)
+
+    last = (
+        classification_metrics(labels["val"].numpy(), val_proba)
+        if val_proba is not None
+        else score("val")
     )
     last_state = {"head": net.head.state_dict(), "classifier": net.classifier.state_dict()}
-    net.head.load_state_dict(best["head"])
-    net.classifier.load_state_dict(best["classifier"])
-    best_metrics = classification_metrics(
-        y_val.numpy(), _evaluate(net, sources["val"], y_val, batch_size, autocast)[1]
-    )
-    test = None
-    if len(tensors["test"][1]):
-        y_test = tensors["test"][1]
-        test = classification_metrics(
-            y_test.numpy(), _evaluate(net, sources["test"], y_test, batch_size, autocast)[1]
-        )
-    metrics = {
-        **settings,
-        "device": str(dev),
-        "feature_cache": cache,
+    net.head.load_state_dict(run.best["head"])
+    net.classifier.load_state_dict(run.best["classifier"])
+    best = score("val")
+    scores = {
         "val_accuracy_last": last["accuracy"],
-        "val_accuracy_best": best_metrics["accuracy"],
-        "best_epoch": best["epoch"],
+        "val_accuracy_best": best["accuracy"],
+        "best_epoch": run.best["epoch"],
         "val_last": last,
-        "val_best": best_metrics,
-        "test_best": test,
-        "history": history,
-        "train_seconds": train_seconds,
-        "images_per_second": len(y_train) * epochs / max(train_seconds, 1e-9),
-        "n_train": int(len(y_train)),
-        "n_val": int(len(y_val)),
-        "label_names": attrs["label_names"],
-        "synthetic": attrs.get("synthetic", False),
+        "val_best": best,
+        "test_best": score("test") if len(labels["test"]) else None,
     }
+    return scores, last_state
+
+
+def write_outputs(outdir: Path, metrics: dict, settings: dict, run: Run, last_state: dict) -> None:
+    """`model.pt`, `history.csv`, `learning_curve.png`, then `metrics.json` (the rule's marker
+    of a finished job)."""
+    from textvision.plots import plot_learning_curve
+
     with atomic_path(outdir / "model.pt") as tmp:
         torch.save(
             {
                 "settings": settings,
                 "last": last_state,
-                "best": {k: best[k] for k in ("epoch", "head", "classifier")},
+                "best": {k: run.best[k] for k in ("epoch", "head", "classifier")},
             },
             tmp,
         )
-    _write_history(history, outdir / "history.csv")
-    from textvision.plots import plot_learning_curve
-
+    with atomic_path(outdir / "history.csv") as tmp:
+        pd.DataFrame(run.history).to_csv(tmp, index=False)
+    weights = settings["weights"]
+    label = Path(weights).name if weights not in ("imagenet", "none") else weights
     plot_learning_curve(
-        history,
+        run.history,
         outdir / "learning_curve.png",
-        f"{backbone} (seed {seed}, "
-        f"weights {Path(weights).name if weights not in ('imagenet', 'none') else weights})",
+        f"{settings['backbone']} (seed {settings['seed']}, weights {label})",
     )
     write_json(outdir / "metrics.json", metrics)
+
+
+def _prepare_job(images, backbone: str, seed: int, settings: TrainSettings) -> dict:
+    """Data, network, optimizer and feature sources of one training job."""
+    data = load_images(images)
+    dev = resolve_device(settings.device)
+    torch.manual_seed(seed)
+    net, maps = build_network(data, images, backbone, settings)
+    place(net, dev)
+    tensors = _split_tensors(data, images)
+    per_image_mb = 4 * float(np.prod(maps)) / 2**20
+    n_cached = sum(len(y) for _, y in tensors.values())
+    cache = settings.normalization != "batch" and per_image_mb * n_cached <= (
+        settings.cache_features_mb
+    )
+    batch_size = settings.batch_size
+    optimizer = torch.optim.Adam(
+        [
+            {"params": net.head.parameters(), "lr": settings.lr_head},
+            {"params": net.classifier.parameters(), "lr": settings.lr_classifier},
+        ]
+    )
+    return {
+        "data": data,
+        "dev": dev,
+        "net": net,
+        "maps": maps,
+        "cache": cache,
+        "optimizer": optimizer,
+        "sources": {
+            s: FeatureSource(net, x, cache, batch_size, dev) for s, (x, _) in tensors.items()
+        },
+        "labels": {s: y for s, (_, y) in tensors.items()},
+        "amp": torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"),
+        "backbone": backbone,
+        "seed": seed,
+        "epochs": settings.epochs,
+        "batch_size": batch_size,
+    }
+
+
+def train_backbone(
+    images: str | Path, outdir: str | Path, settings: TrainSettings, *, backbone: str, seed: int
+) -> dict:
+    """Train one backbone with one seed, evaluate on the validation split after every epoch, and
+    write `model.pt`, `metrics.json`, `history.csv` and `learning_curve.png` into `outdir`.
+
+    A `checkpoint.pt` written after every epoch lets a killed job resume where it stopped.
+    """
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    job = _prepare_job(images, backbone, seed, settings)
+    data, attrs = job["data"], job["data"]["attrs"]
+    recorded = {
+        "backbone": backbone,
+        "weights": settings.weights,
+        "lr_head": settings.lr_head,
+        "lr_classifier": settings.lr_classifier,
+        "epochs": settings.epochs,
+        "batch_size": settings.batch_size,
+        "seed": seed,
+        "upsample": settings.upsample,
+        "normalization": settings.normalization,
+        "n_classes": len(attrs["label_names"]),
+        "feature_maps": int(job["maps"][0]),
+    }
+    fingerprint = hashlib.sha256(data["images"].tobytes() + data["label"].tobytes()).hexdigest()
+    identity = {"settings": recorded, "images_sha256": fingerprint}
+    checkpoint = outdir / "checkpoint.pt"
+    run = resume(checkpoint, identity, job["net"], job["optimizer"], job["dev"])
+    val_proba = fit_epochs(job, run, checkpoint, identity)
+    scores, last_state = final_metrics(job, run, val_proba)
+    n_train = len(job["labels"]["train"])
+    metrics = {
+        **recorded,
+        "device": str(job["dev"]),
+        "feature_cache": job["cache"],
+        **scores,
+        "history": run.history,
+        "train_seconds": run.train_seconds,
+        "images_per_second": n_train * settings.epochs / max(run.train_seconds, 1e-9),
+        "n_train": int(n_train),
+        "n_val": int(len(job["labels"]["val"])),
+        "label_names": attrs["label_names"],
+        "synthetic": attrs.get("synthetic", False),
+    }
+    write_outputs(outdir, metrics, recorded, run, last_state)
     checkpoint.unlink(missing_ok=True)
     return metrics
-
-
-def _write_history(history: list[dict], path: Path) -> None:
-    with atomic_path(path) as tmp:
-        pd.DataFrame(history).to_csv(tmp, index=False)

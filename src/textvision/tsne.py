@@ -10,23 +10,26 @@ import numpy as np
 from scipy import sparse
 from sklearn.decomposition import PCA
 
+from textvision.config import schema_default
+
 EXPLORATION_ITER = 250  # scikit-learn's early-exaggeration phase (iterations, momentum 0.5)
 EARLY_EXAGGERATION = 12.0
 CHECK_EVERY = 50  # iterations between checks of the error and gradient norm
 N_ITER_WITHOUT_PROGRESS = 300
 MIN_GRAD_NORM = 1e-7
 MIN_GAIN = 0.01
+_DEFAULTS = schema_default("deepinsight.tsne")  # the config schema declares every default
 
 
 def tsne(
     points: np.ndarray,
     *,
-    perplexity: float = 30.0,
-    metric: str = "euclidean",
-    init: str = "pca",
-    learning_rate="auto",
-    max_iter: int = 1000,
-    random_state=0,
+    perplexity: float = _DEFAULTS["perplexity"],
+    metric: str = _DEFAULTS["metric"],
+    init: str = _DEFAULTS["init"],
+    learning_rate=_DEFAULTS["learning_rate"],
+    max_iter: int = _DEFAULTS["max_iter"],
+    random_state=_DEFAULTS["seed"],
     n_jobs: int | None = None,
 ) -> np.ndarray:
     """`[N, 2]` t-SNE layout of the rows of `points`, as `sklearn.manifold.TSNE` with the same

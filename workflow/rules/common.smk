@@ -1,8 +1,18 @@
-import json
+import re
 from pathlib import Path
 
-from textvision.backbones import REGISTRY
-from textvision.config import learning_rates, load_schema, prepare_config, weights_for
+from textvision.backbones import backbone_names
+from textvision.config import load_schema, prepare_config, weights_for
+from textvision.settings import (
+    BaselineSettings,
+    DataSettings,
+    EmbedSettings,
+    MappingSettings,
+    MergeSettings,
+    PrefetchSettings,
+    TrainSettings,
+    step_params,
+)
 
 # Validate at start-up (types coerced first: `--config` values arrive as strings), defaults filled.
 _validated = prepare_config(
@@ -21,7 +31,7 @@ SEEDS = config["training"]["seeds"]
 wildcard_constraints:
     shard=r"\d+",
     seed=r"\d+",
-    backbone="|".join(sorted(REGISTRY) + ["resnet18", "resnet50"]),
+    backbone="|".join(re.escape(name) for name in backbone_names()),
 
 
 localrules:
@@ -54,13 +64,19 @@ def weights_input(wildcards):
     return [] if weights in ("imagenet", "none") else [weights]
 
 
+def train_params(wildcards):
+    """The training settings resolved for this job's backbone (its weights and learning rates
+    only: another backbone's change leaves this job alone)."""
+    return step_params(TrainSettings, config, backbone=wildcards.backbone)
+
+
 def metrics_files():
     files = expand(
         f"{OUT}/train/{{backbone}}/seed{{seed}}/metrics.json",
         backbone=BACKBONES,
         seed=SEEDS,
     )
-    if config["training"]["baseline"]:
+    if config["baseline"]["enabled"]:
         files.append(f"{OUT}/baselines/logreg/metrics.json")
     return files
 

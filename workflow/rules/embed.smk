@@ -12,19 +12,10 @@ rule embed_shard:
         **res("embed"),
         gpu=GPU,
     params:
-        model=config["embedding"]["model"],
-        layers=json.dumps(config["embedding"]["layers"]),
-        max_length=config["embedding"]["max_length"],
-        batch_size=config["embedding"]["batch_size"],
-        precision=config["embedding"]["precision"],
-        device=config["device"],
-        n_shards=N_SHARDS,
+        settings=step_params(EmbedSettings, config),
     shell:
-        "textvision embed --dataset {input:q} --out {output:q} --model {params.model:q}"
-        " --layers {params.layers:q} --max-length {params.max_length:q}"
-        " --batch-size {params.batch_size:q} --precision {params.precision:q}"
-        " --device {params.device:q} --shard {wildcards.shard:q} --n-shards {params.n_shards:q}"
-        " --threads {threads} > {log:q} 2>&1"
+        "textvision embed --dataset {input:q} --out {output:q} --shard {wildcards.shard:q}"
+        " --settings {params.settings:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule merge_embeddings:
@@ -37,10 +28,11 @@ rule merge_embeddings:
         f"{OUT}/logs/merge_embeddings.log",
     conda:
         "../../envs/embed.yaml"
+    threads: 1
     resources:
         **res("light"),
     params:
-        compression=config["embedding"]["compression"],
+        settings=step_params(MergeSettings, config),
     shell:
         "textvision merge-embeddings --dataset {input.dataset:q} --out {output:q}"
-        " --compression {params.compression:q} {input.shards:q} > {log:q} 2>&1"
+        " --settings {params.settings:q} {input.shards:q} --threads {threads} > {log:q} 2>&1"

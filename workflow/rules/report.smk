@@ -23,6 +23,7 @@ rule report:
         f"{OUT}/logs/report.log",
     conda:
         "../../envs/report.yaml"
+    threads: 1
     resources:
         **res("light"),
     params:
@@ -30,4 +31,4 @@ rule report:
     shell:
         "textvision report --dataset {input.dataset:q} --embeddings {input.embeddings:q}"
         " --mapping {input.mapping:q} --outdir {params.outdir:q} {input.metrics:q}"
-        " > {log:q} 2>&1"
+        " --threads {threads} > {log:q} 2>&1"

@@ -17,23 +17,11 @@ rule train:
         gpu=GPU,
     params:
         outdir=lambda wildcards, output: Path(output.metrics).parent,
-        weights=lambda wc: weights_for(config, wc.backbone),
-        lr_head=lambda wc: learning_rates(config, wc.backbone)[0],
-        lr_classifier=lambda wc: learning_rates(config, wc.backbone)[1],
-        epochs=config["training"]["epochs"],
-        batch_size=config["training"]["batch_size"],
-        upsample=config["training"]["upsample"],
-        normalization=config["training"]["normalization"],
-        cache_features_mb=config["training"]["cache_features_mb"],
-        device=config["device"],
+        settings=train_params,
     shell:
         "textvision train --images {input.images:q} --outdir {params.outdir:q}"
-        " --backbone {wildcards.backbone:q} --weights {params.weights:q}"
-        " --lr-head {params.lr_head:q} --lr-classifier {params.lr_classifier:q}"
-        " --epochs {params.epochs:q} --batch-size {params.batch_size:q} --seed {wildcards.seed:q}"
-        " --upsample {params.upsample:q} --normalization {params.normalization:q}"
-        " --cache-features-mb {params.cache_features_mb:q} --device {params.device:q}"
-        " --threads {threads} > {log:q} 2>&1"
+        " --backbone {wildcards.backbone:q} --seed {wildcards.seed:q}"
+        " --settings {params.settings:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule baseline_logreg:
@@ -48,6 +36,8 @@ rule baseline_logreg:
     threads: 2
     resources:
         **res("light"),
+    params:
+        settings=step_params(BaselineSettings, config),
     shell:
-        "textvision baseline --embeddings {input:q} --out {output:q} --threads {threads}"
-        " > {log:q} 2>&1"
+        "textvision baseline --embeddings {input:q} --out {output:q}"
+        " --settings {params.settings:q} --threads {threads} > {log:q} 2>&1"

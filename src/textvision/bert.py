@@ -1,0 +1,100 @@
+"""A hand-written forward pass of post-LayerNorm BERT-style encoders that computes only the
+`[CLS]` rows of chosen layers of unpadded texts, with the model's own modules."""
+
+from __future__ import annotations
+
+import torch
+
+
+def bert_like(model) -> bool:
+    """Whether `model` is a post-LayerNorm BERT-style encoder whose layers `BertCLSForward` runs
+    (BERT, RoBERTa, MiniLM, ...); anything else goes through the model's own forward."""
+    try:
+        layer = model.encoder.layer[0]
+        parts = (
+            model.embeddings,
+            layer.attention.self.query,
+            layer.attention.self.key,
+            layer.attention.self.value,
+            layer.attention.output,
+            layer.intermediate,
+            layer.output,
+        )
+        heads = layer.attention.self.num_attention_heads
+        size = layer.attention.self.attention_head_size
+    except (AttributeError, IndexError, TypeError):
+        return False
+    config = model.config
+    return (
+        all(isinstance(p, torch.nn.Module) for p in parts)
+        and heads * size == config.hidden_size
+        and not getattr(config, "is_decoder", False)
+        and not getattr(config, "add_cross_attention", False)
+        and getattr(config, "position_embedding_type", "absolute") in (None, "absolute")
+        and getattr(config, "_attn_implementation", "sdpa") in ("sdpa", "eager")
+        and getattr(config, "chunk_size_feed_forward", 0) == 0
+    )
+
+
+class BertCLSForward:
+    """`[CLS]` rows of the chosen layers (1-based) of unpadded texts, with the model's own
+    modules for embeddings, attention output, feed-forward and LayerNorms, and one fused
+    Q/K/V product per layer; full layers below the deepest chosen one, in it attention for the
+    `[CLS]` query only."""
+
+    def __init__(self, model, layers: list[int]):
+        self.model, self.layers = model, list(layers)
+        self.deepest = max(layers)
+        self.qkv = []
+        with torch.no_grad():
+            self._fuse(model)
+        first = model.encoder.layer[0].attention.self
+        self.heads, self.size = first.num_attention_heads, first.attention_head_size
+
+    def _fuse(self, model) -> None:
+        for layer in model.encoder.layer[: self.deepest]:
+            attention = layer.attention.self
+            self.qkv.append(
+                (
+                    torch.cat(
+                        [attention.query.weight, attention.key.weight, attention.value.weight]
+                    ),
+                    torch.cat([attention.query.bias, attention.key.bias, attention.value.bias]),
+                )
+            )
+
+    def __call__(self, input_ids: torch.Tensor) -> torch.Tensor:
+        hidden = self.model.embeddings(input_ids=input_ids)
+        rows = {}
+        for index, layer in enumerate(self.model.encoder.layer[: self.deepest], start=1):
+            weight, bias = self.qkv[index - 1]
+            if index < self.deepest:
+                hidden = self._layer(layer, weight, bias, hidden)
+                rows[index] = hidden[:, 0]
+            else:
+                rows[index] = self._cls_layer(layer, weight, bias, hidden)[:, 0]
+        return torch.stack([rows[i] for i in self.layers], dim=1)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        """`[B, T, H]` -> `[B, heads, T, head size]` (a view)."""
+        return x.unflatten(-1, (self.heads, self.size)).transpose(1, 2)
+
+    def _attend(self, layer, query, key, value, residual):
+        context = torch.nn.functional.scaled_dot_product_attention(
+            self._split(query), self._split(key), self._split(value), scale=self.size**-0.5
+        )
+        context = context.transpose(1, 2).flatten(2)
+        attended = layer.attention.output(context, residual)
+        return layer.output(layer.intermediate(attended), attended)
+
+    def _layer(self, layer, weight, bias, hidden):
+        query, key, value = torch.nn.functional.linear(hidden, weight, bias).chunk(3, dim=-1)
+        return self._attend(layer, query, key, value, hidden)
+
+    def _cls_layer(self, layer, weight, bias, hidden):
+        """The layer's output for the first token only: `[B, 1, H]`."""
+        h = hidden.shape[-1]
+        first = hidden[:, :1]
+        query = torch.nn.functional.linear(first, weight[:h], bias[:h])
+        key, value = torch.nn.functional.linear(hidden, weight[h:], bias[h:]).chunk(2, dim=-1)
+        return self._attend(layer, query, key, value, first)

@@ -1,0 +1,107 @@
+"""The `fit_mapping` step: DeepInsight fitted on the chosen rows, stored as `mapping.h5`."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from textvision.deepinsight import DeepInsightTransformer
+from textvision.embeddings import read_embeddings, read_splits
+from textvision.errors import InputError
+from textvision.io import atomic_path, attrs_dict, open_h5, set_attrs
+from textvision.settings import MappingSettings
+
+log = logging.getLogger(__name__)
+
+_STATE = ("embedding_", "rotation_", "coords_", "pixels_", "feature_counts_")
+
+
+def transformer_params(settings: MappingSettings) -> dict:
+    """The DeepInsightTransformer parameters of the `deepinsight` settings."""
+    tsne = settings.tsne
+    return {
+        "pixels": settings.pixels,
+        "scaler": settings.scaler,
+        "projector": settings.projector,
+        "perplexity": tsne.perplexity,
+        "metric": tsne.metric,
+        "init": tsne.init,
+        "learning_rate": tsne.learning_rate,
+        "max_iter": tsne.max_iter,
+        "backend": tsne.backend,
+        "pca_components": settings.pca_components,
+        "discretization": settings.discretization,
+        "empty_value": settings.empty_value,
+        "random_state": tsne.seed,
+        "chunk_size": settings.chunk_size,
+    }
+
+
+def fit_mapping(
+    embeddings: str | Path,
+    out: str | Path,
+    settings: MappingSettings,
+    threads: int | None = None,
+) -> DeepInsightTransformer:
+    """Fit a DeepInsightTransformer on the training rows (or all rows, `fit_on: all`) and save
+    it as HDF5."""
+    fit_on = settings.fit_on
+    split = read_splits(embeddings)
+    if fit_on == "all":
+        log.warning(
+            "deepinsight.fit_on=all: scaler and projection see the validation/test rows; "
+            "this reproduces the original code and leaks into validation accuracy"
+        )
+        rows = np.ones(len(split), bool)
+    else:
+        rows = split == "train"
+    if rows.sum() < 2:
+        raise InputError(f"{embeddings}: {rows.sum()} rows to fit on (fit_on={fit_on})")
+    X, attrs = read_embeddings(embeddings, rows)
+    transformer = DeepInsightTransformer(**transformer_params(settings), n_jobs=threads).fit(X)
+    save_mapping(
+        transformer,
+        out,
+        {
+            "fit_on": fit_on,
+            "n_fit_rows": int(rows.sum()),
+            "layers": attrs["layers"],
+            "model": attrs["model"],
+            "hidden_size": X.shape[1] // len(attrs["layers"]),
+        },
+    )
+    log.info("mapping %s: %s", out, transformer.occupancy_)
+    return transformer
+
+
+def save_mapping(transformer: DeepInsightTransformer, out: str | Path, info: dict) -> None:
+    with atomic_path(out) as tmp, h5py.File(tmp, "w") as fh:
+        for name in _STATE:
+            fh[name.rstrip("_")] = getattr(transformer, name)
+        scale = fh.create_group("scale")
+        for key, value in transformer.scale_.items():
+            scale[key] = value
+        set_attrs(
+            fh,
+            {
+                "params": transformer.get_params(),
+                "occupancy": transformer.occupancy_,
+                "n_features": transformer.n_features_in_,
+                **info,
+            },
+        )
+
+
+def load_mapping(path: str | Path) -> tuple[DeepInsightTransformer, dict]:
+    """The fitted transformer stored in `mapping.h5`, and the file's attributes."""
+    with open_h5(path, *(name.rstrip("_") for name in _STATE), "scale") as fh:
+        attrs = attrs_dict(fh)
+        transformer = DeepInsightTransformer(**attrs["params"])
+        for name in _STATE:
+            setattr(transformer, name, fh[name.rstrip("_")][()])
+        transformer.scale_ = {key: fh["scale"][key][()] for key in fh["scale"]}
+    transformer.n_features_in_ = attrs["n_features"]
+    return transformer, attrs

@@ -1,0 +1,292 @@
+"""Each step's settings as one typed, frozen object built from its config section.
+
+The schema declares every key (type, default, description); the classes here only name which
+keys a step reads. A workflow rule passes `step_params(...)`, the config fragment of those keys,
+as one param, so Snakemake reruns a step exactly when one of its keys changes, and the CLI
+rebuilds the same object from that fragment, a config file or `--set` overrides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass
+from typing import ClassVar
+
+from textvision.config import learning_rates, prepare_config, schema_node, weights_for
+from textvision.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Base: `SECTION` is the config section read; `TOP_LEVEL` fields come from the top level."""
+
+    SECTION: ClassVar[str] = ""
+    TOP_LEVEL: ClassVar[tuple[str, ...]] = ()
+    CONTEXT: ClassVar[tuple[str, ...]] = ()  # what a job adds (e.g. its backbone)
+
+    @classmethod
+    def make(cls, base_dir: str = ".", **values):
+        """Settings from the schema's defaults and `values` (keys of the section, nested ones as
+        dicts, top-level keys the step reads, and its context), validated like a config:
+        `MappingSettings.make(pixels=8, tsne={"perplexity": 5})`."""
+        context = {k: values.pop(k) for k in cls.CONTEXT if k in values}
+        config = {k: values.pop(k) for k in cls.TOP_LEVEL if k in values}
+        return build_settings(cls, {cls.SECTION: values, **config}, base_dir, **context)
+
+    @classmethod
+    def from_config(cls, config: dict, **context):
+        """The settings from a validated, default-filled config."""
+        return _build(cls, config[cls.SECTION], config)
+
+    @classmethod
+    def fragment(cls, config: dict, **context) -> dict:
+        """The part of `config` these settings read, shaped as a config."""
+        section = {f.name: config[cls.SECTION][f.name] for f in _own_fields(cls)}
+        return {cls.SECTION: section, **{k: config[k] for k in cls.TOP_LEVEL}}
+
+    @classmethod
+    def setting_keys(cls) -> list[str]:
+        """Dotted config keys of every leaf setting, for help texts."""
+        return [k for f in dataclasses.fields(cls) for k in _leaf_keys(cls, f)]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _own_fields(cls) -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(cls) if f.name not in cls.TOP_LEVEL]
+
+
+def _leaf_keys(cls, field: dataclasses.Field) -> list[str]:
+    prefix = field.name if field.name in cls.TOP_LEVEL else f"{cls.SECTION}.{field.name}"
+    nested = typing.get_type_hints(cls)[field.name]
+    if dataclasses.is_dataclass(nested):
+        return [f"{prefix}.{f.name}" for f in dataclasses.fields(nested)]
+    return [prefix]
+
+
+def _build(cls, section: dict, config: dict):
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for field in dataclasses.fields(cls):
+        if field.name in getattr(cls, "TOP_LEVEL", ()):
+            values[field.name] = config[field.name]
+        elif dataclasses.is_dataclass(hints[field.name]):
+            values[field.name] = _build(hints[field.name], section[field.name], config)
+        else:
+            values[field.name] = section[field.name]
+    return cls(**values)
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    val: float
+    test: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class SyntheticSettings:
+    n_per_class: int
+    n_classes: int
+    label_noise: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class DataSettings(Settings):
+    """`prepare-data`: the `data` section."""
+
+    SECTION: ClassVar[str] = "data"
+    source: str
+    text_column: str
+    label_column: str
+    id_column: str | None
+    n_per_class: int | None
+    clean_html: bool
+    split: SplitSettings
+    synthetic: SyntheticSettings
+
+
+@dataclass(frozen=True)
+class EmbedSettings(Settings):
+    """`embed`: the encoder keys of `embedding`, and `device`."""
+
+    SECTION: ClassVar[str] = "embedding"
+    TOP_LEVEL: ClassVar[tuple[str, ...]] = ("device",)
+    model: str
+    layers: int | list[int]
+    max_length: int
+    batch_size: int
+    shards: int
+    precision: str
+    device: str
+
+
+@dataclass(frozen=True)
+class MergeSettings(Settings):
+    """`merge-embeddings`: how the merged tensor is stored."""
+
+    SECTION: ClassVar[str] = "embedding"
+    compression: str
+
+
+@dataclass(frozen=True)
+class TsneSettings:
+    perplexity: float
+    metric: str
+    init: str
+    learning_rate: float | str
+    max_iter: int
+    seed: int
+    backend: str
+
+
+@dataclass(frozen=True)
+class MappingSettings(Settings):
+    """`fit-mapping`: the `deepinsight` section."""
+
+    SECTION: ClassVar[str] = "deepinsight"
+    fit_on: str
+    scaler: str
+    pixels: int
+    projector: str
+    pca_components: int | None
+    discretization: str
+    empty_value: float
+    chunk_size: int
+    tsne: TsneSettings
+
+
+@dataclass(frozen=True)
+class TrainSettings(Settings):
+    """`train`: the `training` section resolved for one backbone (its weights and learning
+    rates), and `device`. The fragment holds only that backbone's entries, so changing another
+    backbone's learning rate leaves this job alone."""
+
+    SECTION: ClassVar[str] = "training"
+    TOP_LEVEL: ClassVar[tuple[str, ...]] = ("device",)
+    CONTEXT: ClassVar[tuple[str, ...]] = ("backbone",)
+    weights: str
+    lr_head: float
+    lr_classifier: float
+    epochs: int
+    batch_size: int
+    upsample: int
+    normalization: str
+    cache_features_mb: int
+    device: str
+
+    _SHARED: ClassVar[tuple[str, ...]] = (
+        "epochs",
+        "batch_size",
+        "upsample",
+        "normalization",
+        "cache_features_mb",
+    )
+
+    @classmethod
+    def from_config(cls, config: dict, *, backbone: str, **context):
+        head, classifier = learning_rates(config, backbone)
+        section = config[cls.SECTION]
+        return cls(
+            weights=weights_for(config, backbone),
+            lr_head=head,
+            lr_classifier=classifier,
+            device=config["device"],
+            **{k: section[k] for k in cls._SHARED},
+        )
+
+    @classmethod
+    def fragment(cls, config: dict, *, backbone: str, **context) -> dict:
+        resolved = cls.from_config(config, backbone=backbone)
+        section = {
+            "weights": resolved.weights,
+            "lr": {backbone: {"head": resolved.lr_head, "classifier": resolved.lr_classifier}},
+            **{k: config[cls.SECTION][k] for k in cls._SHARED},
+        }
+        return {cls.SECTION: section, "device": config["device"]}
+
+    @classmethod
+    def setting_keys(cls) -> list[str]:
+        return [f"training.{k}" for k in ("weights", "lr", *cls._SHARED)] + ["device"]
+
+
+@dataclass(frozen=True)
+class BaselineSettings(Settings):
+    """`baseline`: the logistic regression's settings."""
+
+    SECTION: ClassVar[str] = "baseline"
+    C: float
+    max_iter: int
+
+
+@dataclass(frozen=True)
+class PrefetchSettings(Settings):
+    """`prefetch`: what the compute jobs will need from the network (encoder, `hf:` dataset,
+    ImageNet weights of the backbones that use them)."""
+
+    model: str
+    source: str
+    backbones: list[str]
+
+    @classmethod
+    def from_config(cls, config: dict, **context):
+        training = config["training"]
+        return cls(
+            model=config["embedding"]["model"],
+            source=config["data"]["source"],
+            backbones=[b for b in training["backbones"] if weights_for(config, b) == "imagenet"],
+        )
+
+    @classmethod
+    def fragment(cls, config: dict, **context) -> dict:
+        training = config["training"]
+        return {
+            "embedding": {"model": config["embedding"]["model"]},
+            "data": {"source": config["data"]["source"]},
+            "training": {"backbones": training["backbones"], "weights": training["weights"]},
+        }
+
+    @classmethod
+    def setting_keys(cls) -> list[str]:
+        return ["embedding.model", "data.source", "training.backbones", "training.weights"]
+
+
+def step_params(cls: type[Settings], config: dict, **context) -> str:
+    """The rule param of a step: its config fragment as canonical JSON."""
+    return json.dumps(cls.fragment(config, **context), sort_keys=True)
+
+
+def deep_merge(base: dict, overrides: dict) -> dict:
+    """`base` with `overrides` merged in, nested mappings key by key."""
+    out = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def set_key(config: dict, cls: type[Settings], assignment: str) -> dict:
+    """Apply one `--set key=value` (the key relative to the step's section, or a top-level key
+    the step reads); the value stays a string for the schema's type coercion."""
+    key, sep, value = assignment.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. tsne.perplexity=10")
+    parts = key.split(".")
+    if parts[0] not in cls.TOP_LEVEL and cls.SECTION:
+        parts = [cls.SECTION, *parts]
+    schema_node(".".join(parts))  # an unknown key stops here, named
+    nested: dict = value
+    for part in reversed(parts):
+        nested = {part: nested}
+    return deep_merge(config, nested)
+
+
+def build_settings(cls: type[Settings], config: dict, base_dir: str = ".", **context) -> Settings:
+    """Validate a (partial) config against the schema and build the step's settings."""
+    return cls.from_config(prepare_config(config, base_dir=base_dir), **context)
