@@ -197,13 +197,14 @@ def ensure_embeddings(path: Path | None, n_rows: int, out: Path, imdb: Path, thr
 
     from textvision.data import prepare_dataset
     from textvision.embed import embed_dataset, merge_shards
+    from textvision.settings import DataSettings, EmbedSettings, MergeSettings
 
     torch.set_num_threads(threads)
     dataset = out / f"dataset_{n_rows}.parquet"
-    prepare_dataset(str(imdb), dataset, n_per_class=n_rows // 2)
+    prepare_dataset(dataset, DataSettings.make(source=str(imdb), n_per_class=n_rows // 2))
     shard = out / f"shard_{n_rows}.h5"
-    embed_dataset(dataset, shard, layers=6, max_length=512)
-    merge_shards([shard], dataset, made)
+    embed_dataset(dataset, shard, EmbedSettings.make(layers=6, max_length=512))
+    merge_shards([shard], dataset, made, MergeSettings.make())
     shard.unlink()
     return made
 

@@ -55,7 +55,7 @@ def run(args, mapping, embeddings) -> dict:
             "step_ref",
             "step_ours",
             f"embeddings.h5 ({rows_n:,} rows) -> images.h5: read, log-scale, render, write "
-            "(ours: textvision.images.render_images, 1,024-row chunks, plus the training "
+            "(ours: textvision.render.render_images, 1,024-row chunks, plus the training "
             "pixels' statistics)",
         ),
     ):

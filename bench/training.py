@@ -5,8 +5,9 @@ feature cache), one whole epoch on 150x150 inputs (50x50 images upsampled x3).""
 from __future__ import annotations
 
 from bench.common import geomean, median, ratio, repeat
+from textvision.backbones import paper_backbones
 
-BACKBONES = ("alexnet", "wide_resnet50_2", "resnext50_32x4d", "shufflenet_v2_x1_0", "vgg16")
+BACKBONES = tuple(paper_backbones())  # from the registry
 
 
 def run(args) -> dict:

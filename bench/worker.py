@@ -31,6 +31,8 @@ def _threads(n: int) -> None:
 
 
 # -- embedding ---------------------------------------------------------------------------------
+EMBED_SETTINGS = {"max_length": 512, "batch_size": 32, "precision": "float32"}
+
 @task
 def embed_ref(p: dict) -> dict:
     """The original code's loop: one review at a time, tokenizer per text, fp32, 512 tokens,
@@ -43,16 +45,17 @@ def embed_ref(p: dict) -> dict:
 
     _threads(p["threads"])
     texts = imdb_texts(p["n"], Path(p["imdb"]))
+    device = p.get("device", "cpu")
     folder = resolve_model(p["model"])
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModel.from_pretrained(folder, output_hidden_states=True, dtype=torch.float32)
-    model.eval()
+    model.eval().to(device)
     out = []
     with Timed() as timer, torch.no_grad():
         for text in texts:
             encoded = tokenizer(text, truncation=True, max_length=512, return_tensors="pt")
-            hidden = model(**encoded).hidden_states
-            out.append(torch.stack([h[0, 0] for h in hidden[-p["layers"] :]]).numpy())
+            hidden = model(**encoded.to(device)).hidden_states
+            out.append(torch.stack([h[0, 0] for h in hidden[-p["layers"] :]]).cpu().numpy())
     vectors = np.stack(out)
     if p.get("save"):
         np.save(p["save"], vectors)
@@ -67,10 +70,10 @@ def embed_ours(p: dict) -> dict:
 
     _threads(p["threads"])
     texts = imdb_texts(p["n"], Path(p["imdb"]))
-    tokenizer, model, _ = load_encoder(p["model"])
+    tokenizer, model, _ = load_encoder(p["model"], p.get("device", "cpu"))
     layers = layer_indices(p["layers"], model.config.num_hidden_layers)
     with Timed() as timer:
-        vectors = embed_texts(texts, tokenizer, model, layers, max_length=512, batch_size=32)
+        vectors = embed_texts(texts, tokenizer, model, layers, **EMBED_SETTINGS)
     if p.get("save"):
         np.save(p["save"], vectors)
     lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=512)["input_ids"]]
@@ -90,11 +93,11 @@ def embed_profile(p: dict) -> dict:
 
     _threads(1)
     texts = imdb_texts(p["n"], Path(p["imdb"]))
-    tokenizer, model, _ = load_encoder(p["model"])
+    tokenizer, model, _ = load_encoder(p["model"], "cpu")
     layers = layer_indices(p["layers"], model.config.num_hidden_layers)
-    embed_texts(texts[:4], tokenizer, model, layers)  # warm-up
+    embed_texts(texts[:4], tokenizer, model, layers, **EMBED_SETTINGS)  # warm-up
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        embed_texts(texts, tokenizer, model, layers)
+        embed_texts(texts, tokenizer, model, layers, **EMBED_SETTINGS)
     rows = prof.key_averages()
     total = sum(r.self_cpu_time_total for r in rows)
     shares = {r.key: r.self_cpu_time_total / total for r in rows}
@@ -299,7 +302,7 @@ def render_step_ref(p: dict) -> dict:
 
 @task
 def render_step_ours(p: dict) -> dict:
-    """textvision.images.render_images (the workflow's render_images rule)."""
+    """textvision.render.render_images (the workflow's render_images rule)."""
     from textvision.mapping import render_images
 
     with Timed() as timer:
@@ -329,8 +332,7 @@ def train_ref(p: dict) -> dict:
     from torch import nn
 
     from textvision.backbones import parse_backbone
-    from textvision.models import build_backbone
-    from textvision.models import InputAdapter, build_head
+    from textvision.models import InputAdapter, build_backbone, build_head
 
     _threads(p["threads"])
     torch.manual_seed(0)
@@ -339,7 +341,7 @@ def train_ref(p: dict) -> dict:
     body = build_backbone(p["backbone"], "none").body  # the same slice, un-frozen below
     body.requires_grad_(True)
     head, classifier = build_head(arch, spec.channels, 2)
-    net = nn.Sequential(InputAdapter(0.0, 1.0, 1e-8, p["upsample"], per_batch=True), body, head)
+    net = nn.Sequential(InputAdapter(0.0, 1.0, upsample=p["upsample"], per_batch=True), body, head)
     optimizer = torch.optim.Adam(
         [
             {"params": head.parameters(), "lr": 5e-5},
@@ -372,8 +374,7 @@ def train_ours(p: dict) -> dict:
     import torch
 
     from textvision.backbones import parse_backbone
-    from textvision.models import build_backbone
-    from textvision.models import InputAdapter, TextVisionNet, build_head
+    from textvision.models import InputAdapter, TextVisionNet, build_backbone, build_head
     from textvision.train import FeatureSource, place, train_epoch
 
     _threads(p["threads"])
@@ -383,7 +384,7 @@ def train_ours(p: dict) -> dict:
     mu, sigma = float(images.mean()), float(images.std())
     device = torch.device("cpu")
     net = TextVisionNet(
-        InputAdapter(mu, sigma, 1e-8, p["upsample"], per_batch=False),
+        InputAdapter(mu, sigma, upsample=p["upsample"]),
         build_backbone(p["backbone"], "none"),
         *build_head(arch, spec.channels, 2),
     )

@@ -99,3 +99,30 @@ def test_config_readme_documents_every_key():
 
     missing = [k for k in keys(schema) if k.split(".")[0] != "resources" and f"`{k}" not in readme]
     assert missing == []
+
+
+def test_no_function_in_the_package_is_over_60_lines():
+    import ast
+
+    long = []
+    for path in sorted((REPO / "src/textvision").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > 60:
+                    long.append(f"{path.name}:{node.name} ({lines} lines)")
+    assert long == []
+
+
+def test_the_project_describes_the_software_and_the_machine():
+    pattern = re.compile(r"\blent\b|not drawn", re.IGNORECASE)
+    files = [REPO / "README.md", *(REPO / "docs").rglob("*.md"), *(REPO / "bench").rglob("*")]
+    files += list((REPO / "src").rglob("*.py"))
+    hits = [
+        f"{path.relative_to(REPO)}: {line.strip()}"
+        for path in files
+        if path.is_file() and path.suffix in (".md", ".py")
+        for line in path.read_text().splitlines()
+        if pattern.search(line)
+    ]
+    assert hits == []

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,21 +15,36 @@ import numpy as np
 
 from textvision.errors import InputError
 
+STALE_AFTER_S = 2 * 24 * 3600  # another host's temporary is cleared only after this long
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary name beside `path`; rename onto `path` only if the block succeeds."""
+    """Yield a temporary name beside `path` (`.<name>.tmp-<host>-<pid>`); rename onto `path`
+    only if the block succeeds. Temporaries of dead writers on this host are cleared; those of
+    other hosts (a shared file system) only once they are `STALE_AFTER_S` old."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a killed (SIGKILL) writer
-        if not _alive(stale.name.rsplit("-", 1)[1]):
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):
+        if _abandoned(stale, stale.name.removeprefix(f".{path.name}.tmp-")):
             stale.unlink(missing_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}")
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _abandoned(tmp: Path, owner: str) -> bool:
+    """Whether the writer `<host>-<pid>` of `tmp` is surely gone."""
+    host, _, pid = owner.rpartition("-")
+    if host == socket.gethostname():
+        return not _alive(pid)
+    try:
+        return time.time() - tmp.stat().st_mtime > STALE_AFTER_S
+    except FileNotFoundError:
+        return False
 
 
 def _alive(pid: str) -> bool:

@@ -101,7 +101,7 @@ def train_epoch(
     batch_size: int,
     order: torch.Generator,
     autocast,
-    desc: str,
+    desc: str = "train",
 ) -> tuple[float, int]:
     """One epoch of head and classifier steps on the frozen maps; (loss sum, correct)."""
     dev = next(net.head.parameters()).device
