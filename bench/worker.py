@@ -33,6 +33,7 @@ def _threads(n: int) -> None:
 # -- embedding ---------------------------------------------------------------------------------
 EMBED_SETTINGS = {"max_length": 512, "batch_size": 32, "precision": "float32"}
 
+
 @task
 def embed_ref(p: dict) -> dict:
     """The original code's loop: one review at a time, tokenizer per text, fp32, 512 tokens,
