@@ -20,24 +20,13 @@ _STATE = ("embedding_", "rotation_", "coords_", "pixels_", "feature_counts_")
 
 
 def transformer_params(settings: MappingSettings) -> dict:
-    """The DeepInsightTransformer parameters of the `deepinsight` settings."""
-    tsne = settings.tsne
-    return {
-        "pixels": settings.pixels,
-        "scaler": settings.scaler,
-        "projector": settings.projector,
-        "perplexity": tsne.perplexity,
-        "metric": tsne.metric,
-        "init": tsne.init,
-        "learning_rate": tsne.learning_rate,
-        "max_iter": tsne.max_iter,
-        "backend": tsne.backend,
-        "pca_components": settings.pca_components,
-        "discretization": settings.discretization,
-        "empty_value": settings.empty_value,
-        "random_state": tsne.seed,
-        "chunk_size": settings.chunk_size,
-    }
+    """The DeepInsightTransformer parameters of the `deepinsight` settings: every key but
+    `fit_on`, those of `tsne` included, `tsne.seed` as `random_state`."""
+    params = settings.to_dict()
+    del params["fit_on"]
+    tsne = params.pop("tsne")
+    random_state = tsne.pop("seed")
+    return {**params, **tsne, "random_state": random_state}
 
 
 def fit_mapping(

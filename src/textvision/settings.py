@@ -80,6 +80,43 @@ def _build(cls, section: dict, config: dict):
     return cls(**values)
 
 
+_PYTHON_TYPES = {
+    "integer": int,
+    "number": float,
+    "string": str,
+    "boolean": bool,
+    "null": type(None),
+    "array": list,
+    "object": dict,
+}
+
+
+def _python_type(node: dict):
+    kinds = node["type"] if isinstance(node.get("type"), list) else [node.get("type")]
+    if "type" not in node:
+        kinds = [sub["type"] for sub in node.get("oneOf", [])]
+    types = tuple(dict.fromkeys(_PYTHON_TYPES[k] for k in kinds))
+    return typing.Union[types] if len(types) > 1 else types[0]  # noqa: UP007
+
+
+def section_settings(name: str, section: str, doc: str, base=Settings) -> type:
+    """A frozen dataclass with one field per key of a schema section (nested sections become
+    nested dataclasses): the schema alone declares the keys."""
+    node = schema_node(section)
+    fields = []
+    for key, sub in node["properties"].items():
+        sub = schema_node(f"{section}.{key}")
+        if "properties" in sub:
+            nested = section_settings(f"{key.title()}Settings", f"{section}.{key}", "", object)
+            fields.append((key, nested))
+        else:
+            fields.append((key, _python_type(sub)))
+    namespace = {"__doc__": doc, "__module__": __name__}
+    if base is Settings:
+        namespace["SECTION"] = section
+    return dataclasses.make_dataclass(name, fields, bases=(base,), frozen=True, namespace=namespace)
+
+
 @dataclass(frozen=True)
 class SplitSettings:
     val: float
@@ -133,31 +170,9 @@ class MergeSettings(Settings):
     compression: str
 
 
-@dataclass(frozen=True)
-class TsneSettings:
-    perplexity: float
-    metric: str
-    init: str
-    learning_rate: float | str
-    max_iter: int
-    seed: int
-    backend: str
-
-
-@dataclass(frozen=True)
-class MappingSettings(Settings):
-    """`fit-mapping`: the `deepinsight` section."""
-
-    SECTION: ClassVar[str] = "deepinsight"
-    fit_on: str
-    scaler: str
-    pixels: int
-    projector: str
-    pca_components: int | None
-    discretization: str
-    empty_value: float
-    chunk_size: int
-    tsne: TsneSettings
+MappingSettings = section_settings(
+    "MappingSettings", "deepinsight", "`fit-mapping`: the `deepinsight` section, every key of it."
+)
 
 
 @dataclass(frozen=True)
