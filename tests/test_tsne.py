@@ -92,3 +92,24 @@ def test_zero_norm_points_are_at_cosine_distance_one():
     P = affinities(points, 5.0, "cosine")
     assert sparse.isspmatrix_csr(P) and np.isfinite(P.data).all()
     assert P.sum() == pytest.approx(1.0)
+
+
+def test_early_exaggeration_reaches_both_backends_from_the_config(tmp_path):
+    from test_reliability import write_embeddings
+
+    from textvision.cli import main
+    from textvision.io import attrs_dict, open_h5
+
+    points, _ = blobs(n_per=30)
+    assert not np.array_equal(
+        tsne(points, perplexity=5, max_iter=300),
+        tsne(points, perplexity=5, max_iter=300, early_exaggeration=4.0),
+    )
+    emb = write_embeddings(tmp_path / "e.h5", n=60, hidden=30)
+    for backend in ("numba", "sklearn"):
+        out = tmp_path / f"{backend}.h5"
+        argv = ["fit-mapping", "--embeddings", str(emb), "--out", str(out), "--set", "pixels=8"]
+        argv += ["--set", f"tsne.backend={backend}", "--set", "tsne.early_exaggeration=4"]
+        assert main([*argv, "--set", "tsne.perplexity=5"]) == 0
+        with open_h5(out) as fh:
+            assert attrs_dict(fh)["params"]["early_exaggeration"] == 4

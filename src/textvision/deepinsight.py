@@ -54,6 +54,7 @@ class DeepInsightTransformer(TransformerMixin, BaseEstimator):
         projector=_DEFAULTS["projector"],
         *,
         perplexity=_DEFAULTS["tsne"]["perplexity"],
+        early_exaggeration=_DEFAULTS["tsne"]["early_exaggeration"],
         metric=_DEFAULTS["tsne"]["metric"],
         init=_DEFAULTS["tsne"]["init"],
         learning_rate=_DEFAULTS["tsne"]["learning_rate"],
@@ -70,6 +71,7 @@ class DeepInsightTransformer(TransformerMixin, BaseEstimator):
         self.scaler = scaler
         self.projector = projector
         self.perplexity = perplexity
+        self.early_exaggeration = early_exaggeration
         self.metric = metric
         self.init = init
         self.learning_rate = learning_rate
@@ -130,6 +132,7 @@ class DeepInsightTransformer(TransformerMixin, BaseEstimator):
             )
         settings = {
             "perplexity": self.perplexity,
+            "early_exaggeration": self.early_exaggeration,
             "metric": self.metric,
             "init": self.init,
             "learning_rate": self.learning_rate,

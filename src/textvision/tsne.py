@@ -13,7 +13,6 @@ from sklearn.decomposition import PCA
 from textvision.config import schema_default
 
 EXPLORATION_ITER = 250  # scikit-learn's early-exaggeration phase (iterations, momentum 0.5)
-EARLY_EXAGGERATION = 12.0
 CHECK_EVERY = 50  # iterations between checks of the error and gradient norm
 N_ITER_WITHOUT_PROGRESS = 300
 MIN_GRAD_NORM = 1e-7
@@ -25,6 +24,7 @@ def tsne(
     points: np.ndarray,
     *,
     perplexity: float = _DEFAULTS["perplexity"],
+    early_exaggeration: float = _DEFAULTS["early_exaggeration"],
     metric: str = _DEFAULTS["metric"],
     init: str = _DEFAULTS["init"],
     learning_rate=_DEFAULTS["learning_rate"],
@@ -42,13 +42,13 @@ def tsne(
     gram = points @ points.T if metric == "cosine" or init == "pca" else None
     P = affinities(points, perplexity, metric, gram)
     layout = initial_layout(points, init, random_state, gram)
-    rate = resolve_learning_rate(len(points), learning_rate)
+    rate = resolve_learning_rate(len(points), learning_rate, early_exaggeration)
     before = numba.get_num_threads()
     if n_jobs is not None:
         numba.set_num_threads(max(1, min(n_jobs, numba.config.NUMBA_NUM_THREADS)))
     try:
         it = descend(
-            layout, P, rate, EARLY_EXAGGERATION, 0.5, 0, EXPLORATION_ITER, EXPLORATION_ITER
+            layout, P, rate, early_exaggeration, 0.5, 0, EXPLORATION_ITER, EXPLORATION_ITER
         )
         if max_iter > EXPLORATION_ITER:
             descend(layout, P, rate, 1.0, 0.8, it + 1, max_iter, N_ITER_WITHOUT_PROGRESS)
@@ -212,10 +212,10 @@ def initial_layout(
     return start / np.std(start[:, 0]) * 1e-4
 
 
-def resolve_learning_rate(n: int, learning_rate) -> float:
+def resolve_learning_rate(n: int, learning_rate, early_exaggeration: float) -> float:
     """scikit-learn's learning rate ("auto": `max(N / early_exaggeration / 4, 50)`)."""
     if learning_rate == "auto":
-        return max(n / EARLY_EXAGGERATION / 4, 50.0)
+        return max(n / early_exaggeration / 4, 50.0)
     return float(learning_rate)
 
 
