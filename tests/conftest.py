@@ -108,3 +108,12 @@ def tiny_run(tmp_path_factory) -> Path:
     write_config(workdir)
     run_snakemake(workdir)
     return workdir
+
+
+@pytest.fixture(scope="session")
+def tiny_run_one_core(tmp_path_factory) -> Path:
+    """The same tiny config run again, with `--cores 1` (the first used 2)."""
+    workdir = tmp_path_factory.mktemp("tiny_run_one_core")
+    write_config(workdir)
+    run_snakemake(workdir, cores=1)
+    return workdir

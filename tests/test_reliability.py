@@ -41,11 +41,11 @@ def write_embeddings(path, n=40, layers=2, hidden=16, seed=0, cls=None):
 
 
 def train_args(images, out, backbone, *extra) -> list[str]:
-    """`textvision train` arguments, learning rates 1e-3."""
+    """`textvision train` arguments, random weights, learning rates 1e-3."""
     return [
         "train",
         *("--images", str(images), "--outdir", str(out), "--backbone", backbone),
-        *("--seed", "0", "--set", f"lr.{backbone}.head=1e-3"),
+        *("--seed", "0", "--set", "weights=none", "--set", f"lr.{backbone}.head=1e-3"),
         *("--set", f"lr.{backbone}.classifier=1e-3"),
         *extra,
     ]

@@ -107,7 +107,7 @@ def test_help_lists_every_setting_with_default_and_description(capsys):
 def test_argparse_holds_no_setting_defaults():
     for action in build_parser()._subparsers._group_actions[0].choices["train"]._actions:
         assert action.dest in {"help", "images", "outdir", "backbone", "seed", "config",
-                               "settings", "assignments", "threads"}, action.dest  # fmt: skip
+                               "settings", "assignments"}, action.dest  # fmt: skip
 
 
 def test_registry_is_the_one_list_and_refuses_duplicates():
@@ -190,7 +190,7 @@ def test_every_step_runs_on_the_thread_count_it_is_given(tmp_path, monkeypatch):
     for module, function in (
         (mapping, "fit_mapping"),
         (render, "render_images"),
-        (train, "train_backbone"),
+        (train, "_train"),  # inside the training job's own thread setting
         (baseline, "train_logreg"),
     ):
         _record_threads(monkeypatch, module, function, seen)
@@ -204,7 +204,8 @@ def test_every_step_runs_on_the_thread_count_it_is_given(tmp_path, monkeypatch):
                  "--out", str(tmp_path / "r.h5"), *one]) == 0  # fmt: skip
     assert main(["train", "--images", str(images), "--outdir", str(tmp_path / "t"),
                  "--backbone", "alexnet", "--seed", "0", "--set", "epochs=1",
-                 "--set", "weights=none", "--set", "device=cpu", *one]) == 0  # fmt: skip
+                 "--set", "weights=none", "--set", "device=cpu",
+                 "--set", "threads=1"]) == 0  # fmt: skip
     assert (
         main(["baseline", "--embeddings", str(emb), "--out", str(tmp_path / "b.json"), *one]) == 0
     )

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from textvision.errors import InputError
-from textvision.io import set_attrs, string_array
+from textvision.io import seal, set_attrs, string_array
 from textvision.settings import TrainSettings
 from textvision.train import train_backbone
 
@@ -56,6 +56,7 @@ def write_images(path, n=96, pixels=16, seed=0, classes=2):
                 "synthetic": True,
             },
         )
+        seal(fh)
     return path
 
 
@@ -136,3 +137,41 @@ def test_per_pixel_normalisation_uses_the_training_maps(images, tmp_path):
         del fh["pixel_mean"]
     with pytest.raises(InputError, match="no 'pixel_mean'"):
         run(images, tmp_path / "q", normalization="pixel")
+
+
+def test_a_checkpoint_resumes_only_with_the_same_weights_file(
+    images, tmp_path, monkeypatch, caplog
+):
+    import logging
+
+    import torchvision
+
+    from textvision import train
+
+    weights = tmp_path / "w.pt"
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    out = tmp_path / "r"
+
+    def killed(*args, **kwargs):
+        raise RuntimeError("killed after the epochs")
+
+    def run_resnet(**kw):
+        return run(images, out, backbone="resnet18", weights=str(weights), epochs=2, **kw)
+
+    monkeypatch.setattr(train, "final_metrics", killed)
+    with pytest.raises(RuntimeError):
+        run_resnet()
+    assert (out / "checkpoint.pt").exists()
+    with pytest.raises(RuntimeError), caplog.at_level(logging.INFO, logger="textvision.train"):
+        run_resnet()  # same weights: resumes after the last epoch
+    assert "resuming resnet18 seed 0 from epoch 2" in caplog.text
+    torch.manual_seed(1)
+    torch.save(torchvision.models.resnet18().state_dict(), weights)  # replaced in between
+    monkeypatch.undo()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="textvision.train"):
+        metrics = run_resnet()
+    assert "was written with other weights: starting afresh" in caplog.text
+    assert "resuming" not in caplog.text
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]

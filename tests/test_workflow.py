@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, SNAKEMAKE, TINY, planned_jobs, run_snakemake, write_config
+from conftest import REPO, SNAKEMAKE, planned_jobs, run_snakemake
 
 from textvision.report import COLUMNS
 
@@ -113,10 +113,8 @@ def test_html_report_holds_the_table_and_figures(tiny_run, tmp_path):
         assert name in text, name
 
 
-def test_same_config_twice_gives_bit_identical_outputs(tiny_run, tmp_path):
-    write_config(tmp_path, TINY)
-    run_snakemake(tmp_path)
-    a, b = tiny_run / "out", tmp_path / "out"
+def test_same_config_twice_gives_bit_identical_outputs(tiny_run, tiny_run_one_core):
+    a, b = tiny_run / "out", tiny_run_one_core / "out"
     assert (a / "data/dataset.parquet").read_bytes() == (b / "data/dataset.parquet").read_bytes()
     for path, names in (
         ("embeddings/embeddings.h5", ["cls", "label", "split", "id"]),
@@ -156,3 +154,77 @@ def test_runs_compare_side_by_side(tiny_run, tmp_path, capsys):
         main(["compare", "--out", str(tmp_path / "d.csv"), "nolabel"])
     assert exit_.value.code == 2 and "LABEL=PATH" in capsys.readouterr().err
     assert not (tmp_path / "d.csv").exists()
+
+
+def _h5_equal(a, b) -> list[str]:
+    """Names of datasets or attributes that differ between two HDF5 files."""
+    differ = []
+    with h5py.File(a) as fa, h5py.File(b) as fb:
+        names = []
+        fa.visititems(lambda n, node: names.append(n) if isinstance(node, h5py.Dataset) else None)
+        assert names, a
+        differ += [n for n in names if not np.array_equal(fa[n][()], fb[n][()])]
+        differ += [k for k in fa.attrs if not np.array_equal(fa.attrs[k], fb.attrs.get(k))]
+    return differ
+
+
+def test_one_core_and_two_cores_give_the_same_outputs(tiny_run, tiny_run_one_core):
+    """Every product of the run, bit for bit up to the images; training on its pinned thread
+    count; timings aside."""
+    a, b = tiny_run / "out", tiny_run_one_core / "out"
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    compared = 0
+    for rel in files:
+        if rel.suffix == ".h5":
+            assert _h5_equal(a / rel, b / rel) == [], rel
+        elif rel.suffix == ".parquet" or rel.name.endswith(".csv") and "history" not in rel.name:
+            if rel.name == "results.csv":
+                ta, tb = (pd.read_csv(x / rel) for x in (a, b))
+                timing = [c for c in ta.columns if "seconds" in c or "per_second" in c]
+                pd.testing.assert_frame_equal(ta.drop(columns=timing), tb.drop(columns=timing))
+            else:
+                assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+        elif rel.name == "history.csv":
+            ha, hb = (pd.read_csv(x / rel).drop(columns="seconds") for x in (a, b))
+            pd.testing.assert_frame_equal(ha, hb)
+        elif rel.suffix == ".json":
+            assert _drop(json.loads((a / rel).read_text())) == _drop(
+                json.loads((b / rel).read_text())
+            ), rel
+        elif rel.name == "model.pt":
+            import torch
+
+            ma, mb = (torch.load(x / rel, weights_only=True) for x in (a, b))
+            for part in ("head", "classifier"):
+                for key, value in ma["best"][part].items():
+                    assert torch.equal(value, mb["best"][part][key]), (rel, part, key)
+        else:
+            continue
+        compared += 1
+    assert compared >= 20
+
+
+@pytest.mark.parametrize(
+    ("product", "expected"),
+    [
+        ("embeddings/embeddings.h5", {"merge_embeddings": 1}),
+        ("deepinsight/mapping.h5", {"fit_mapping": 1}),
+        ("images/images.h5", {"render_images": 1}),
+        ("train/alexnet/seed1/model.pt", {"train": 1}),
+        ("train/shufflenet_v2_x1_0/seed0/metrics.json", {"train": 1}),
+        ("baselines/logreg/metrics.json", {"baseline_logreg": 1}),
+    ],
+)
+def test_a_deleted_product_is_rebuilt(tiny_run, tmp_path, product, expected):
+    """A copy of the finished run with one product deleted: the default target rebuilds it
+    (and what depends on it), nothing upstream."""
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(tiny_run, copy, symlinks=True)
+    (copy / "out" / product).unlink()
+    jobs = planned_jobs(copy)
+    assert {rule: jobs.get(rule) for rule in expected} == expected, jobs
+    upstream = {"prepare_data", "embed_shard"}
+    assert upstream.isdisjoint(jobs), jobs

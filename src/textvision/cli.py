@@ -108,12 +108,14 @@ def _io_config_docs(p):
 @dataclass(frozen=True)
 class Step:
     """A subcommand: the function it calls ('module:function'), its inputs/outputs and its
-    settings class (None: the step has no settings). Every step takes `--threads`."""
+    settings class (None: the step has no settings). Every step but `train`, whose thread count
+    is its setting `training.threads`, takes `--threads`."""
 
     target: str
     help: str
     io: Callable[[argparse.ArgumentParser], None]
     settings: type[Settings] | None = None
+    threads_option: bool = True
 
 
 STEPS: dict[str, Step] = {
@@ -141,7 +143,7 @@ STEPS: dict[str, Step] = {
     ),
     "train": Step(
         "textvision.train:train_backbone", "images.h5 -> one trained backbone and seed",
-        _io_train, TrainSettings,
+        _io_train, TrainSettings, threads_option=False,
     ),
     "baseline": Step(
         "textvision.baseline:train_logreg", "logistic regression on the raw embeddings",
@@ -205,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
         step.io(p)
         if step.settings:
             _add_settings_options(p)
-        p.add_argument("--threads", type=int, help="threads of torch, BLAS and numba (all)")
+        if step.threads_option:
+            p.add_argument("--threads", type=int, help="threads of torch, BLAS and numba (all)")
     return parser
 
 
@@ -259,12 +262,20 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         run_step(STEPS[command], args)
-    except TextVisionError as err:
+    except (TextVisionError, OSError) as err:
         if debug:
             traceback.print_exc()
-        print(f"textvision {command}: error: {err}", file=sys.stderr)
+        print(f"textvision {command}: error: {_one_line(err)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _one_line(err: Exception) -> str:
+    """The message; for an operating-system error the path and what the system said."""
+    if isinstance(err, TextVisionError) or not isinstance(err, OSError):
+        return str(err)
+    where = f"{err.filename}: " if err.filename else ""
+    return where + (err.strerror or str(err).splitlines()[0])
 
 
 if __name__ == "__main__":

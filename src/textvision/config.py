@@ -162,7 +162,24 @@ def prepare_config(config: dict, schema: dict | None = None, base_dir: str | Pat
     return config
 
 
+def _check_braces(config: dict) -> None:
+    """Paths Snakemake would read as patterns: `{...}` are wildcards to it, never literal."""
+    weights = config["training"]["weights"]
+    paths = [("outdir", config["outdir"]), ("data.source", config["data"]["source"])]
+    if isinstance(weights, dict):
+        paths += [(f"training.weights.{name}", value) for name, value in weights.items()]
+    else:
+        paths.append(("training.weights", weights))
+    for key, value in paths:
+        if "{" in value or "}" in value:
+            raise ConfigError(
+                f"config key '{key}': {value!r} contains '{{' or '}}' (Snakemake reads braces as "
+                "wildcards); expected a path without braces (rename the file or folder)"
+            )
+
+
 def _check_semantics(config: dict, base_dir: Path) -> None:
+    _check_braces(config)
     split = config["data"]["split"]
     if split["val"] + split["test"] >= 1:
         raise ConfigError(

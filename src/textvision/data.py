@@ -70,7 +70,7 @@ def _load_table(path: Path) -> pd.DataFrame:
         try:
             return pd.read_parquet(path)
         except (OSError, pa.ArrowException) as err:
-            raise InputError(f"{path}: not a readable Parquet file ({err})") from err
+            raise InputError(f"{path}: not a readable Parquet file ({_one_line(err)})") from err
     if suffix not in _READERS:
         raise InputError(
             f"{path}: unknown file type {suffix!r}; expected .csv, .tsv, .parquet, .jsonl, "
@@ -88,7 +88,9 @@ def _load_table(path: Path) -> pd.DataFrame:
     try:
         return _READERS[suffix](io.StringIO(text))
     except (pd.errors.EmptyDataError, ValueError) as err:
-        raise InputError(f"{path}: cannot parse as {suffix[1:].upper()} ({err})") from err
+        raise InputError(
+            f"{path}: cannot parse as {suffix[1:].upper()} ({_one_line(err)})"
+        ) from err
 
 
 def _load_aclimdb(path: Path) -> pd.DataFrame:
@@ -102,7 +104,10 @@ def _load_aclimdb(path: Path) -> pd.DataFrame:
             try:
                 text = data.decode("utf-8")
             except UnicodeDecodeError as err:
-                raise InputError(f"{path}: {name}: invalid UTF-8 at byte {err.start}") from err
+                raise InputError(
+                    f"{path}: {name}: invalid UTF-8 at byte {err.start} ({err.reason}); "
+                    "expected UTF-8 text"
+                ) from err
             rows.append((f"{split}/{label}/{num}", text, label))
 
     if path.is_dir():
@@ -116,7 +121,7 @@ def _load_aclimdb(path: Path) -> pd.DataFrame:
                     if member.isfile() and _ACLIMDB.search(member.name):
                         add(member.name, tar.extractfile(member).read())
         except (tarfile.TarError, OSError, EOFError) as err:
-            raise InputError(f"{path}: not a readable .tar.gz archive ({err})") from err
+            raise InputError(f"{path}: not a readable .tar.gz archive ({_one_line(err)})") from err
     if not rows:
         raise InputError(
             f"{path}: no reviews found; expected "
@@ -136,7 +141,7 @@ def _load_hf(name: str, text_column: str, label_column: str) -> pd.DataFrame:
             os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
         )
         raise InputError(
-            f"hf:{name}: cannot load the dataset ({type(err).__name__}: {err}). "
+            f"hf:{name}: cannot load the dataset ({type(err).__name__}: {_one_line(err)}). "
             + (
                 "It is not in the local Hugging Face cache (HF_HUB_OFFLINE is set). "
                 if offline
@@ -166,51 +171,129 @@ def _load_hf(name: str, text_column: str, label_column: str) -> pd.DataFrame:
     )
 
 
-def validate_rows(frame: pd.DataFrame, source: str) -> None:
-    """Stop on empty texts, missing labels, duplicated ids or fewer than two classes."""
+def _rows(mask) -> list[int]:
+    """The first few row numbers (0-based data rows) where `mask` holds."""
+    return np.flatnonzero(np.asarray(mask, dtype=bool))[:5].tolist()
+
+
+def _one_line(err: BaseException) -> str:
+    """An exception's text on one line (parsers' messages may hold newlines)."""
+    return " ".join(str(err).split())
+
+
+def clean_text(text):
+    """`<br />` (any spelling) -> a space, runs of whitespace collapsed; non-strings unchanged."""
+    return " ".join(_BR.sub(" ", text).split()) if isinstance(text, str) else text
+
+
+def validate_rows(
+    frame: pd.DataFrame, source: str, columns: dict | None = None, cleaned: bool = False
+) -> None:
+    """Stop on empty texts (after HTML cleaning when `cleaned`), missing, blank, mixed-type or
+    case-variant labels, duplicated ids or fewer than two classes. `columns` names the source's
+    columns (keys text, label, id) in the messages."""
+    names = {"text": "text", "label": "label", "id": "id", **(columns or {})}
     if len(frame) == 0:
         raise InputError(f"{source}: no data rows (only a header?); expected labelled texts")
-    bad = frame["label"].isna().to_numpy()
-    if bad.any():
-        rows = np.flatnonzero(bad)[:5].tolist()
-        raise InputError(f"{source}: label column has missing (NaN) values at rows {rows}")
+    _check_labels(frame["label"], source, names["label"])
     texts = frame["text"]
     empty = texts.isna().to_numpy() | ~texts.map(lambda t: isinstance(t, str) and t.strip() != "")
     if empty.any():
-        rows = np.flatnonzero(empty)[:5].tolist()
+        after = " after HTML cleaning (<br /> removed)" if cleaned else ""
         raise InputError(
-            f"{source}: text column has empty, whitespace-only or non-string values at rows {rows}"
+            f"{source}: text column {names['text']!r} has empty, whitespace-only or non-string "
+            f"values{after} at rows {_rows(empty)}; expected a text in every row"
         )
     dup = frame["id"].duplicated(keep=False).to_numpy()
     if dup.any():
-        rows = np.flatnonzero(dup)[:5].tolist()
+        rows = _rows(dup)
         raise InputError(
-            f"{source}: duplicated id {frame['id'].iloc[rows[0]]!r} at rows {rows}; "
-            "ids must be unique"
+            f"{source}: id column {names['id']!r}: duplicated id {frame['id'].iloc[rows[0]]!r} "
+            f"at rows {rows}; ids must be unique"
         )
     classes = frame["label"].unique()
     if len(classes) < 2:
         raise InputError(
-            f"{source}: label column holds a single class {classes.tolist()}; expected at least two"
+            f"{source}: label column {names['label']!r} holds a single class "
+            f"{classes.tolist()}; expected at least two"
         )
 
 
-def encode_labels(labels: pd.Series) -> tuple[np.ndarray, list[str]]:
-    """Map string or integer labels to 0..K-1 (sorted order); return codes and class names."""
+def _label_kind(value) -> str:
+    if isinstance(value, str):
+        return "str"
+    if isinstance(value, (bool, np.bool_, int, float, np.number)):
+        return "number"
+    return type(value).__name__
+
+
+def _check_labels(labels: pd.Series, source: str, column: str) -> None:
+    """Missing or blank labels, a mix of value types, spellings differing by case or spaces."""
+    missing = labels.isna().to_numpy()
+    if missing.any():
+        raise InputError(
+            f"{source}: label column {column!r} has missing (NaN) values at rows {_rows(missing)}; "
+            "expected a label in every row"
+        )
+    blank = labels.map(lambda v: isinstance(v, str) and not v.strip()).to_numpy()
+    if blank.any():
+        raise InputError(
+            f"{source}: label column {column!r} has empty or whitespace-only values at rows "
+            f"{_rows(blank)}; expected a class name in every row"
+        )
+    kinds = labels.map(_label_kind)
+    if kinds.nunique() > 1 or not kinds.isin(["str", "number"]).all():
+        found = ", ".join(
+            f"{type(labels.iloc[i]).__name__} ({labels.iloc[i]!r} at row {i})"
+            for i in np.flatnonzero(~kinds.duplicated().to_numpy())
+        )
+        raise InputError(
+            f"{source}: label column {column!r} mixes value types: {found}; expected all "
+            "strings or all integers"
+        )
+    if kinds.iloc[0] == "str":
+        _check_spellings(labels, source, column)
+
+
+def _check_spellings(labels: pd.Series, source: str, column: str) -> None:
+    """Labels equal after stripping spaces and case folding must be spelt the same."""
+    spellings = labels.groupby(labels.str.strip().str.casefold().to_numpy(), sort=True).unique()
+    clashes = [list(values) for values in spellings if len(values) > 1]
+    if clashes:
+        values = clashes[0]
+        more = f" (and {len(clashes) - 1} more such group(s))" if len(clashes) > 1 else ""
+        raise InputError(
+            f"{source}: label column {column!r} holds values differing only by case or "
+            f"surrounding spaces: {', '.join(repr(v) for v in values)}{more} at rows "
+            f"{_rows(labels.isin(values))}; expected one spelling per class"
+        )
+
+
+def encode_labels(labels: pd.Series, column: str = "label") -> tuple[np.ndarray, list[str]]:
+    """Map string or integer labels to 0..K-1 (sorted order); return codes and class names
+    (`column`: the source's label column, for messages)."""
     values = labels.to_numpy()
     numeric = pd.api.types.is_numeric_dtype(labels)
     if numeric:
         as_int = values.astype(np.int64)
-        if not np.array_equal(as_int, values):
-            raise InputError(f"label column holds non-integer numbers (e.g. {values[0]})")
+        differs = as_int != values
+        if differs.any():
+            row = int(np.flatnonzero(differs)[0])
+            raise InputError(
+                f"label column {column!r} holds non-integer numbers (e.g. {values[row]} at row "
+                f"{row}); expected integers or strings"
+            )
         values = as_int
     classes = np.unique(values)
     codes = np.searchsorted(classes, values).astype(np.int64)
     return codes, [str(c) for c in classes]
 
 
-def split_rows(labels: np.ndarray, val: float, test: float, seed: int) -> np.ndarray:
-    """Stratified shuffle split: each class cut into train/val/test by the fractions."""
+def split_rows(
+    labels: np.ndarray, val: float, test: float, seed: int, names: list[str] | None = None
+) -> np.ndarray:
+    """Stratified shuffle split: each class cut into train/val/test by the fractions (`names`:
+    the class names, for messages)."""
     rng = np.random.default_rng(seed)
     split = np.empty(len(labels), dtype=object)
     for cls in np.unique(labels):
@@ -218,8 +301,9 @@ def split_rows(labels: np.ndarray, val: float, test: float, seed: int) -> np.nda
         n_val, n_test = round(val * len(idx)), round(test * len(idx))
         n_train = len(idx) - n_val - n_test
         if n_val < 1 or n_train < 1 or (test > 0 and n_test < 1):
+            name = repr(names[cls]) if names is not None else cls
             raise InputError(
-                f"class {cls} has {len(idx)} rows: too few for data.split (val={val}, "
+                f"class {name} has {len(idx)} rows: too few for data.split (val={val}, "
                 f"test={test}); every split needs at least one row of every class"
             )
         split[idx[:n_train]] = "train"
@@ -244,33 +328,46 @@ def subsample(frame: pd.DataFrame, n_per_class: int, seed: int) -> pd.DataFrame:
     return frame.iloc[np.sort(np.concatenate(keep))].reset_index(drop=True)
 
 
-def prepare_dataset(out: str | Path, settings: DataSettings) -> pd.DataFrame:
-    """Load, check, subsample, encode labels, split (stratified, seeded) and write Parquet."""
-    source, clean_html, n_per_class = settings.source, settings.clean_html, settings.n_per_class
-    val, test, seed = settings.split.val, settings.split.test, settings.split.seed
+def _column_names(settings: DataSettings) -> dict:
+    """The source's own column names (tables and `hf:`), for messages."""
+    source = settings.source
+    if source == "synthetic" or Path(source).is_dir() or source.endswith((".tar.gz", ".tgz")):
+        return {}
+    return {"text": settings.text_column, "label": settings.label_column, "id": settings.id_column}
+
+
+def load_checked(settings: DataSettings) -> pd.DataFrame:
+    """The source's rows, texts HTML-cleaned when asked, checked, subsampled when asked."""
     frame = load_source(
-        source,
+        settings.source,
         settings.text_column,
         settings.label_column,
         settings.id_column,
         dataclasses.asdict(settings.synthetic),
     )
-    validate_rows(frame, source)
-    if n_per_class:
-        frame = subsample(frame, n_per_class, seed)
-    codes, names = encode_labels(frame["label"])
+    if settings.clean_html:  # before the checks: a text of only `<br />` is empty
+        frame["text"] = frame["text"].map(clean_text)
+    validate_rows(frame, settings.source, _column_names(settings), settings.clean_html)
+    if settings.n_per_class:
+        frame = subsample(frame, settings.n_per_class, settings.split.seed)
+    return frame
+
+
+def prepare_dataset(out: str | Path, settings: DataSettings) -> pd.DataFrame:
+    """Load, clean, check, subsample, encode labels, split (stratified, seeded), write Parquet."""
+    source, clean_html, n_per_class = settings.source, settings.clean_html, settings.n_per_class
+    val, test, seed = settings.split.val, settings.split.test, settings.split.seed
+    frame = load_checked(settings)
     try:
-        split = split_rows(codes, val, test, seed)
+        codes, names = encode_labels(frame["label"], _column_names(settings).get("label", "label"))
+        split = split_rows(codes, val, test, seed, names)
     except InputError as err:
         raise InputError(f"{source}: {err}") from err
     order = np.random.default_rng(seed).permutation(len(frame))  # pool and shuffle, as the paper
-    texts = frame["text"].astype(str)
-    if clean_html:
-        texts = texts.map(lambda t: " ".join(_BR.sub(" ", t).split()))
     data = pd.DataFrame(
         {
             "id": frame["id"].astype(str).to_numpy()[order],
-            "text": texts.to_numpy()[order],
+            "text": frame["text"].astype(str).to_numpy()[order],
             "label": codes[order],
             "split": split[order].astype(str),
         }

@@ -21,6 +21,7 @@ from scipy.spatial.distance import cdist
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.decomposition import PCA, KernelPCA
 from sklearn.utils.validation import check_array, check_is_fitted
+from threadpoolctl import threadpool_limits
 
 from textvision.config import schema_default
 from textvision.tsne import tsne
@@ -42,9 +43,10 @@ class DeepInsightTransformer(TransformerMixin, BaseEstimator):
     with the schema's defaults; config/README.md describes each.
 
     `n_jobs`: threads of the numba t-SNE and of `transform` (None: every CPU this process may
-    use). Fitted attributes: `scale_` (scaler statistics), `embedding_` (2-D feature positions),
-    `rotation_` (2x2), `coords_` (rotated positions), `pixels_` (`[n_features, 2]` row and
-    column of every feature), `feature_counts_` (`[P, P]` features per pixel), `occupancy_`.
+    use); the results are the same for any number. Fitted attributes: `scale_` (scaler
+    statistics), `embedding_` (2-D feature positions), `rotation_` (2x2), `coords_` (rotated
+    positions), `pixels_` (`[n_features, 2]` row and column of every feature),
+    `feature_counts_` (`[P, P]` features per pixel), `occupancy_`.
     """
 
     def __init__(
@@ -89,12 +91,15 @@ class DeepInsightTransformer(TransformerMixin, BaseEstimator):
         self._check_params()
         X = check_array(X, dtype=np.float32)
         self.n_features_in_ = X.shape[1]
-        if self.scaler == "log":  # statistics and scaled rows from one logarithm pass
-            self.scale_, scaled = _fit_log_scaler(X)
-        else:
-            self.scale_ = fit_scaler(X, self.scaler)
-            scaled = apply_scaler(X, self.scaler, self.scale_)
-        self.embedding_ = self._project(scaled.T)
+        # one BLAS thread: matrix products (t-SNE's neighbours and PCA start, PCA) then give the
+        # same bits for any thread count, and t-SNE would amplify a last-bit difference
+        with threadpool_limits(limits=1, user_api="blas"):
+            if self.scaler == "log":  # statistics and scaled rows from one logarithm pass
+                self.scale_, scaled = _fit_log_scaler(X)
+            else:
+                self.scale_ = fit_scaler(X, self.scaler)
+                scaled = apply_scaler(X, self.scaler, self.scale_)
+            self.embedding_ = self._project(scaled.T)
         self.rotation_ = min_area_rotation(self.embedding_)
         self.coords_ = self.embedding_ @ self.rotation_.T
         if self.discretization == "bin":
@@ -143,7 +148,8 @@ class DeepInsightTransformer(TransformerMixin, BaseEstimator):
             return tsne(points, **settings, n_jobs=self._threads())
         from sklearn.manifold import TSNE
 
-        return TSNE(2, **settings).fit_transform(points).astype(np.float64)
+        with threadpool_limits(limits=1, user_api="openmp"):  # its gradient sums over threads
+            return TSNE(2, **settings).fit_transform(points).astype(np.float64)
 
     def _build_plan(self):
         """Gather plan for `transform`. Pixels are grouped by their number `c` of features;

@@ -18,7 +18,7 @@ from textvision import __version__
 from textvision.bert import BertCLSForward, bert_like
 from textvision.dataset import read_dataset
 from textvision.device import resolve_device
-from textvision.errors import InputError
+from textvision.errors import ConfigError, InputError
 from textvision.io import (
     atomic_path,
     attrs_dict,
@@ -91,6 +91,37 @@ def load_encoder(name: str, device: str):
     except (OSError, ValueError) as err:
         raise InputError(f"embedding.model {name!r} ({folder}): cannot load ({err})") from err
     return tokenizer, model.eval().to(device), folder
+
+
+def token_limit(tokenizer, model) -> int | None:
+    """The most tokens per text the encoder takes: its position embeddings, and the tokenizer's
+    `model_max_length` where that is a real limit (tokenizers without one say ~1e30)."""
+    limits = [getattr(model.config, "max_position_embeddings", None)]
+    limits.append(getattr(tokenizer, "model_max_length", None))
+    sane = [int(n) for n in limits if isinstance(n, (int, float)) and 0 < n < 1e6]
+    return min(sane) if sane else None
+
+
+def check_max_length(max_length: int, limit: int | None, model: str) -> None:
+    if limit is not None and max_length > limit:
+        raise ConfigError(
+            f"config key 'embedding.max_length': {max_length} tokens asked, the model {model!r} "
+            f"takes at most {limit}; expected embedding.max_length <= {limit}"
+        )
+
+
+def check_shards(n_shards: int, shard: int, n_rows: int, dataset: str | Path) -> None:
+    """Every shard needs a row; `shard` must be one of them."""
+    if n_shards > n_rows:
+        raise ConfigError(
+            f"config key 'embedding.shards': {n_shards} shards for {n_rows} rows of {dataset}; "
+            f"expected at most {n_rows} (one row per shard at least)"
+        )
+    if not 0 <= shard < n_shards:
+        raise ConfigError(
+            f"--shard {shard}: out of range for embedding.shards={n_shards}; expected 0 to "
+            f"{n_shards - 1}"
+        )
 
 
 def layer_indices(layers: int | list[int], n_layers: int) -> list[int]:
@@ -176,7 +207,7 @@ def embed_unpadded(
     threads, T batches run at once, each on one thread (a text's small matrix products scale
     poorly across cores, whole texts in parallel do not), the thread setting restored afterwards.
     Each batch is computed by a single thread in a fixed way, so the vectors do not depend on
-    scheduling."""
+    scheduling or on the number of threads."""
     lengths = np.array([len(ids) for ids in encoded], dtype=np.int64)
     order = np.argsort(lengths, kind="stable")[::-1]
     out = np.empty((len(encoded), len(layers), model.config.hidden_size), dtype=np.float32)
@@ -194,15 +225,15 @@ def embed_unpadded(
 
     batches = _equal_length_batches(order, lengths, batch_size, CPU_BATCH_TOKENS)
     threads = torch.get_num_threads()
-    if threads == 1 or len(batches) == 1:
-        for idx in batches:
-            run(idx)
-        return out
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # every batch on one thread: the same bits for any thread count
     try:
-        with ThreadPoolExecutor(threads) as pool:
-            for _ in pool.map(run, batches):  # longest batches first: the threads stay busy
-                pass
+        if threads == 1 or len(batches) == 1:
+            for idx in batches:
+                run(idx)
+        else:
+            with ThreadPoolExecutor(threads) as pool:
+                for _ in pool.map(run, batches):  # longest batches first: the threads stay busy
+                    pass
     finally:
         torch.set_num_threads(threads)
     return out
@@ -236,10 +267,12 @@ def embed_dataset(
     model, layers, n_shards = settings.model, settings.layers, settings.shards
     max_length, precision = settings.max_length, settings.precision
     frame, meta = read_dataset(dataset)
+    check_shards(n_shards, shard, len(frame), dataset)  # before the encoder is loaded
     device = str(resolve_device(settings.device))
     start, stop = shard_bounds(len(frame), shard, n_shards)
     texts = frame["text"].tolist()[start:stop]
     tokenizer, encoder, folder = load_encoder(model, device)
+    check_max_length(max_length, token_limit(tokenizer, encoder), model)
     index = layer_indices(layers, encoder.config.num_hidden_layers)
     hidden = encoder.config.hidden_size
     attrs = {

@@ -11,3 +11,8 @@ class ConfigError(TextVisionError, ValueError):
 
 class InputError(TextVisionError, ValueError):
     """An input file is missing, malformed or inconsistent with the step's expectations."""
+
+
+class OutputError(TextVisionError, OSError):
+    """An output cannot be written: a full disk, a read-only or forbidden folder, a file where
+    a folder should be."""

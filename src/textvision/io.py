@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import json
 import os
 import socket
@@ -13,18 +15,34 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from textvision.errors import InputError
+from textvision.errors import InputError, OutputError
 
 STALE_AFTER_S = 2 * 24 * 3600  # another host's temporary is cleared only after this long
+
+
+_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
+def os_reason(err: OSError) -> str:
+    """What the operating system said, in one line (libraries' long wrappers dropped)."""
+    if err.errno:
+        return os.strerror(err.errno)
+    return (err.strerror or str(err)).splitlines()[0]
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary name beside `path` (`.<name>.tmp-<host>-<pid>`); rename onto `path`
     only if the block succeeds. Temporaries of dead writers on this host are cleared; those of
-    other hosts (a shared file system) only once they are `STALE_AFTER_S` old."""
+    other hosts (a shared file system) only once they are `STALE_AFTER_S` old. A full disk, a
+    read-only or forbidden folder stop with an `OutputError` naming `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        reason = f"{blocker} is a file, not a folder" if blocker else os_reason(err)
+        raise OutputError(f"{path}: cannot create its folder ({reason})") from err
     for stale in path.parent.glob(f".{path.name}.tmp-*"):
         if _abandoned(stale, stale.name.removeprefix(f".{path.name}.tmp-")):
             stale.unlink(missing_ok=True)
@@ -32,8 +50,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as err:
+        if err.errno not in _WRITE_ERRORS:
+            raise
+        raise OutputError(f"{path}: cannot write ({os_reason(err)})") from err
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def _abandoned(tmp: Path, owner: str) -> bool:
@@ -55,6 +78,15 @@ def _alive(pid: str) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_json(path: str | Path, obj) -> None:
@@ -107,6 +139,53 @@ def attrs_dict(node: h5py.HLObject) -> dict:
 def set_attrs(node: h5py.HLObject, attrs: dict) -> None:
     for key, value in attrs.items():
         node.attrs[key] = json.dumps(value) if isinstance(value, (dict, list, tuple)) else value
+
+
+CHECKSUM_ROWS = 4096  # rows hashed at a time: memory stays flat
+
+
+def content_sha256(fh: h5py.File) -> str:
+    """sha256 over every dataset (name, dtype, shape, bytes) and attribute but `sha256`."""
+    digest = hashlib.sha256()
+    names: list[str] = []
+    fh.visititems(lambda name, node: names.append(name) if isinstance(node, h5py.Dataset) else None)
+    for name in sorted(names):
+        data = fh[name]
+        digest.update(f"{name}|{data.dtype}|{data.shape}".encode())
+        if data.shape == ():
+            digest.update(_bytes(np.asarray(data[()])))
+            continue
+        for lo in range(0, data.shape[0], CHECKSUM_ROWS):
+            digest.update(_bytes(data[lo : lo + CHECKSUM_ROWS]))
+    attrs = {k: v for k, v in attrs_dict(fh).items() if k != "sha256"}
+    digest.update(json.dumps(attrs, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+def _bytes(values: np.ndarray) -> bytes:
+    """The content of an array; variable-length strings by value, not by address."""
+    if values.dtype == object:
+        return b"\0".join(v if isinstance(v, bytes) else str(v).encode() for v in values.ravel())
+    return np.ascontiguousarray(values).tobytes()
+
+
+def seal(fh: h5py.File) -> None:
+    """Record the file's content checksum (attribute `sha256`), last thing before closing."""
+    fh.attrs["sha256"] = content_sha256(fh)
+
+
+def verify_sealed(path: str | Path, rule: str) -> None:
+    """Stop, naming the command that rebuilds it (Snakemake's `rule`), when the file's content
+    does not match its checksum."""
+    with open_h5(path) as fh:
+        recorded = fh.attrs.get("sha256")
+        if recorded is None:
+            problem = "carries no content checksum (written by an older textvision or by hand)"
+        elif recorded != content_sha256(fh):
+            problem = "is corrupted or was modified: its content does not match its checksum"
+        else:
+            return
+    raise InputError(f"{path}: {problem}; rebuild it with `snakemake --forcerun {rule}`")
 
 
 def check_finite(array: np.ndarray, path: str | Path, dataset: str) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 from textvision.deepinsight import DeepInsightTransformer
 from textvision.embeddings import read_embeddings, read_splits
 from textvision.errors import InputError
-from textvision.io import atomic_path, attrs_dict, open_h5, set_attrs
+from textvision.io import atomic_path, attrs_dict, open_h5, seal, set_attrs, verify_sealed
 from textvision.settings import MappingSettings
 
 log = logging.getLogger(__name__)
@@ -82,10 +82,13 @@ def save_mapping(transformer: DeepInsightTransformer, out: str | Path, info: dic
                 **info,
             },
         )
+        seal(fh)
 
 
 def load_mapping(path: str | Path) -> tuple[DeepInsightTransformer, dict]:
-    """The fitted transformer stored in `mapping.h5`, and the file's attributes."""
+    """The fitted transformer stored in `mapping.h5`, and the file's attributes; the file's
+    content checksum is verified first."""
+    verify_sealed(path, "fit_mapping")
     with open_h5(path, *(name.rstrip("_") for name in _STATE), "scale") as fh:
         attrs = attrs_dict(fh)
         transformer = DeepInsightTransformer(**attrs["params"])

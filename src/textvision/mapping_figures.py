@@ -18,7 +18,7 @@ from textvision.deepinsight import (  # noqa: E402
     occupancy,
 )
 from textvision.errors import InputError  # noqa: E402
-from textvision.io import attrs_dict, decode, open_h5  # noqa: E402
+from textvision.io import attrs_dict, decode, open_h5, verify_sealed  # noqa: E402
 from textvision.mapping import load_mapping  # noqa: E402
 from textvision.plots import robust_max, save_figure  # noqa: E402
 
@@ -26,6 +26,7 @@ from textvision.plots import robust_max, save_figure  # noqa: E402
 def plot_mapping(mapping: str | Path, images: str | Path, outdir: str | Path) -> None:
     """The DeepInsight figures: feature density, class means and difference, samples, 2-D map."""
     transformer, info = load_mapping(mapping)
+    verify_sealed(images, "render_images")
     with open_h5(images, "images", "label", "split") as fh:
         if fh["images"].shape[1:] != (transformer.pixels, transformer.pixels):
             raise InputError(

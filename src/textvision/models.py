@@ -199,7 +199,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def build_backbone(name: str, weights: str = "none") -> FrozenBackbone:
+def build_backbone(name: str, weights: str) -> FrozenBackbone:
     """The frozen slice of `name` with `weights`: 'imagenet', 'none' or a state_dict file."""
     arch, spec = parse_backbone(name)
     model = torchvision.models.get_model(arch, weights=None)

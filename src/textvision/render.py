@@ -16,6 +16,7 @@ from textvision.io import (
     check_finite,
     decode,
     open_h5,
+    seal,
     set_attrs,
     string_array,
 )
@@ -104,3 +105,4 @@ def render_images(
                     "occupancy": info["occupancy"],
                 },
             )
+            seal(dst)

@@ -192,6 +192,7 @@ class TrainSettings(Settings):
     upsample: int
     normalization: str
     cache_features_mb: int
+    threads: int
     device: str
 
     _SHARED: ClassVar[tuple[str, ...]] = (
@@ -200,6 +201,7 @@ class TrainSettings(Settings):
         "upsample",
         "normalization",
         "cache_features_mb",
+        "threads",
     )
 
     @classmethod

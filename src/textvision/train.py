@@ -17,7 +17,16 @@ from tqdm.auto import tqdm
 from textvision.backbones import parse_backbone
 from textvision.device import resolve_device
 from textvision.errors import InputError
-from textvision.io import atomic_path, attrs_dict, check_finite, decode, open_h5, write_json
+from textvision.io import (
+    atomic_path,
+    attrs_dict,
+    check_finite,
+    decode,
+    file_sha256,
+    open_h5,
+    verify_sealed,
+    write_json,
+)
 from textvision.metrics import classification_metrics
 from textvision.models import (
     InputAdapter,
@@ -27,6 +36,7 @@ from textvision.models import (
     check_input_size,
 )
 from textvision.settings import TrainSettings
+from textvision.threads import limit_threads
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +226,13 @@ def resume(checkpoint: Path, identity: dict, net, optimizer, dev) -> Run:
     if not checkpoint.exists():
         return Run()
     state = torch.load(checkpoint, map_location=dev, weights_only=True)
-    if any(state.get(key) != value for key, value in identity.items()):
+    changed = [key for key, value in identity.items() if state.get(key) != value]
+    if changed:
+        log.info(
+            "checkpoint %s was written with other %s: starting afresh",
+            checkpoint,
+            " and ".join(key.removesuffix("_sha256") for key in changed),
+        )
         return Run()
     net.head.load_state_dict(state["head"])
     net.classifier.load_state_dict(state["classifier"])
@@ -337,6 +353,7 @@ def _prepare_job(images, backbone: str, seed: int, settings: TrainSettings) -> d
     dev = resolve_device(settings.device)
     torch.manual_seed(seed)
     net, maps = build_network(data, images, backbone, settings)
+    verify_sealed(images, "render_images")
     place(net, dev)
     tensors = _split_tensors(data, images)
     per_image_mb = 4 * float(np.prod(maps)) / 2**20
@@ -377,8 +394,13 @@ def train_backbone(
     write `model.pt`, `metrics.json`, `history.csv` and `learning_curve.png` into `outdir`.
 
     A `checkpoint.pt` written after every epoch lets a killed job resume where it stopped.
+    Runs on `settings.threads` CPU threads, so that the result does not depend on the machine.
     """
-    outdir = Path(outdir)
+    with limit_threads(settings.threads):
+        return _train(images, Path(outdir), settings, backbone, seed)
+
+
+def _train(images, outdir: Path, settings: TrainSettings, backbone: str, seed: int) -> dict:
     outdir.mkdir(parents=True, exist_ok=True)
     job = _prepare_job(images, backbone, seed, settings)
     data, attrs = job["data"], job["data"]["attrs"]
@@ -395,8 +417,15 @@ def train_backbone(
         "n_classes": len(attrs["label_names"]),
         "feature_maps": int(job["maps"][0]),
     }
-    fingerprint = hashlib.sha256(data["images"].tobytes() + data["label"].tobytes()).hexdigest()
-    identity = {"settings": recorded, "images_sha256": fingerprint}
+    identity = {
+        "settings": recorded,
+        "images_sha256": hashlib.sha256(
+            data["images"].tobytes() + data["label"].tobytes()
+        ).hexdigest(),
+        "weights_sha256": file_sha256(settings.weights)
+        if settings.weights not in ("imagenet", "none")
+        else settings.weights,
+    }
     checkpoint = outdir / "checkpoint.pt"
     run = resume(checkpoint, identity, job["net"], job["optimizer"], job["dev"])
     val_proba = fit_epochs(job, run, checkpoint, identity)

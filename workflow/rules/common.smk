@@ -3,6 +3,7 @@ from pathlib import Path
 
 from textvision.backbones import backbone_names
 from textvision.config import load_schema, prepare_config, weights_for
+from textvision.lock import acquire_outdir, release_outdir
 from textvision.settings import (
     BaselineSettings,
     DataSettings,
@@ -85,10 +86,40 @@ DEEPINSIGHT_FIGURES = ["feature_density", "class_means", "samples", "feature_map
 REPORT_FIGURES = ["accuracy", "learning_curves", "confusion"]
 
 
+def product_files():
+    """Every product of the design: embeddings, mapping, images, each backbone's trained model
+    and metrics, the baseline's metrics. Targets of `all`, so a deleted one is rebuilt."""
+    return [
+        f"{OUT}/embeddings/embeddings.h5",
+        f"{OUT}/deepinsight/mapping.h5",
+        f"{OUT}/images/images.h5",
+        *expand(
+            f"{OUT}/train/{{backbone}}/seed{{seed}}/{{name}}",
+            backbone=BACKBONES,
+            seed=SEEDS,
+            name=["model.pt", "history.csv"],
+        ),
+        *metrics_files(),
+    ]
+
+
 def get_final_output():
     return [
+        *product_files(),
         f"{OUT}/report/results.csv",
         f"{OUT}/report/results.md",
         *expand(f"{OUT}/report/{{fig}}.png", fig=REPORT_FIGURES),
         *expand(f"{OUT}/deepinsight/{{fig}}.png", fig=DEEPINSIGHT_FIGURES),
     ]
+
+
+onstart:
+    acquire_outdir(OUT)
+
+
+onsuccess:
+    release_outdir(OUT)
+
+
+onerror:
+    release_outdir(OUT)

@@ -11,7 +11,7 @@ rule train:
         f"{OUT}/logs/train/{{backbone}}/seed{{seed}}.log",
     conda:
         "../../envs/train.yaml"
-    threads: 8
+    threads: config["training"]["threads"]
     resources:
         **res("train"),
         gpu=GPU,
@@ -21,7 +21,7 @@ rule train:
     shell:
         "textvision train --images {input.images:q} --outdir {params.outdir:q}"
         " --backbone {wildcards.backbone:q} --seed {wildcards.seed:q}"
-        " --settings {params.settings:q} --threads {threads} > {log:q} 2>&1"
+        " --settings {params.settings:q} > {log:q} 2>&1"
 
 
 rule baseline_logreg:
@@ -33,7 +33,7 @@ rule baseline_logreg:
         f"{OUT}/logs/baseline_logreg.log",
     conda:
         "../../envs/train.yaml"
-    threads: 2
+    threads: 1
     resources:
         **res("light"),
     params:
