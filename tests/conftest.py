@@ -3,7 +3,6 @@ the location of ../shared (real IMDB data and weights)."""
 
 from __future__ import annotations
 
-import copy
 import os
 import subprocess
 import sys
@@ -11,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from textvision.settings import deep_merge
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TEXTVISION_SHARED", REPO.parent / "shared"))
@@ -34,21 +35,11 @@ needs_resnet18 = pytest.mark.skipif(
 TINY = {**yaml.safe_load((REPO / ".test/config/config.yaml").read_text()), "outdir": "out"}
 
 
-def deep_update(base: dict, overrides: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_update(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def write_config(workdir: Path, overrides: dict | None = None, name: str = "config.yaml") -> Path:
     """Write TINY (deep-merged with `overrides`) into `workdir/name`; return its path."""
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / name
-    path.write_text(yaml.safe_dump(deep_update(TINY, overrides or {})))
+    path.write_text(yaml.safe_dump(deep_merge(TINY, overrides or {})))
     return path
 
 

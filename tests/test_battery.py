@@ -419,7 +419,34 @@ HDF5_CASES = {
     ),
 }
 
-CASES = {**CONFIG_CASES, **SOURCE_CASES, **EMBED_CASES, **HDF5_CASES}
+MORE_CASES = {
+    "perplexity not below the features": (
+        lambda t, s: fit(t, s["embeddings"], "projector=tsne", "tsne.perplexity=40"),
+        ["deepinsight.tsne.perplexity", "40", "32 features"],
+    ),
+    "grid far larger than the features": (
+        lambda t, s: fit(t, s["embeddings"], "pixels=40"),
+        ["deepinsight.pixels", "1600 pixels", "32 features", "at most 17"],
+    ),
+    "config file not valid YAML": (
+        lambda t, s: config(t, prep(t), "data: [unclosed\n  more: 1\n"),
+        ["config.yaml: not valid YAML", "line"],
+    ),
+    "config file not UTF-8": (
+        lambda t, s: [*prep(t), "--config", str(write(t, "config.yaml", b"data: \xff\xfe\n"))],
+        ["config.yaml: not UTF-8 text"],
+    ),
+    "two bad values at once": (
+        lambda t, s: train(t, images_with(t), "epochs=0", "batch_size=0"),
+        ["training.epochs", "training.batch_size"],
+    ),
+    "output under a file": (
+        lambda t, s: ["prepare-data", "--out", str(write(t, "taken", "x") / "d.parquet")],
+        ["taken is a file, not a folder"],
+    ),
+}
+
+CASES = {**CONFIG_CASES, **SOURCE_CASES, **EMBED_CASES, **HDF5_CASES, **MORE_CASES}
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -457,4 +484,4 @@ def test_case_variant_labels_are_named_not_numbered(tmp_path, capsys):
 
 
 def test_battery_size():
-    assert len(CASES) >= 45
+    assert len(CASES) >= 60

@@ -218,8 +218,13 @@ def _read_yaml(path: str) -> dict:
             loaded = yaml.safe_load(fh)
     except OSError as err:
         raise ConfigError(f"{path}: cannot read config file ({err.strerror})") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})") from err
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from err
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML ({problem}{where})") from err
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys, got {type(loaded).__name__}")
     return loaded

@@ -155,9 +155,7 @@ def prepare_config(config: dict, schema: dict | None = None, base_dir: str | Pat
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         lines = [f"config key '{_key(e.absolute_path)}': {e.message}" for e in errors]
-        if len(lines) == 1:
-            raise ConfigError(f"invalid configuration: {lines[0]}")
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+        raise ConfigError("invalid configuration: " + "; ".join(lines))
     _check_semantics(config, Path(base_dir))
     return config
 

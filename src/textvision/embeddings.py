@@ -18,11 +18,20 @@ def read_embeddings(path: str | Path, rows: np.ndarray | None = None) -> tuple[n
             raise InputError(
                 f"{path}: dataset 'cls' has shape {cls.shape}; expected [N, layers, hidden]"
             )
-        X = cls[np.flatnonzero(rows)] if rows is not None else cls[:]
+        index = np.flatnonzero(rows) if rows is not None else np.arange(len(cls))
+        X = cls[index] if rows is not None else cls[:]
         attrs = attrs_dict(fh)
-    X = X.reshape(len(X), -1)
-    check_finite(X, path, "cls")
-    return X, attrs
+    check_finite(X, path, "cls", row_index=index)
+    return X.reshape(len(X), -1), attrs
+
+
+def n_features(path: str | Path) -> int:
+    """Features per row (`layers x hidden`) of `embeddings.h5`, without reading the rows."""
+    with open_h5(path, "cls", "split") as fh:
+        shape = fh["cls"].shape
+    if len(shape) != 3:
+        raise InputError(f"{path}: dataset 'cls' has shape {shape}; expected [N, layers, hidden]")
+    return shape[1] * shape[2]
 
 
 def read_splits(path: str | Path) -> np.ndarray:

@@ -188,9 +188,15 @@ def verify_sealed(path: str | Path, rule: str) -> None:
     raise InputError(f"{path}: {problem}; rebuild it with `snakemake --forcerun {rule}`")
 
 
-def check_finite(array: np.ndarray, path: str | Path, dataset: str) -> None:
+def check_finite(
+    array: np.ndarray, path: str | Path, dataset: str, row_index: np.ndarray | None = None
+) -> None:
+    """Stop at the first NaN or inf, naming its position in the file (`row_index` maps the
+    rows of `array` to the file's rows when it holds a selection)."""
     if not np.isfinite(array).all():
         bad = np.argwhere(~np.isfinite(array))[0].tolist()
+        if row_index is not None:
+            bad[0] = int(row_index[bad[0]])
         raise InputError(f"{path}: dataset '{dataset}' holds NaN or inf values (first at {bad})")
 
 

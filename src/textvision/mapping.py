@@ -9,8 +9,8 @@ import h5py
 import numpy as np
 
 from textvision.deepinsight import DeepInsightTransformer
-from textvision.embeddings import read_embeddings, read_splits
-from textvision.errors import InputError
+from textvision.embeddings import n_features, read_embeddings, read_splits
+from textvision.errors import ConfigError, InputError
 from textvision.io import atomic_path, attrs_dict, open_h5, seal, set_attrs, verify_sealed
 from textvision.settings import MappingSettings
 
@@ -29,6 +29,26 @@ def transformer_params(settings: MappingSettings) -> dict:
     return {**params, **tsne, "random_state": random_state}
 
 
+MIN_FEATURES_PER_PIXEL = 0.1  # a grid with 10x more pixels than features is refused
+
+
+def check_against_features(settings: MappingSettings, features: int, embeddings) -> None:
+    """Stop before the fit when the settings cannot work for this many features."""
+    perplexity = settings.tsne.perplexity
+    if settings.projector == "tsne" and perplexity >= features:
+        raise ConfigError(
+            f"config key 'deepinsight.tsne.perplexity': {perplexity} is not below the "
+            f"{features} features of {embeddings} (t-SNE places the features; lower it)"
+        )
+    pixels = settings.pixels
+    if features < MIN_FEATURES_PER_PIXEL * pixels**2:
+        limit = int((features / MIN_FEATURES_PER_PIXEL) ** 0.5)
+        raise ConfigError(
+            f"config key 'deepinsight.pixels': {pixels}x{pixels} = {pixels**2} pixels for the "
+            f"{features} features of {embeddings}, over 10 pixels per feature; at most {limit}"
+        )
+
+
 def fit_mapping(
     embeddings: str | Path,
     out: str | Path,
@@ -38,6 +58,7 @@ def fit_mapping(
     """Fit a DeepInsightTransformer on the training rows (or all rows, `fit_on: all`) and save
     it as HDF5."""
     fit_on = settings.fit_on
+    check_against_features(settings, n_features(embeddings), embeddings)
     split = read_splits(embeddings)
     if fit_on == "all":
         log.warning(

@@ -117,34 +117,9 @@ def section_settings(name: str, section: str, doc: str, base=Settings) -> type:
     return dataclasses.make_dataclass(name, fields, bases=(base,), frozen=True, namespace=namespace)
 
 
-@dataclass(frozen=True)
-class SplitSettings:
-    val: float
-    test: float
-    seed: int
-
-
-@dataclass(frozen=True)
-class SyntheticSettings:
-    n_per_class: int
-    n_classes: int
-    label_noise: float
-    seed: int
-
-
-@dataclass(frozen=True)
-class DataSettings(Settings):
-    """`prepare-data`: the `data` section."""
-
-    SECTION: ClassVar[str] = "data"
-    source: str
-    text_column: str
-    label_column: str
-    id_column: str | None
-    n_per_class: int | None
-    clean_html: bool
-    split: SplitSettings
-    synthetic: SyntheticSettings
+DataSettings = section_settings(
+    "DataSettings", "data", "`prepare-data`: the `data` section, every key of it."
+)
 
 
 @dataclass(frozen=True)
