@@ -16,9 +16,9 @@ variant() {  # name, folders to share, training settings (JSON), further --confi
         [ -e "results/imdb-$name/$dir" ] || cp -al "$main/$dir" "results/imdb-$name/$dir"
     done
     snakemake --configfile config/imdb.yaml --cores 2 --config "outdir=results/imdb-$name" \
-        "training=$training" "$@"
+        "training=$training" 'baseline={"enabled":false}' "$@"
 }
-one='"backbones":["resnet18@layer1"],"baseline":false'
+one='"backbones":["resnet18@layer1"]'
 variant scalar "data embeddings deepinsight images" "{$one,\"normalization\":\"train\"}"
 variant leak "data embeddings" "{$one}" 'deepinsight={"fit_on":"all"}'
 variant assignment "data embeddings" "{$one}" 'deepinsight={"discretization":"assignment"}'

@@ -202,7 +202,7 @@ def test_one_core_and_two_cores_give_the_same_outputs(tiny_run, tiny_run_one_cor
         else:
             continue
         compared += 1
-    assert compared >= 20
+    assert compared >= 19  # 4 HDF5, dataset, results, 5 metrics, 4 models, 4 histories
 
 
 @pytest.mark.parametrize(

@@ -97,7 +97,8 @@ def save_mapping(transformer: DeepInsightTransformer, out: str | Path, info: dic
         set_attrs(
             fh,
             {
-                "params": transformer.get_params(),
+                # how it was fitted; not the thread count, which changes nothing
+                "params": {k: v for k, v in transformer.get_params().items() if k != "n_jobs"},
                 "occupancy": transformer.occupancy_,
                 "n_features": transformer.n_features_in_,
                 **info,
