@@ -304,7 +304,7 @@ def render_step_ref(p: dict) -> dict:
 @task
 def render_step_ours(p: dict) -> dict:
     """textvision.render.render_images (the workflow's render_images rule)."""
-    from textvision.mapping import render_images
+    from textvision.render import render_images
 
     with Timed() as timer:
         render_images(p["embeddings"], p["mapping"], p["out"], threads=p["threads"])

@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from bench.common import FOREIGN, REPO, log, run_measured
+from textvision.config import prepare_config
 
 CHANGES = {
     "perplexity": 'deepinsight={"tsne":{"perplexity":7}}',
@@ -94,11 +95,11 @@ def run(args) -> dict:
     n_jobs = sum(v for k, v in jobs.items() if k != "all")
     embed_jobs = sum(dry["perplexity"].get(rule, 0) for rule in EMBEDDING_RULES)
     lr = dry["learning_rate"]
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config = prepare_config(yaml.safe_load((REPO / "config" / "config.yaml").read_text()))
     training = config["training"]
     seeds = len(training["seeds"])
-    synthetic = config["data"].get("synthetic", {})
-    texts = synthetic.get("n_per_class", 0) * synthetic.get("n_classes", 2)
+    synthetic = config["data"]["synthetic"]
+    texts = synthetic["n_per_class"] * synthetic["n_classes"]
     lr_ok = lr.get("train", 0) == seeds and lr.get("report", 0) == 1
     lr_ok = lr_ok and set(lr) <= {"train", "report", "all"}
 
