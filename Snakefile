@@ -16,6 +16,7 @@ include: "workflow/rules/prefetch.smk"
 include: "workflow/rules/embed.smk"
 include: "workflow/rules/deepinsight.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/domain.smk"
 include: "workflow/rules/report.smk"
 
 

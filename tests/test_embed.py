@@ -10,6 +10,7 @@ from textvision.embed import (
     embed_dataset,
     embed_padded,
     embed_texts,
+    embed_unpadded,
     layer_indices,
     load_encoder,
     merge_shards,
@@ -128,3 +129,30 @@ def test_real_imdb_reviews_embed_with_offline_minilm(tmp_path):
     assert attrs["model"] == OFFLINE_MODEL and attrs["max_length"] == 512
     assert attrs["layers"] == [1, 2, 3, 4, 5, 6] and attrs["clean_html"] is True
     assert attrs["synthetic"] is False and attrs["dtype"] == "float32"
+
+
+def test_layer_numbering_matches_hidden_states_and_the_original_code():
+    """On a 12-layer BERT with known hidden states: layer k is `hidden_states[k]` (0 is the
+    embedding output), and the original code's `hidden_states[6:]` minus the last is
+    `[6, ..., 11]`."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=12, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=32,
+    )  # fmt: skip
+    model = BertModel(config).eval()
+    ids = torch.tensor([[2, 7, 9, 11, 3]])
+    with torch.no_grad():
+        hidden = model(input_ids=ids, output_hidden_states=True).hidden_states
+    original = torch.stack(hidden[6:], dim=1)[:, :-1, 0]  # bert_rep_gen.py, deepinsight_imdb.py
+    ours = layer_indices([6, 7, 8, 9, 10, 11], 12)
+    assert ours == [6, 7, 8, 9, 10, 11]
+    torch.testing.assert_close(torch.stack([hidden[i][:, 0] for i in ours], dim=1), original)
+    assert layer_indices(6, 12) == [7, 8, 9, 10, 11, 12]
+    model.config.output_hidden_states = True
+    encoded = [ids[0].tolist()]
+    unpadded = embed_unpadded(encoded, model, ours, 4)
+    torch.testing.assert_close(torch.from_numpy(unpadded), original, atol=1e-5, rtol=1e-5)

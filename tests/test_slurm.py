@@ -4,8 +4,8 @@ tests/slurm/start_local_slurm.sh installs Debian's SLURM and starts slurmctld + 
 without systemd; the workflow then runs with `--profile profiles/slurm`, the profile's
 partitions replaced by the local one on the command line, exactly as a site would override
 them. Every non-local job must go through sbatch (one kept SLURM log per job, and slurmctld
-knows each job as COMPLETED, with a GPU for embed_shard and train), and the outputs must equal
-those of the local run. The cluster is stopped afterwards.
+knows each job as COMPLETED, with a GPU for embed_shard, train and domain_shift), and the outputs
+must equal those of the local run. The cluster is stopped afterwards.
 
 Needs root and apt-get (a CI container); set TEXTVISION_SKIP_SLURM=1 to skip it anyway.
 """
@@ -31,7 +31,7 @@ START = REPO / "tests" / "slurm" / "start_local_slurm.sh"
 PROFILE = REPO / "profiles" / "slurm"
 PARTITION = "debug"
 LOCAL_RULES = {"all", "prepare_data", "merge_embeddings", "plot_mapping", "report", "prefetch"}
-GPU_RULES = {"embed_shard", "train"}
+GPU_RULES = {"embed_shard", "train", "domain_shift"}
 # tiny_run uses --cores 2, so its jobs ran with 2 threads; the same here keeps the numbers
 # identical, and every job fits on a 2-CPU node (the rules ask for 8 threads: sbatch accepts
 # --cpus-per-task=8 on a 2-CPU node and the job then pends forever, reason PartitionConfig).
@@ -112,6 +112,7 @@ def test_tiny_workflow_on_local_slurm(slurm_cluster, tiny_run, tmp_path):
         "render_images",
         "train",
         "baseline_logreg",
+        "domain_shift",
     }, planned
 
     cmd = [

@@ -25,8 +25,11 @@ def test_every_output_of_the_contract_exists(tiny_run):
         "train/alexnet/seed0/metrics.json",
         "train/shufflenet_v2_x1_0/seed1/metrics.json",
         "baselines/logreg/metrics.json",
+        "domain/alexnet.json",
+        "domain/shufflenet_v2_x1_0_frechet.png",
         "report/results.csv",
         "report/results.md",
+        "report/domain_shift.png",
     ]:
         assert (out / path).stat().st_size > 0, path
     with h5py.File(out / "embeddings/embeddings.h5") as fh:
@@ -83,6 +86,35 @@ def test_changing_one_learning_rate_reruns_that_backbones_jobs_and_the_report(ti
     assert jobs == {"train": 2, "report": 1, "all": 1}  # one job per seed, alexnet only
 
 
+def test_changing_the_domain_settings_reruns_only_the_domain_jobs_and_the_report(tiny_run):
+    jobs = planned_jobs(tiny_run, "--config", 'domain={"n_reference": 16}')
+    assert jobs == {"domain_shift": 2, "report": 1, "all": 1}
+
+
+def test_changing_batchnorm_reruns_training_and_the_report(tiny_run):
+    jobs = planned_jobs(tiny_run, "--config", 'training={"batchnorm": "adapt"}')
+    assert jobs == {"train": 4, "report": 1, "all": 1}  # the domain step reports both anyway
+
+
+def test_domain_shift_outputs_and_the_report_section(tiny_run):
+    out = tiny_run / "out"
+    md = (out / "report/results.md").read_text()
+    section = md.split("## Domain shift", 1)[1]
+    assert "reference `sklearn` (24 natural crops of 48x48 from 2 photos)" in section
+    assert "36 of 36 training text images" in section
+    for backbone in ("alexnet", "shufflenet_v2_x1_0"):
+        result = json.loads((out / f"domain/{backbone}.json").read_text())
+        assert result["reference"]["n_images"] == 24 and result["text"]["n_images"] == 36
+        (sl,) = result["slices"]  # weights none: the configured slice is the random one
+        for variant in ("raw", "zscore", "pixel"):
+            frechet = sl["variants"][variant]["frechet"]
+            assert f"| {backbone} | none | {variant} | {frechet:.4g} |" in section
+        for fig in ("inputs", "normalisation", "histograms", "frechet"):
+            assert (out / f"domain/{backbone}_{fig}.png").read_bytes()[:4] == b"\x89PNG"
+    assert "no BatchNorm" in section and "random init: no running statistics" in section
+    assert pd.read_csv(out / "report/results.csv")["batchnorm"].tolist()[:2] == ["frozen"] * 2
+
+
 def test_lint_and_format():
     import subprocess
 
@@ -109,6 +141,10 @@ def test_html_report_holds_the_table_and_figures(tiny_run, tmp_path):
         "class_means.png",
         "samples.png",
         "feature_map.png",
+        "domain_shift.png",
+        "alexnet_inputs.png",
+        "shufflenet_v2_x1_0_histograms.png",
+        "Domain shift",
     ):
         assert name in text, name
 
@@ -214,6 +250,7 @@ def test_one_core_and_two_cores_give_the_same_outputs(tiny_run, tiny_run_one_cor
         ("train/alexnet/seed1/model.pt", {"train": 1}),
         ("train/shufflenet_v2_x1_0/seed0/metrics.json", {"train": 1}),
         ("baselines/logreg/metrics.json", {"baseline_logreg": 1}),
+        ("domain/alexnet.json", {"domain_shift": 1}),
     ],
 )
 def test_a_deleted_product_is_rebuilt(tiny_run, tmp_path, product, expected):

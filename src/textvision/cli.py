@@ -23,6 +23,7 @@ from textvision.errors import ConfigError, TextVisionError
 from textvision.settings import (
     BaselineSettings,
     DataSettings,
+    DomainSettings,
     EmbedSettings,
     MappingSettings,
     MergeSettings,
@@ -83,6 +84,13 @@ def _io_train(p):
     p.add_argument("--seed", type=int, required=True)
 
 
+def _io_domain(p):
+    p.add_argument("--images", required=True)
+    p.add_argument("--backbone", required=True, help="registry name, e.g. resnet18@layer2")
+    p.add_argument("--out-json", required=True, dest="out_json", help="JSON to write")
+    p.add_argument("--outdir", required=True, help="folder of the figures {backbone}_*.png")
+
+
 def _io_baseline(p):
     p.add_argument("--embeddings", required=True)
     p.add_argument("--out", required=True, help="metrics.json to write")
@@ -92,6 +100,10 @@ def _io_report(p):
     p.add_argument("--dataset", required=True)
     p.add_argument("--embeddings", required=True)
     p.add_argument("--mapping", required=True)
+    p.add_argument(
+        "--domain", nargs="+", default=[], dest="domain_files", metavar="DOMAIN_JSON",
+        help="the domain-shift step's JSON files (one per backbone)",
+    )  # fmt: skip
     p.add_argument("--outdir", required=True)
     p.add_argument("metrics_files", nargs="+", metavar="METRICS_JSON")
 
@@ -144,6 +156,11 @@ STEPS: dict[str, Step] = {
     "train": Step(
         "textvision.train:train_backbone", "images.h5 -> one trained backbone and seed",
         _io_train, TrainSettings, threads_option=False,
+    ),
+    "domain-shift": Step(
+        "textvision.domain:domain_shift",
+        "images.h5 -> how far text images are from natural ones, for one backbone slice",
+        _io_domain, DomainSettings,
     ),
     "baseline": Step(
         "textvision.baseline:train_logreg", "logistic regression on the raw embeddings",

@@ -163,7 +163,11 @@ def prepare_config(config: dict, schema: dict | None = None, base_dir: str | Pat
 def _check_braces(config: dict) -> None:
     """Paths Snakemake would read as patterns: `{...}` are wildcards to it, never literal."""
     weights = config["training"]["weights"]
-    paths = [("outdir", config["outdir"]), ("data.source", config["data"]["source"])]
+    paths = [
+        ("outdir", config["outdir"]),
+        ("data.source", config["data"]["source"]),
+        ("domain.reference", config["domain"]["reference"]),
+    ]
     if isinstance(weights, dict):
         paths += [(f"training.weights.{name}", value) for name, value in weights.items()]
     else:
@@ -190,6 +194,12 @@ def _check_semantics(config: dict, base_dir: Path) -> None:
         raise ConfigError(
             f"config key 'data.source': {source}: file or folder not found "
             "(expected 'synthetic', 'hf:<dataset id>' or an existing path)"
+        )
+    reference = config["domain"]["reference"]
+    if reference != "sklearn" and not (base_dir / reference).is_dir():
+        raise ConfigError(
+            f"config key 'domain.reference': {reference}: folder not found (expected 'sklearn' "
+            "or a folder of JPEG/PNG images)"
         )
     outdir = Path(config["outdir"])
     if ".." in outdir.parts:

@@ -64,6 +64,55 @@ class InputAdapter(nn.Module):
         return x
 
 
+def batchnorm_layers(body: nn.Module) -> dict[str, nn.modules.batchnorm._BatchNorm]:
+    """The BatchNorm layers of a slice with their running statistics, by module name."""
+    return {
+        name: module
+        for name, module in body.named_modules()
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats
+    }
+
+
+def has_initial_statistics(body: nn.Module) -> bool:
+    """Whether every BatchNorm of `body` holds running mean 0 and variance 1: a fresh layer's,
+    or folded BatchNorm (the statistics were multiplied into the convolutions; exporters often
+    store variance 1 - eps, so that the layer divides by exactly 1): no real running statistics
+    either way. False for a slice without BatchNorm."""
+    layers = batchnorm_layers(body).values()
+    return bool(layers) and all(
+        torch.all(m.running_mean == 0) and torch.all((m.running_var - 1).abs() <= 2 * m.eps)
+        for m in layers
+    )
+
+
+def adapt_batchnorm(body: nn.Module, batches) -> int:
+    """AdaBN (Li et al. 2016): re-estimate the running statistics of every BatchNorm of `body`
+    from `batches` (the slice's inputs, as the adapter gives them), then leave them in eval mode.
+
+    One pass without gradients or labels; each layer normalises with the batch's statistics as
+    in training, and its running statistics become the cumulative average over all batches,
+    each weighted by its number of images. Weights and BatchNorm affine parameters are not
+    touched. Returns the number of images seen."""
+    layers = batchnorm_layers(body)
+    momenta = {name: m.momentum for name, m in layers.items()}
+    for m in layers.values():
+        m.reset_running_stats()
+        m.train()
+    seen = 0
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                seen += len(batch)
+                for m in layers.values():
+                    m.momentum = len(batch) / seen  # running = weighted mean of batch statistics
+                body(batch)
+    finally:
+        for name, m in layers.items():
+            m.momentum = momenta[name]
+            m.eval()
+    return seen
+
+
 def _conv_block(c_in: int, c_out: int, kernel: int, dropout: float) -> list[nn.Module]:
     layers = [
         nn.Conv2d(c_in, c_out, kernel, padding=(kernel - 1) // 2),

@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
 from textvision.io import atomic_path  # noqa: E402
 
@@ -122,4 +123,40 @@ def plot_confusion(
         ax.set_ylabel("true", fontsize=8)
     for ax in axes.ravel()[n:]:
         ax.axis("off")
+    save_figure(fig, path)
+
+
+def plot_domain_shift(rows: list[dict], path: str | Path) -> None:
+    """Fréchet distance to natural images per backbone slice (backbone, weights) and input
+    variant, across backbones; dashes mark each slice's natural-vs-natural noise floor."""
+    variants = ["raw", "zscore", "pixel", "adapted"]
+    colours = dict(zip(variants, ["#8c8c8c", "#4c72b0", "#55a868", "#dd8452"], strict=True))
+    groups = list(dict.fromkeys((r["backbone"], r["weights"]) for r in rows))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.5 * len(groups)), 4))
+    width = 0.8 / len(variants)
+    for i, group in enumerate(groups):
+        for row in (r for r in rows if (r["backbone"], r["weights"]) == group):
+            if isinstance(row["frechet"], str):
+                continue
+            if row["variant"] not in colours:  # the noise floor
+                ax.hlines(row["frechet"], i - 0.4, i + 0.4, colors="black", linestyles="dashed")
+                continue
+            j = variants.index(row["variant"])
+            x = i + (j - (len(variants) - 1) / 2) * width
+            ax.bar(x, row["frechet"], width, color=colours[row["variant"]])
+    labels = [f"{backbone}\n({weights})" for backbone, weights in groups]
+    ax.set_xticks(range(len(groups)), labels, rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel("Fréchet distance to natural images")
+    ax.set_yscale("symlog", linthresh=1e-3)
+    numbers = [r["frechet"] for r in rows if not isinstance(r["frechet"], str)]
+    ax.set_ylim(0, 3 * max(numbers, default=1.0))
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(
+        handles=[Patch(color=colour, label=variant) for variant, colour in colours.items()],
+        fontsize=7,
+        title="dashed: natural vs natural",
+        title_fontsize=7,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1),
+    )
     save_figure(fig, path)

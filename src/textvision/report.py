@@ -11,7 +11,12 @@ from textvision.dataset import read_dataset
 from textvision.errors import InputError
 from textvision.io import atomic_path, attrs_dict, open_h5, read_json
 from textvision.paper import PAPER_ACCURACY, PAPER_ACCURACY_ERROR, REPRODUCTION_ACCURACY
-from textvision.plots import plot_accuracy, plot_all_learning_curves, plot_confusion
+from textvision.plots import (
+    plot_accuracy,
+    plot_all_learning_curves,
+    plot_confusion,
+    plot_domain_shift,
+)
 
 COLUMNS = [
     "model",
@@ -31,6 +36,7 @@ COLUMNS = [
     "images_per_second_mean",
     "paper_val_accuracy",
     "reproduction_val_accuracy",
+    "batchnorm",
 ]
 
 
@@ -79,6 +85,7 @@ def collect(metrics_files: list[str | Path]) -> tuple[pd.DataFrame, dict]:
                 "images_per_second_mean": agg("images_per_second")[0],
                 "paper_val_accuracy": PAPER_ACCURACY.get(name),
                 "reproduction_val_accuracy": REPRODUCTION_ACCURACY.get(name),
+                "batchnorm": ms[0].get("batchnorm"),
                 "label_names": ms[0]["label_names"],
             }
         )
@@ -148,6 +155,7 @@ def to_markdown(table: pd.DataFrame, header: list[str]) -> str:
         weights = row["weights"] + (
             " (random init: no transfer)" if row["weights"] == "none" else ""
         )
+        weights += " (BatchNorm adapted)" if row.get("batchnorm") == "adapt" else ""
         paper = (
             f"{row['paper_val_accuracy']:.2f} ± {PAPER_ACCURACY_ERROR:.2f}"
             if pd.notna(row["paper_val_accuracy"])
@@ -170,21 +178,94 @@ def to_markdown(table: pd.DataFrame, header: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+DOMAIN_VARIANTS = ("raw", "zscore", "pixel", "adapted")
+
+
+def collect_domain(domain_files: list[str | Path]) -> tuple[list[dict], list[str]]:
+    """One row per backbone, slice (weights) and variant of the domain-shift step's JSON files,
+    plus the natural-halves noise floor; and one line per file saying what was compared."""
+    rows, sources = [], []
+    for path in domain_files:
+        d = read_json(path)
+        ref, text = d["reference"], d["text"]
+        sources.append(
+            f"`{d['backbone']}`: reference `{ref['reference']}` ({ref['n_images']} natural crops "
+            f"of {ref['size']}x{ref['size']} from {len(ref['photos'])} photos), "
+            f"{text['n_images']} of {text['n_train']} training text images"
+        )
+        for sl in d["slices"]:
+            base = {"backbone": d["backbone"], "weights": _weights_label(sl["weights"])}
+            for variant in DOMAIN_VARIANTS:
+                values = sl["variants"][variant]
+                rows.append({**base, "variant": variant, **_pick(values)})
+            noise = {"frechet": sl["natural_halves_frechet"], "frechet_relative": None}
+            noise["bn_kl"] = None
+            rows.append({**base, "variant": "natural vs natural (noise floor)", **noise})
+    return rows, sources
+
+
+def _pick(values: dict) -> dict:
+    keys = ("frechet", "frechet_relative", "bn_kl")
+    return {k: values.get(k) for k in keys}
+
+
+def _cell(value) -> str:
+    if isinstance(value, str):
+        return value
+    return "" if value is None else f"{value:.4g}"
+
+
+def domain_markdown(rows: list[dict], sources: list[str]) -> str:
+    """The "Domain shift" section of results.md."""
+    lines = [
+        "",
+        "## Domain shift",
+        "",
+        "How far the text images are from natural photographs, per backbone slice: Fréchet "
+        "distance between the slice's outputs (average-pooled) on text and natural images, and "
+        "the mean over BatchNorm layers and channels of KL(text batch statistics || running "
+        "statistics). Variants: `raw` (no normalisation), `zscore` (the paper's), `pixel` "
+        "(per-pixel), `adapted` (Z-normalised, BatchNorm statistics re-estimated on the text "
+        "images); rows with weights `none` are the no-transfer reference point. Distances are "
+        "in the units of each slice's features; the last column divides them by the natural "
+        "features' total variance, Tr(S), which compares slices and variants of other scales.",
+        "",
+        *[f"- {line}" for line in sources],
+        "",
+        "| backbone | weights | variant | Fréchet distance | mean BN KL | Fréchet / Tr(S) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['backbone']} | {row['weights']} | {row['variant']} "
+            f"| {_cell(row['frechet'])} | {_cell(row['bn_kl'])} "
+            f"| {_cell(row['frechet_relative'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def build_report(
     metrics_files: list[str | Path],
     dataset: str | Path,
     embeddings: str | Path,
     mapping: str | Path,
     outdir: str | Path,
+    domain_files: list[str | Path] = (),
 ) -> pd.DataFrame:
-    """Write results.csv, results.md, accuracy.png, learning_curves.png, confusion.png."""
+    """Write results.csv, results.md, accuracy.png, learning_curves.png, confusion.png; with
+    the domain-shift step's JSON files, a "Domain shift" section and domain_shift.png."""
     outdir = Path(outdir)
     table, runs = collect(metrics_files)
     header = describe_run(dataset, embeddings, mapping, runs)
+    text = to_markdown(table, header)
+    if domain_files:
+        rows, sources = collect_domain(domain_files)
+        text += domain_markdown(rows, sources)
+        plot_domain_shift(rows, outdir / "domain_shift.png")
     with atomic_path(outdir / "results.csv") as tmp:
         table[COLUMNS].to_csv(tmp, index=False)
     with atomic_path(outdir / "results.md") as tmp:
-        tmp.write_text(to_markdown(table, header))
+        tmp.write_text(text)
     plot_accuracy(table, outdir / "accuracy.png")
     plot_all_learning_curves(
         {n: ms[0]["history"] for n, ms in runs.items() if ms[0]["history"]},
@@ -206,7 +287,7 @@ def compare_runs(runs: list[tuple[str, str | Path]], out: str | Path) -> pd.Data
             frame = pd.read_csv(path)
         except FileNotFoundError as err:
             raise InputError(f"{path}: results table of run {label!r} not found") from err
-        frames.append(frame.assign(run=label)[["run", *COLUMNS]])
+        frames.append(frame.assign(run=label).reindex(columns=["run", *COLUMNS]))
     table = pd.concat(frames, ignore_index=True)
     with atomic_path(out) as tmp:
         table.to_csv(tmp, index=False)

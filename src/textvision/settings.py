@@ -166,6 +166,7 @@ class TrainSettings(Settings):
     batch_size: int
     upsample: int
     normalization: str
+    batchnorm: str
     cache_features_mb: int
     threads: int
     device: str
@@ -175,6 +176,7 @@ class TrainSettings(Settings):
         "batch_size",
         "upsample",
         "normalization",
+        "batchnorm",
         "cache_features_mb",
         "threads",
     )
@@ -204,6 +206,60 @@ class TrainSettings(Settings):
     @classmethod
     def setting_keys(cls) -> list[str]:
         return [f"training.{k}" for k in ("weights", "lr", *cls._SHARED)] + ["device"]
+
+
+@dataclass(frozen=True)
+class DomainSettings(Settings):
+    """`domain-shift`: the `domain` section, and what the step needs from `training` resolved for
+    one backbone (its weights, the upsampling) and `device`. Like `TrainSettings`, the fragment
+    holds only that backbone's weights (another backbone's change leaves this job alone) and no
+    learning rates. `--set training.weights=none` overrides a training key."""
+
+    SECTION: ClassVar[str] = "domain"
+    TOP_LEVEL: ClassVar[tuple[str, ...]] = ("device", "training")
+    CONTEXT: ClassVar[tuple[str, ...]] = ("backbone",)
+    reference: str
+    n_reference: int
+    max_images: int
+    seed: int
+    weights: str
+    upsample: int
+    device: str
+
+    _OWN: ClassVar[tuple[str, ...]] = ("reference", "n_reference", "max_images", "seed")
+
+    @classmethod
+    def make(cls, base_dir: str = ".", **values):
+        """As `Settings.make`; `weights` and `upsample` may also be given flat."""
+        training = {k: values.pop(k) for k in ("weights", "upsample") if k in values}
+        if training:
+            values["training"] = {**values.get("training", {}), **training}
+        return super().make(base_dir, **values)
+
+    @classmethod
+    def from_config(cls, config: dict, *, backbone: str, **context):
+        return cls(
+            weights=weights_for(config, backbone),
+            upsample=config["training"]["upsample"],
+            device=config["device"],
+            **{k: config[cls.SECTION][k] for k in cls._OWN},
+        )
+
+    @classmethod
+    def fragment(cls, config: dict, *, backbone: str, **context) -> dict:
+        return {
+            cls.SECTION: {k: config[cls.SECTION][k] for k in cls._OWN},
+            "training": {
+                "weights": weights_for(config, backbone),
+                "upsample": config["training"]["upsample"],
+            },
+            "device": config["device"],
+        }
+
+    @classmethod
+    def setting_keys(cls) -> list[str]:
+        own = [f"{cls.SECTION}.{k}" for k in cls._OWN]
+        return [*own, "training.weights", "training.upsample", "device"]
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,12 @@ from textvision.metrics import classification_metrics
 from textvision.models import (
     InputAdapter,
     TextVisionNet,
+    adapt_batchnorm,
+    batchnorm_layers,
     build_backbone,
     build_head,
     check_input_size,
+    has_initial_statistics,
 )
 from textvision.settings import TrainSettings
 from textvision.threads import limit_threads
@@ -183,6 +186,35 @@ def build_network(
         *build_head(arch, spec.channels, len(attrs["label_names"])),
     )
     return net, check_input_size(net, attrs["pixels"])
+
+
+def check_adaptable(net: TextVisionNet, backbone: str, weights: str) -> None:
+    """Stop, naming the backbone and the weights, where `training.batchnorm: adapt` has nothing
+    to re-estimate: a slice without BatchNorm, or a weights file with folded BatchNorm."""
+    body = net.backbone.body
+    if not batchnorm_layers(body):
+        raise InputError(
+            f"training.batchnorm 'adapt': backbone {backbone} (weights {weights}) has no "
+            "BatchNorm layer to adapt; use 'frozen' for it"
+        )
+    if weights not in ("imagenet", "none") and has_initial_statistics(body):
+        raise InputError(
+            f"training.batchnorm 'adapt': backbone {backbone} with weights {weights} has folded "
+            "BatchNorm (every running mean 0, variance 1: no running statistics to re-estimate, "
+            "and adapting would undo the folding); use 'frozen' or unfolded weights"
+        )
+
+
+def adapt_to_training_images(net: TextVisionNet, train_images: torch.Tensor, batch_size: int):
+    """AdaBN on the training images, through the network's own input adapter; the slice is
+    frozen (eval mode, no gradients) again afterwards."""
+    dev = net.adapter.mu.device
+    batches = (
+        net.adapter(train_images[i : i + batch_size].to(dev))
+        for i in range(0, len(train_images), batch_size)
+    )
+    n = adapt_batchnorm(net.backbone.body, batches)
+    log.info("BatchNorm statistics of the slice re-estimated on %d training images", n)
 
 
 @dataclass
@@ -356,6 +388,9 @@ def _prepare_job(images, backbone: str, seed: int, settings: TrainSettings) -> d
     verify_sealed(images, "render_images")
     place(net, dev)
     tensors = _split_tensors(data, images)
+    if settings.batchnorm == "adapt":
+        check_adaptable(net, backbone, settings.weights)
+        adapt_to_training_images(net, tensors["train"][0], settings.batch_size)
     per_image_mb = 4 * float(np.prod(maps)) / 2**20
     n_cached = sum(len(y) for _, y in tensors.values())
     cache = settings.normalization != "batch" and per_image_mb * n_cached <= (
@@ -414,6 +449,7 @@ def _train(images, outdir: Path, settings: TrainSettings, backbone: str, seed: i
         "seed": seed,
         "upsample": settings.upsample,
         "normalization": settings.normalization,
+        "batchnorm": settings.batchnorm,
         "n_classes": len(attrs["label_names"]),
         "feature_maps": int(job["maps"][0]),
     }

@@ -7,6 +7,7 @@ from textvision.lock import acquire_outdir, release_outdir
 from textvision.settings import (
     BaselineSettings,
     DataSettings,
+    DomainSettings,
     EmbedSettings,
     MappingSettings,
     MergeSettings,
@@ -71,6 +72,22 @@ def train_params(wildcards):
     return step_params(TrainSettings, config, backbone=wildcards.backbone)
 
 
+def reference_input(wildcards):
+    """The folder of natural images, if one is configured (`sklearn`: none)."""
+    reference = config["domain"]["reference"]
+    return [] if reference == "sklearn" else [reference]
+
+
+def domain_params(wildcards):
+    """The domain-shift settings resolved for this job's backbone (its weights; no learning
+    rates: a learning-rate change leaves these jobs alone)."""
+    return step_params(DomainSettings, config, backbone=wildcards.backbone)
+
+
+def domain_files():
+    return expand(f"{OUT}/domain/{{backbone}}.json", backbone=BACKBONES)
+
+
 def metrics_files():
     files = expand(
         f"{OUT}/train/{{backbone}}/seed{{seed}}/metrics.json",
@@ -84,11 +101,14 @@ def metrics_files():
 
 DEEPINSIGHT_FIGURES = ["feature_density", "class_means", "samples", "feature_map"]
 REPORT_FIGURES = ["accuracy", "learning_curves", "confusion"]
+# the names textvision.domain_figures.DOMAIN_FIGURES writes (tests/test_domain.py checks)
+DOMAIN_FIGURES = ["inputs", "normalisation", "histograms", "frechet"]
 
 
 def product_files():
     """Every product of the design: embeddings, mapping, images, each backbone's trained model
-    and metrics, the baseline's metrics. Targets of `all`, so a deleted one is rebuilt."""
+    and metrics, the baseline's metrics. Targets of `all`, so a deleted one is rebuilt.
+    """
     return [
         f"{OUT}/embeddings/embeddings.h5",
         f"{OUT}/deepinsight/mapping.h5",
@@ -100,6 +120,7 @@ def product_files():
             name=["model.pt", "history.csv"],
         ),
         *metrics_files(),
+        *domain_files(),
     ]
 
 
@@ -110,6 +131,12 @@ def get_final_output():
         f"{OUT}/report/results.md",
         *expand(f"{OUT}/report/{{fig}}.png", fig=REPORT_FIGURES),
         *expand(f"{OUT}/deepinsight/{{fig}}.png", fig=DEEPINSIGHT_FIGURES),
+        *expand(
+            f"{OUT}/domain/{{backbone}}_{{fig}}.png",
+            backbone=BACKBONES,
+            fig=DOMAIN_FIGURES,
+        ),
+        f"{OUT}/report/domain_shift.png",
     ]
 
 

@@ -4,6 +4,7 @@ rule report:
         dataset=f"{OUT}/data/dataset.parquet",
         embeddings=f"{OUT}/embeddings/embeddings.h5",
         mapping=f"{OUT}/deepinsight/mapping.h5",
+        domain=domain_files(),
     output:
         **{
             fig: report(
@@ -13,6 +14,11 @@ rule report:
             )
             for fig in REPORT_FIGURES
         },
+        domain_shift=report(
+            f"{OUT}/report/domain_shift.png",
+            caption="../report/domain_shift.rst",
+            category="Domain shift",
+        ),
         csv=f"{OUT}/report/results.csv",
         md=report(
             f"{OUT}/report/results.md",
@@ -30,5 +36,6 @@ rule report:
         outdir=lambda wildcards, output: Path(output[0]).parent,
     shell:
         "textvision report --dataset {input.dataset:q} --embeddings {input.embeddings:q}"
-        " --mapping {input.mapping:q} --outdir {params.outdir:q} {input.metrics:q}"
+        " --mapping {input.mapping:q} --domain {input.domain:q}"
+        " --outdir {params.outdir:q} {input.metrics:q}"
         " --threads {threads} > {log:q} 2>&1"

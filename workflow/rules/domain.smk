@@ -1,0 +1,31 @@
+rule domain_shift:
+    input:
+        images=f"{OUT}/images/images.h5",
+        weights=weights_input,
+        reference=reference_input,
+    output:
+        **{
+            fig: report(
+                f"{OUT}/domain/{{backbone}}_{fig}.png",
+                caption=f"../report/domain_{fig}.rst",
+                category="Domain shift",
+                subcategory="{backbone}",
+            )
+            for fig in DOMAIN_FIGURES
+        },
+        json=f"{OUT}/domain/{{backbone}}.json",
+    log:
+        f"{OUT}/logs/domain_shift/{{backbone}}.log",
+    conda:
+        "../../envs/train.yaml"
+    threads: 4
+    resources:
+        **res("train"),
+        gpu=GPU,
+    params:
+        outdir=lambda wildcards, output: Path(output.json).parent,
+        settings=domain_params,
+    shell:
+        "textvision domain-shift --images {input.images:q} --backbone {wildcards.backbone:q}"
+        " --out-json {output.json:q} --outdir {params.outdir:q}"
+        " --settings {params.settings:q} --threads {threads} > {log:q} 2>&1"
