@@ -18,9 +18,15 @@ include: "workflow/rules/deepinsight.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/domain.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/predict.smk"
 
 
 rule all:
     default_target: True
     input:
         get_final_output(),
+
+
+rule predict:
+    input:
+        predict_targets,

@@ -106,8 +106,8 @@ def test_help_lists_every_setting_with_default_and_description(capsys):
 
 def test_argparse_holds_no_setting_defaults():
     for action in build_parser()._subparsers._group_actions[0].choices["train"]._actions:
-        assert action.dest in {"help", "images", "outdir", "backbone", "seed", "config",
-                               "settings", "assignments"}, action.dest  # fmt: skip
+        assert action.dest in {"help", "images", "outdir", "backbone", "seed", "mapping",
+                               "config", "settings", "assignments"}, action.dest  # fmt: skip
 
 
 def test_registry_is_the_one_list_and_refuses_duplicates():

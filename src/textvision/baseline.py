@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
+import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from textvision.embeddings import read_embeddings
-from textvision.io import attrs_dict, decode, open_h5, write_json
+from textvision.io import atomic_path, attrs_dict, decode, open_h5, write_json
 from textvision.metrics import classification_metrics
 from textvision.settings import BaselineSettings
 
+log = logging.getLogger(__name__)
+
 
 def train_logreg(embeddings: str | Path, out: str | Path, settings: BaselineSettings) -> dict:
-    """Fit on the training split, score the validation (and test) split, write metrics.json.
+    """Fit on the training split, score the validation (and test) split, write metrics.json and,
+    beside it, `bundle/` and `val_proba_best.npy`.
     lbfgs is deterministic: one fit, recorded as seed 0."""
     C = settings.C
     with open_h5(embeddings, "label", "split") as fh:
@@ -52,5 +57,21 @@ def train_logreg(embeddings: str | Path, out: str | Path, settings: BaselineSett
         "seed": 0,
         "history": [],
     }
+    write_model(Path(out).parent, model, attrs, model.predict_proba(X[split == "val"]))
     write_json(out, metrics)
     return metrics
+
+
+def write_model(outdir: Path, model, attrs: dict, val_proba: np.ndarray) -> None:
+    """`val_proba_best.npy` (validation probabilities, rows in the embeddings' order) and
+    `bundle/`, the fitted pipeline as a portable model (`textvision predict`); no bundle for
+    embeddings that do not name their encoder (not written by `textvision embed`)."""
+    from textvision.bundle import ENCODER_KEYS, logreg_bundle, write_bundle
+
+    with atomic_path(outdir / "val_proba_best.npy") as tmp, open(tmp, "wb") as fh:
+        np.save(fh, val_proba)
+    missing = [k for k in ENCODER_KEYS if k not in attrs]
+    if missing:
+        log.warning("no model bundle: the embeddings lack the encoder's %s", missing)
+        return
+    write_bundle(outdir / "bundle", *logreg_bundle(model, attrs))

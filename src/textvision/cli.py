@@ -82,6 +82,21 @@ def _io_train(p):
     p.add_argument("--outdir", required=True)
     p.add_argument("--backbone", required=True, help="registry name, e.g. alexnet")
     p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--mapping", help="the DeepInsight mapping.h5 of the images: also write bundle/")
+
+
+def _io_predict(p):
+    p.add_argument("--model", required=True, help="a bundle/ folder of a training job or baseline")
+    p.add_argument(
+        "--input", required=True, dest="source", help="texts: .csv, .tsv, .parquet or .jsonl"
+    )
+    p.add_argument("--out", required=True, help="predictions.csv to write")
+    p.add_argument("--text-column", default="text", dest="text_column")
+    p.add_argument(
+        "--id-column", default=None, dest="id_column", help="default (or ''): row numbers"
+    )
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--batch-size", type=int, default=32, dest="batch_size")
 
 
 def _io_domain(p):
@@ -165,6 +180,10 @@ STEPS: dict[str, Step] = {
     "baseline": Step(
         "textvision.baseline:train_logreg", "logistic regression on the raw embeddings",
         _io_baseline, BaselineSettings,
+    ),
+    "predict": Step(
+        "textvision.predict:predict_texts",
+        "classify new texts with a model bundle -> predictions.csv", _io_predict,
     ),
     "report": Step(
         "textvision.report:build_report", "metrics.json files -> results table and figures",

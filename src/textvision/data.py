@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import io
 import logging
 import os
 import re
@@ -12,23 +11,19 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from textvision.dataset import write_dataset
 from textvision.errors import InputError
 from textvision.settings import DataSettings
 from textvision.synthetic import make_corpus
+from textvision.tables import _BR, clean_text  # noqa: F401 - textvision.data.clean_text, _BR
+from textvision.tables import load_table as _load_table
+from textvision.tables import one_line as _one_line
+from textvision.tables import rows as _rows
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-_BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
-_READERS = {
-    ".csv": lambda buf: pd.read_csv(buf),
-    ".tsv": lambda buf: pd.read_csv(buf, sep="\t"),
-    ".jsonl": lambda buf: pd.read_json(buf, lines=True),
-    ".json": lambda buf: pd.read_json(buf, lines=True),
-}
 _ACLIMDB = re.compile(r"(?:^|/)aclImdb/(train|test)/(pos|neg)/(\d+)_(\d+)\.txt$")
 
 
@@ -60,37 +55,6 @@ def load_source(
             )
     ids = frame[id_column].astype(str) if id_column else [f"row-{i}" for i in range(len(frame))]
     return pd.DataFrame({"id": ids, "text": frame[text_column], "label": frame[label_column]})
-
-
-def _load_table(path: Path) -> pd.DataFrame:
-    suffix = path.suffix.lower()
-    if path.stat().st_size == 0:
-        raise InputError(f"{path}: file is empty (expected a header and labelled rows)")
-    if suffix == ".parquet":
-        try:
-            return pd.read_parquet(path)
-        except (OSError, pa.ArrowException) as err:
-            raise InputError(f"{path}: not a readable Parquet file ({_one_line(err)})") from err
-    if suffix not in _READERS:
-        raise InputError(
-            f"{path}: unknown file type {suffix!r}; expected .csv, .tsv, .parquet, .jsonl, "
-            "an aclImdb folder or aclImdb_v1.tar.gz"
-        )
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise InputError(
-            f"{path}: line {line}, byte {err.start}: invalid UTF-8 ({err.reason}); "
-            "expected UTF-8 text"
-        ) from err
-    try:
-        return _READERS[suffix](io.StringIO(text))
-    except (pd.errors.EmptyDataError, ValueError) as err:
-        raise InputError(
-            f"{path}: cannot parse as {suffix[1:].upper()} ({_one_line(err)})"
-        ) from err
 
 
 def _load_aclimdb(path: Path) -> pd.DataFrame:
@@ -169,21 +133,6 @@ def _load_hf(name: str, text_column: str, label_column: str) -> pd.DataFrame:
     return pd.DataFrame(
         {"id": frame.index, "text": frame[text_column].values, "label": frame[label_column].values}
     )
-
-
-def _rows(mask) -> list[int]:
-    """The first few row numbers (0-based data rows) where `mask` holds."""
-    return np.flatnonzero(np.asarray(mask, dtype=bool))[:5].tolist()
-
-
-def _one_line(err: BaseException) -> str:
-    """An exception's text on one line (parsers' messages may hold newlines)."""
-    return " ".join(str(err).split())
-
-
-def clean_text(text):
-    """`<br />` (any spelling) -> a space, runs of whitespace collapsed; non-strings unchanged."""
-    return " ".join(_BR.sub(" ", text).split()) if isinstance(text, str) else text
 
 
 def validate_rows(

@@ -325,7 +325,8 @@ def fit_epochs(job: dict, run: Run, checkpoint: Path, identity: dict) -> np.ndar
 
 def final_metrics(job: dict, run: Run, val_proba: np.ndarray | None) -> tuple[dict, dict]:
     """Validation metrics of the last and the best epoch, test metrics of the best; the last
-    epoch's weights. Leaves the best epoch's weights in the network."""
+    epoch's weights. Leaves the best epoch's weights in the network, and the best epoch's
+    validation probabilities (what `val_best` scores) in `job["val_proba_best"]`."""
     net, sources, autocast, batch_size = job["net"], job["sources"], job["amp"], job["batch_size"]
     labels = job["labels"]
 
@@ -341,7 +342,8 @@ def final_metrics(job: dict, run: Run, val_proba: np.ndarray | None) -> tuple[di
     last_state = {"head": net.head.state_dict(), "classifier": net.classifier.state_dict()}
     net.head.load_state_dict(run.best["head"])
     net.classifier.load_state_dict(run.best["classifier"])
-    best = score("val")
+    job["val_proba_best"] = _evaluate(net, sources["val"], labels["val"], batch_size, autocast)[1]
+    best = classification_metrics(labels["val"].numpy(), job["val_proba_best"])
     scores = {
         "val_accuracy_last": last["accuracy"],
         "val_accuracy_best": best["accuracy"],
@@ -377,6 +379,33 @@ def write_outputs(outdir: Path, metrics: dict, settings: dict, run: Run, last_st
         f"{settings['backbone']} (seed {settings['seed']}, weights {label})",
     )
     write_json(outdir / "metrics.json", metrics)
+
+
+def check_mapping(mapping: str | Path, attrs: dict):
+    """The fitted DeepInsight transformer of `mapping`, which must be the one the images were
+    rendered with (same grid and discretisation): checked before training."""
+    from textvision.mapping import load_mapping
+
+    transformer, _ = load_mapping(mapping)
+    rendered = (attrs["pixels"], attrs.get("discretization", transformer.discretization))
+    if (transformer.pixels, transformer.discretization) != rendered:
+        raise InputError(
+            f"{mapping}: {transformer.pixels}x{transformer.pixels} pixels, discretization "
+            f"{transformer.discretization!r}; the images were rendered with {rendered[0]}x"
+            f"{rendered[0]}, {rendered[1]!r}: not their mapping"
+        )
+    return transformer
+
+
+def write_bundle_files(outdir: Path, job: dict, transformer, recorded: dict) -> None:
+    """`val_proba_best.npy` (the best epoch's validation probabilities, rows in the images'
+    order) and `bundle/`: everything needed to classify new texts with the best epoch."""
+    from textvision.bundle import cnn_bundle, write_bundle
+
+    with atomic_path(outdir / "val_proba_best.npy") as tmp, open(tmp, "wb") as fh:
+        np.save(fh, job["val_proba_best"])
+    meta, tensors = cnn_bundle(job["net"], job["data"]["attrs"], transformer, recorded)
+    write_bundle(outdir / "bundle", meta, tensors)
 
 
 def _prepare_job(images, backbone: str, seed: int, settings: TrainSettings) -> dict:
@@ -423,22 +452,33 @@ def _prepare_job(images, backbone: str, seed: int, settings: TrainSettings) -> d
 
 
 def train_backbone(
-    images: str | Path, outdir: str | Path, settings: TrainSettings, *, backbone: str, seed: int
+    images: str | Path,
+    outdir: str | Path,
+    settings: TrainSettings,
+    *,
+    backbone: str,
+    seed: int,
+    mapping: str | Path | None = None,
 ) -> dict:
     """Train one backbone with one seed, evaluate on the validation split after every epoch, and
-    write `model.pt`, `metrics.json`, `history.csv` and `learning_curve.png` into `outdir`.
+    write `model.pt`, `metrics.json`, `history.csv` and `learning_curve.png` into `outdir`; with
+    the DeepInsight `mapping` the images were rendered with, also `bundle/` (the best epoch as a
+    portable model, `textvision predict`) and `val_proba_best.npy`.
 
     A `checkpoint.pt` written after every epoch lets a killed job resume where it stopped.
     Runs on `settings.threads` CPU threads, so that the result does not depend on the machine.
     """
     with limit_threads(settings.threads):
-        return _train(images, Path(outdir), settings, backbone, seed)
+        return _train(images, Path(outdir), settings, backbone, seed, mapping)
 
 
-def _train(images, outdir: Path, settings: TrainSettings, backbone: str, seed: int) -> dict:
+def _train(
+    images, outdir: Path, settings: TrainSettings, backbone: str, seed: int, mapping=None
+) -> dict:
     outdir.mkdir(parents=True, exist_ok=True)
     job = _prepare_job(images, backbone, seed, settings)
     data, attrs = job["data"], job["data"]["attrs"]
+    transformer = check_mapping(mapping, attrs) if mapping is not None else None
     recorded = {
         "backbone": backbone,
         "weights": settings.weights,
@@ -480,6 +520,8 @@ def _train(images, outdir: Path, settings: TrainSettings, backbone: str, seed: i
         "label_names": attrs["label_names"],
         "synthetic": attrs.get("synthetic", False),
     }
+    if transformer is not None:
+        write_bundle_files(outdir, job, transformer, recorded)
     write_outputs(outdir, metrics, recorded, run, last_state)
     checkpoint.unlink(missing_ok=True)
     return metrics

@@ -34,6 +34,7 @@ wildcard_constraints:
     shard=r"\d+",
     seed=r"\d+",
     backbone="|".join(re.escape(name) for name in backbone_names()),
+    model="|".join(re.escape(name) for name in [*backbone_names(), "logreg"]),
 
 
 localrules:
@@ -42,6 +43,7 @@ localrules:
     plot_mapping,
     report,
     prefetch,
+    predict,
 
 
 def res(family):
@@ -88,6 +90,64 @@ def domain_files():
     return expand(f"{OUT}/domain/{{backbone}}.json", backbone=BACKBONES)
 
 
+BUNDLE_FILES = ["bundle.json", "tensors.safetensors"]
+
+
+def bundle_files():
+    """Each training job's and the baseline's model bundle and validation probabilities."""
+    files = expand(
+        f"{OUT}/train/{{backbone}}/seed{{seed}}/{{name}}",
+        backbone=BACKBONES,
+        seed=SEEDS,
+        name=[*(f"bundle/{f}" for f in BUNDLE_FILES), "val_proba_best.npy"],
+    )
+    if config["baseline"]["enabled"]:
+        files += [f"{OUT}/baselines/logreg/bundle/{f}" for f in BUNDLE_FILES]
+        files.append(f"{OUT}/baselines/logreg/val_proba_best.npy")
+    return files
+
+
+def predict_models():
+    """The models of `predict.models` (empty: every backbone, and `logreg` when the baseline
+    is enabled), each checked."""
+    models = config["predict"]["models"] or [
+        *BACKBONES,
+        *(["logreg"] if config["baseline"]["enabled"] else []),
+    ]
+    allowed = [*BACKBONES, *(["logreg"] if config["baseline"]["enabled"] else [])]
+    unknown = [m for m in models if m not in allowed]
+    if unknown:
+        raise ValueError(
+            f"config key 'predict.models': {unknown} not trained here; expected some of {allowed}"
+        )
+    return models
+
+
+def predict_files():
+    return expand(f"{OUT}/predict/{{model}}/predictions.csv", model=predict_models())
+
+
+def predict_targets(wildcards):
+    """The predictions of `snakemake predict`; `predict.source` must be set."""
+    if not config["predict"]["source"]:
+        raise ValueError(
+            "config key 'predict.source' is null: set the texts to classify, e.g. "
+            '--config \'predict={"source": "reviews.csv"}\''
+        )
+    return predict_files()
+
+
+def model_bundle(wildcards):
+    """The bundle folder's files of a `predict/{model}` job: the baseline, or the backbone's
+    first seed."""
+    model = wildcards.model
+    if model == "logreg":
+        folder = f"{OUT}/baselines/logreg/bundle"
+    else:
+        folder = f"{OUT}/train/{model}/seed{SEEDS[0]}/bundle"
+    return [f"{folder}/{name}" for name in BUNDLE_FILES]
+
+
 def metrics_files():
     files = expand(
         f"{OUT}/train/{{backbone}}/seed{{seed}}/metrics.json",
@@ -107,7 +167,7 @@ DOMAIN_FIGURES = ["inputs", "normalisation", "histograms", "frechet"]
 
 def product_files():
     """Every product of the design: embeddings, mapping, images, each backbone's trained model
-    and metrics, the baseline's metrics. Targets of `all`, so a deleted one is rebuilt.
+    and metrics, the model bundles, the baseline's metrics. Targets of `all`, so a deleted one is rebuilt.
     """
     return [
         f"{OUT}/embeddings/embeddings.h5",
@@ -120,6 +180,7 @@ def product_files():
             name=["model.pt", "history.csv"],
         ),
         *metrics_files(),
+        *bundle_files(),
         *domain_files(),
     ]
 
@@ -137,6 +198,7 @@ def get_final_output():
             fig=DOMAIN_FIGURES,
         ),
         f"{OUT}/report/domain_shift.png",
+        *(predict_files() if config["predict"]["source"] else []),
     ]
 
 

@@ -1,9 +1,12 @@
 rule train:
     input:
         images=f"{OUT}/images/images.h5",
+        mapping=f"{OUT}/deepinsight/mapping.h5",
         weights=weights_input,
     output:
         metrics=f"{OUT}/train/{{backbone}}/seed{{seed}}/metrics.json",
+        bundle=multiext(f"{OUT}/train/{{backbone}}/seed{{seed}}/bundle/", *BUNDLE_FILES),
+        val_proba=f"{OUT}/train/{{backbone}}/seed{{seed}}/val_proba_best.npy",
         model=f"{OUT}/train/{{backbone}}/seed{{seed}}/model.pt",
         history=f"{OUT}/train/{{backbone}}/seed{{seed}}/history.csv",
         curve=f"{OUT}/train/{{backbone}}/seed{{seed}}/learning_curve.png",
@@ -20,7 +23,7 @@ rule train:
         settings=train_params,
     shell:
         "textvision train --images {input.images:q} --outdir {params.outdir:q}"
-        " --backbone {wildcards.backbone:q} --seed {wildcards.seed:q}"
+        " --backbone {wildcards.backbone:q} --seed {wildcards.seed:q} --mapping {input.mapping:q}"
         " --settings {params.settings:q} > {log:q} 2>&1"
 
 
@@ -28,7 +31,9 @@ rule baseline_logreg:
     input:
         f"{OUT}/embeddings/embeddings.h5",
     output:
-        f"{OUT}/baselines/logreg/metrics.json",
+        metrics=f"{OUT}/baselines/logreg/metrics.json",
+        bundle=multiext(f"{OUT}/baselines/logreg/bundle/", *BUNDLE_FILES),
+        val_proba=f"{OUT}/baselines/logreg/val_proba_best.npy",
     log:
         f"{OUT}/logs/baseline_logreg.log",
     conda:
@@ -39,5 +44,5 @@ rule baseline_logreg:
     params:
         settings=step_params(BaselineSettings, config),
     shell:
-        "textvision baseline --embeddings {input:q} --out {output:q}"
+        "textvision baseline --embeddings {input:q} --out {output.metrics:q}"
         " --settings {params.settings:q} --threads {threads} > {log:q} 2>&1"

@@ -1,0 +1,99 @@
+"""`textvision predict`: classify new texts with a model bundle (`bundle/` of a training job or
+of the baseline), streaming in chunks so that memory does not grow with the number of texts."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from textvision.errors import InputError
+from textvision.io import atomic_path
+
+CHUNK = 1024  # texts embedded, imaged and classified at a time
+
+
+def read_texts(
+    source: str | Path, text_column: str, id_column: str | None, clean_html: bool
+) -> pd.DataFrame:
+    """Columns id, text of a CSV/TSV/Parquet/JSONL file (read like `data.source`), checked like
+    `prepare_data` checks its texts: one-line errors naming the file, rows and column."""
+    from textvision.tables import clean_text, load_table, rows
+
+    path = Path(source)
+    if not path.is_file():
+        raise InputError(f"{source}: file not found")
+    frame = load_table(path)
+    for role, column in (("text", text_column), ("id", id_column)):
+        if column is not None and column not in frame.columns:
+            raise InputError(
+                f"{source}: missing {role} column {column!r} (--{role}-column); found columns "
+                f"{list(frame.columns)}"
+            )
+    if len(frame) == 0:
+        raise InputError(f"{source}: no data rows (only a header?); expected texts")
+    texts = frame[text_column]
+    if clean_html:
+        texts = texts.map(clean_text)
+    empty = texts.isna().to_numpy() | ~texts.map(lambda t: isinstance(t, str) and t.strip() != "")
+    if empty.any():
+        after = " after HTML cleaning (<br /> removed)" if clean_html else ""
+        raise InputError(
+            f"{source}: text column {text_column!r} has empty, whitespace-only or non-string "
+            f"values{after} at rows {rows(empty)}; expected a text in every row"
+        )
+    bad = texts.map(_not_utf8).to_numpy()
+    if bad.any():
+        raise InputError(
+            f"{source}: text column {text_column!r} holds text that is not valid UTF-8 at rows "
+            f"{rows(bad)}; expected UTF-8 text"
+        )
+    ids = frame[id_column].astype(str) if id_column else pd.Series(range(len(frame)))
+    return pd.DataFrame({"id": ids.to_numpy(), "text": texts.to_numpy()})
+
+
+def _not_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates from a lenient decoder
+        return True
+    return False
+
+
+def predict_texts(
+    model: str | Path,
+    source: str | Path,
+    out: str | Path,
+    text_column: str = "text",
+    id_column: str | None = None,
+    device: str = "auto",
+    batch_size: int = 32,
+) -> Path:
+    """Write `out` (CSV): id, predicted class name, prob_<class> per class, one row per text of
+    `source`, from the bundle folder `model`. Nothing is written when a check fails."""
+    from textvision.bundle import load_bundle, read_meta
+    from textvision.device import resolve_device
+
+    id_column = id_column or None  # "" (what the rule passes for row numbers) too
+    meta = read_meta(model)  # version and checksum first: cheap
+    frame = read_texts(source, text_column, id_column, bool(meta["encoder"]["clean_html"]))
+    bundle = load_bundle(model, device=str(resolve_device(device)), batch_size=batch_size)
+    names = bundle.class_names
+    header = ["id", "predicted", *(f"prob_{name}" for name in names)]
+    with (
+        atomic_path(out) as tmp,
+        open(tmp, "w", newline="", encoding="utf-8") as fh,
+        tqdm(total=len(frame), unit="text", desc="predict", mininterval=2) as bar,
+    ):
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        for lo in range(0, len(frame), CHUNK):
+            chunk = frame.iloc[lo : lo + CHUNK]
+            proba = bundle.predict_proba(chunk["text"].tolist(), progress=bar)
+            predicted = np.asarray(names, dtype=object)[proba.argmax(1)]
+            for row_id, name, row in zip(chunk["id"], predicted, proba, strict=True):
+                writer.writerow([row_id, name, *(f"{p:.9g}" for p in row)])
+    return Path(out)
