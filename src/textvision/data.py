@@ -16,7 +16,7 @@ from textvision.dataset import write_dataset
 from textvision.errors import InputError
 from textvision.settings import DataSettings
 from textvision.synthetic import make_corpus
-from textvision.tables import _BR, clean_text  # noqa: F401 - textvision.data.clean_text, _BR
+from textvision.tables import _BR, check_texts, clean_text  # noqa: F401 - textvision.data.clean_text, _BR
 from textvision.tables import load_table as _load_table
 from textvision.tables import one_line as _one_line
 from textvision.tables import rows as _rows
@@ -145,14 +145,7 @@ def validate_rows(
     if len(frame) == 0:
         raise InputError(f"{source}: no data rows (only a header?); expected labelled texts")
     _check_labels(frame["label"], source, names["label"])
-    texts = frame["text"]
-    empty = texts.isna().to_numpy() | ~texts.map(lambda t: isinstance(t, str) and t.strip() != "")
-    if empty.any():
-        after = " after HTML cleaning (<br /> removed)" if cleaned else ""
-        raise InputError(
-            f"{source}: text column {names['text']!r} has empty, whitespace-only or non-string "
-            f"values{after} at rows {_rows(empty)}; expected a text in every row"
-        )
+    check_texts(frame["text"], source, names["text"], cleaned)
     dup = frame["id"].duplicated(keep=False).to_numpy()
     if dup.any():
         rows = _rows(dup)

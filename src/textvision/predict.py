@@ -21,7 +21,7 @@ def read_texts(
 ) -> pd.DataFrame:
     """Columns id, text of a CSV/TSV/Parquet/JSONL file (read like `data.source`), checked like
     `prepare_data` checks its texts: one-line errors naming the file, rows and column."""
-    from textvision.tables import clean_text, load_table, rows
+    from textvision.tables import check_texts, clean_text, load_table, rows
 
     path = Path(source)
     if not path.is_file():
@@ -38,13 +38,7 @@ def read_texts(
     texts = frame[text_column]
     if clean_html:
         texts = texts.map(clean_text)
-    empty = texts.isna().to_numpy() | ~texts.map(lambda t: isinstance(t, str) and t.strip() != "")
-    if empty.any():
-        after = " after HTML cleaning (<br /> removed)" if clean_html else ""
-        raise InputError(
-            f"{source}: text column {text_column!r} has empty, whitespace-only or non-string "
-            f"values{after} at rows {rows(empty)}; expected a text in every row"
-        )
+    check_texts(texts, source, text_column, clean_html)
     bad = texts.map(_not_utf8).to_numpy()
     if bad.any():
         raise InputError(

@@ -64,3 +64,15 @@ def one_line(err: BaseException) -> str:
 def clean_text(text):
     """`<br />` (any spelling) -> a space, runs of whitespace collapsed; non-strings unchanged."""
     return " ".join(_BR.sub(" ", text).split()) if isinstance(text, str) else text
+
+
+def check_texts(texts: pd.Series, source, column: str, cleaned: bool) -> None:
+    """Stop on empty, whitespace-only or non-string texts (after HTML cleaning when `cleaned`),
+    naming the column and the first rows."""
+    empty = texts.isna().to_numpy() | ~texts.map(lambda t: isinstance(t, str) and t.strip() != "")
+    if empty.any():
+        after = " after HTML cleaning (<br /> removed)" if cleaned else ""
+        raise InputError(
+            f"{source}: text column {column!r} has empty, whitespace-only or non-string "
+            f"values{after} at rows {rows(empty)}; expected a text in every row"
+        )
