@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
@@ -22,6 +21,7 @@ from textvision.errors import ConfigError, InputError
 from textvision.io import (
     atomic_path,
     attrs_dict,
+    files_sha256,
     open_h5,
     set_attrs,
     string_array,
@@ -69,13 +69,7 @@ def resolve_model(name: str) -> Path:
 
 def weights_hash(folder: Path) -> str:
     """sha256 over the encoder's weight files (safetensors or bin), in name order."""
-    digest = hashlib.sha256()
-    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
-    for file in files:
-        with open(file, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+    return files_sha256(sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin")))
 
 
 def load_encoder(name: str, device: str):

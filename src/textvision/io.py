@@ -80,13 +80,19 @@ def _alive(pid: str) -> bool:
     return True
 
 
+def files_sha256(paths) -> str:
+    """sha256 over the bytes of several files, one after the other, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as fh:
+            for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
 def file_sha256(path: str | Path) -> str:
     """sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return files_sha256([path])
 
 
 def write_json(path: str | Path, obj) -> None:
