@@ -19,6 +19,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/domain.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/predict.smk"
+include: "workflow/rules/explain.smk"
 
 
 rule all:
@@ -30,3 +31,9 @@ rule all:
 rule predict:
     input:
         predict_targets,
+
+
+rule explain:
+    input:
+        explain_targets,
+    localrule: True

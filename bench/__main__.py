@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import deepinsight_fit, embedding, render, training, workflow
+from bench import deepinsight_fit, embedding, predict, render, training, workflow
 from bench.common import FOREIGN, IMDB, REPO, log, markdown_table, setup_logging
 from bench.machine import describe
 from bench.machine import markdown as machine_markdown
 
-BENCHMARKS = ("embed", "fit", "render", "train", "workflow")
+BENCHMARKS = ("embed", "fit", "render", "train", "predict", "workflow")
 HEADER = ["step", "inputs", "reference", "ours", "ratio", "target", "met", "notes"]
 SCALING_HEADER = ["step", "size", "time (median)", "throughput", "peak RSS", "peak above start"]
 
@@ -55,6 +55,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--embed-n", type=int, default=200, help="reviews, embedding vs reference")
     p.add_argument("--embed-scale", type=_sizes, default=[200, 1000], help="scaling sizes")
+    p.add_argument(
+        "--quality-n", type=int, default=10000, help="reviews, bfloat16 baseline-accuracy guard"
+    )
     p.add_argument("--fit-rows", type=int, default=10000)
     p.add_argument("--tsne-iter", type=int, default=1000)
     p.add_argument("--backend", default="numba", choices=("numba", "sklearn"))
@@ -62,6 +65,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--render-scale", type=_sizes, default=[2000, 10000])
     p.add_argument("--train-images", type=int, default=256, help="images per epoch")
     p.add_argument("--backbones", nargs="+", default=list(training.BACKBONES))
+    p.add_argument("--predict-n", type=int, default=1000, help="reviews, prediction row")
+    p.add_argument(
+        "--bundle",
+        type=Path,
+        default=None,
+        help="model bundle of the prediction rows (default: results/imdb's ResNet-18 if "
+        "present, else one trained here)",
+    )
     p.add_argument("--e2e-runs", type=int, default=1)
     p.add_argument("--keep-e2e", action="store_true", help="keep the end-to-end working folder")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "out")
@@ -80,10 +91,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--readme takes the full table, not --quick figures")
     if args.quick:
         args.runs = min(args.runs, 2)
-        args.embed_n, args.embed_scale = 6, [6, 12]
+        args.embed_n, args.embed_scale, args.quality_n = 6, [6, 12], 300
         args.fit_rows, args.tsne_iter = 300, 300
         args.render_rows, args.render_scale = 500, [200, 500]
         args.train_images = 32
+        args.predict_n = 40
         args.backbones = (
             args.backbones[:2] if args.backbones == list(training.BACKBONES) else (args.backbones)
         )
@@ -119,6 +131,8 @@ def main(argv=None) -> int:
             result = render.run(args, mapping, embeddings)
         elif name == "train":
             result = training.run(args)
+        elif name == "predict":
+            result = predict.run(args)
         else:
             result = workflow.run(args)
         rows += result["rows"]

@@ -177,13 +177,16 @@ def imdb_texts(n: int, imdb: Path = IMDB, seed: int = 0) -> list[str]:
     return [" ".join(_BR.sub(" ", t).split()) for t in texts.iloc[rows]]
 
 
-def ensure_embeddings(path: Path | None, n_rows: int, out: Path, imdb: Path, threads: int) -> Path:
+def ensure_embeddings(
+    path: Path | None, n_rows: int, out: Path, imdb: Path, threads: int, workflow: bool = True
+) -> Path:
     """An `embeddings.h5` with at least `n_rows` rows: `path` if given, else the workflow's
-    real-IMDB embeddings under results/imdb if present, else made here with the package
-    (prepare_data + embed + merge on `n_rows` IMDB reviews, MiniLM, last 6 layers)."""
+    real-IMDB embeddings under results/imdb if present (and `workflow`), else made here with
+    the package (prepare_data + embed + merge on `n_rows` IMDB reviews, MiniLM, last 6 layers:
+    `out/embeddings_<n_rows>.h5` beside `out/dataset_<n_rows>.parquet`)."""
     import h5py
 
-    for candidate in (path, IMDB_EMBEDDINGS):
+    for candidate in (path, IMDB_EMBEDDINGS if workflow else None):
         if candidate and Path(candidate).exists():
             with h5py.File(candidate, "r") as fh:
                 if len(fh["cls"]) >= n_rows:

@@ -73,12 +73,31 @@ def embed_ours(p: dict) -> dict:
     texts = imdb_texts(p["n"], Path(p["imdb"]))
     tokenizer, model, _ = load_encoder(p["model"], p.get("device", "cpu"))
     layers = layer_indices(p["layers"], model.config.num_hidden_layers)
+    settings = {**EMBED_SETTINGS, "precision": p.get("precision", "float32")}
     with Timed() as timer:
-        vectors = embed_texts(texts, tokenizer, model, layers, **EMBED_SETTINGS)
+        vectors = embed_texts(texts, tokenizer, model, layers, **settings)
     if p.get("save"):
         np.save(p["save"], vectors)
     lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=512)["input_ids"]]
     return {**timer.result(), "n": len(texts), "lengths": lengths}
+
+
+@task
+def embed_file(p: dict) -> dict:
+    """textvision.embed.embed_dataset + merge_shards of a dataset.parquet (the workflow's
+    embedding step) in `p["precision"]`."""
+    from textvision.embed import embed_dataset, merge_shards
+    from textvision.settings import EmbedSettings, MergeSettings
+
+    _threads(p["threads"])
+    out = Path(p["out"])
+    shard = out.with_suffix(".shard.h5")
+    with Timed() as timer:
+        settings = EmbedSettings.make(layers=6, max_length=512, precision=p["precision"])
+        embed_dataset(p["dataset"], shard, settings)
+        merge_shards([shard], p["dataset"], out, MergeSettings.make())
+    shard.unlink()
+    return timer.result()
 
 
 @task
@@ -402,6 +421,26 @@ def train_ours(p: dict) -> dict:
         source = FeatureSource(net, images, True, p["batch_size"], device)
         train_epoch(net, source, labels, optimizer, p["batch_size"], order, autocast)
     return {**timer.result(), "images_per_s": len(labels) / timer.seconds}
+
+
+# -- prediction --------------------------------------------------------------------------------
+@task
+def predict_ours(p: dict) -> dict:
+    """textvision.predict.predict_texts: `n` real reviews (a Parquet file written before the
+    timed section) -> predictions.csv through the bundle, loaded inside the timed section as a
+    user's command loads it."""
+    import pandas as pd
+
+    from bench.common import imdb_texts
+    from textvision.predict import predict_texts
+
+    _threads(p["threads"])
+    out = Path(p["out"])
+    source = out / f"predict_input_{p['n']}.parquet"
+    pd.DataFrame({"text": imdb_texts(p["n"], Path(p["imdb"]), seed=1)}).to_parquet(source)
+    with Timed() as timer:
+        predict_texts(p["bundle"], source, out / f"predictions_{p['n']}.csv", device="cpu")
+    return {**timer.result(), "n": p["n"]}
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ def test_shipped_configs_validate():
 
 def test_defaults_fill_every_section():
     config = prepared({})
-    assert config["data"]["split"] == {"val": 0.2, "test": 0.0, "seed": 42}
+    assert config["data"]["split"] == {"val": 0.2, "test": 0.0, "seed": 42, "column": None}
     assert config["deepinsight"]["tsne"]["perplexity"] == 30
     assert config["training"]["backbones"][0] == "alexnet"
 

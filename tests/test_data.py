@@ -5,11 +5,12 @@ import tarfile
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import IMDB, needs_imdb
 
 from textvision.cli import main
 from textvision.data import prepare_dataset, split_rows
 from textvision.dataset import read_dataset
-from textvision.errors import InputError
+from textvision.errors import ConfigError, InputError
 from textvision.settings import DataSettings
 from textvision.synthetic import make_corpus
 
@@ -185,3 +186,158 @@ def test_dataset_reader_rejects_foreign_parquet(tmp_path):
     pd.DataFrame({"a": [1]}).to_parquet(tmp_path / "x.parquet")
     with pytest.raises(InputError, match="not a textvision dataset"):
         read_dataset(tmp_path / "x.parquet")
+
+
+def official_frame(n_train=40, n_test=20, labels=("neg", "pos")):
+    """A table with its own split column (values in mixed case and spacing)."""
+    n = n_train + n_test
+    return pd.DataFrame(
+        {
+            "uid": [f"u{i}" for i in range(n)],
+            "review": [f"review {i}" for i in range(n)],
+            "sentiment": [labels[i % len(labels)] for i in range(n)],
+            "part": [" Train" if i % 2 else "train" for i in range(n_train)]
+            + ["TEST " if i % 2 else "test" for i in range(n_test)],
+        }
+    )
+
+
+def official_settings(src, **values):
+    return DataSettings.make(
+        source=str(src),
+        text_column="review",
+        label_column="sentiment",
+        id_column="uid",
+        **{"split": {"column": "part", "val": 0.25}, **values},
+    )
+
+
+def test_split_column_keeps_test_rows_apart_and_cuts_val_from_train(tmp_path):
+    src = tmp_path / "r.csv"
+    table = official_frame(80, 40, ("bad", "good", "meh", "okay"))
+    table.to_csv(src, index=False)
+    prepare_dataset(tmp_path / "d.parquet", official_settings(src))
+    ds, meta = read_dataset(tmp_path / "d.parquet")
+    official = dict(zip(table["uid"], table["part"].str.strip().str.lower(), strict=True))
+    source_split = ds["id"].map(official)
+    assert set(ds.loc[ds["split"] == "test", "id"]) == {
+        u for u, s in official.items() if s == "test"
+    }
+    assert (source_split[ds["split"].isin(["train", "val"])] == "train").all()
+    assert meta["split"]["column"] == "part"
+    assert meta["counts"] == {"train": 60, "val": 20, "test": 40}
+    per_class = ds.groupby(["split", "label"]).size().unstack()
+    assert (per_class.loc["val"] == 5).all() and (per_class.loc["train"] == 15).all()
+    assert (per_class.loc["test"] == 10).all()
+    prepare_dataset(tmp_path / "e.parquet", official_settings(src))
+    assert (tmp_path / "d.parquet").read_bytes() == (tmp_path / "e.parquet").read_bytes()
+
+
+def test_split_column_accepts_the_sources_own_validation_rows(tmp_path):
+    src = tmp_path / "r.parquet"
+    table = official_frame(40, 20)
+    table.loc[:9, "part"] = [" Validation", "VAL"] * 5
+    table.to_parquet(src)
+    prepare_dataset(tmp_path / "d.parquet", official_settings(src))
+    ds, _ = read_dataset(tmp_path / "d.parquet")
+    assert set(ds.loc[ds["split"] == "val", "id"]) == {f"u{i}" for i in range(10)}
+    assert set(ds.loc[ds["split"] == "test", "id"]) == {f"u{i}" for i in range(40, 60)}
+
+
+def test_split_column_subsamples_each_split(tmp_path):
+    src = tmp_path / "r.csv"
+    table = official_frame(100, 60)
+    table.to_csv(src, index=False)
+    prepare_dataset(tmp_path / "d.parquet", official_settings(src, n_per_class=8))
+    ds, meta = read_dataset(tmp_path / "d.parquet")
+    assert meta["counts"] == {"train": 12, "val": 4, "test": 16}
+    assert (ds[ds["split"] == "test"].groupby("label").size() == 8).all()
+    assert (ds[ds["split"] != "test"].groupby("label").size() == 8).all()
+    test_ids = set(table.loc[table["part"].str.strip().str.lower() == "test", "uid"])
+    assert set(ds.loc[ds["split"] == "test", "id"]) <= test_ids
+    assert not set(ds.loc[ds["split"] != "test", "id"]) & test_ids
+
+
+def test_without_split_column_the_meta_says_null(tmp_path):
+    src = tmp_path / "r.csv"
+    frame(20).to_csv(src, index=False)
+    prepare_dataset(
+        tmp_path / "d.parquet",
+        DataSettings.make(source=str(src), text_column="review", label_column="sentiment"),
+    )
+    _, meta = read_dataset(tmp_path / "d.parquet")
+    assert meta["split"] == {"val": 0.2, "test": 0.0, "seed": 42, "column": None}
+
+
+def test_split_column_refuses_unknown_values_with_rows(tmp_path):
+    src = tmp_path / "r.csv"
+    table = official_frame(20, 10)
+    table.loc[[3, 7], "part"] = ["dev", "holdout"]
+    table.to_csv(src, index=False)
+    with pytest.raises(InputError) as err:
+        prepare_dataset(tmp_path / "d.parquet", official_settings(src))
+    message = str(err.value)
+    assert str(src) in message and "'part'" in message and "data.split.column" in message
+    assert "'dev', 'holdout'" in message and "rows [3, 7]" in message
+    assert "expected 'train' or 'test'" in message
+    assert not (tmp_path / "d.parquet").exists()
+
+
+def test_split_column_missing_names_the_key_and_the_columns(tmp_path):
+    src = tmp_path / "r.csv"
+    official_frame(20, 10).to_csv(src, index=False)
+    with pytest.raises(InputError) as err:
+        prepare_dataset(tmp_path / "d.parquet", official_settings(src, split={"column": "fold"}))
+    message = str(err.value)
+    assert "missing split column 'fold'" in message and "data.split.column" in message
+    assert "['uid', 'review', 'sentiment', 'part']" in message
+
+
+def test_split_column_with_a_test_fraction_is_refused(tmp_path):
+    src = tmp_path / "r.csv"
+    official_frame(20, 10).to_csv(src, index=False)
+    with pytest.raises(ConfigError, match=r"data\.split\.column.*data\.split\.test"):
+        prepare_dataset(
+            tmp_path / "d.parquet", official_settings(src, split={"column": "part", "test": 0.1})
+        )
+
+
+def test_split_column_refuses_a_split_lacking_a_class(tmp_path):
+    src = tmp_path / "r.csv"
+    table = official_frame(20, 10)
+    table.loc[table["part"].str.strip().str.lower() == "test", "sentiment"] = "neg"
+    table.to_csv(src, index=False)
+    with pytest.raises(InputError, match=r"'test' rows hold no row of class\(es\) \['pos'\]"):
+        prepare_dataset(tmp_path / "d.parquet", official_settings(src))
+
+
+def test_split_column_for_aclimdb_and_synthetic(tmp_path):
+    _write_aclimdb(tmp_path)
+    source = str(tmp_path / "aclImdb")
+    out = tmp_path / "a.parquet"
+    prepare_dataset(out, DataSettings.make(source=source, split={"column": "split", "val": 0.2}))
+    ds, meta = read_dataset(out)
+    assert meta["split"]["column"] == "split"
+    assert (ds["id"].str.startswith("test/") == (ds["split"] == "test")).all()
+    assert meta["counts"] == {"train": 8, "val": 2, "test": 10}
+    with pytest.raises(ConfigError, match="expected 'split'"):
+        prepare_dataset(out, DataSettings.make(source=source, split={"column": "part"}))
+    with pytest.raises(ConfigError, match="synthetic corpus has no split"):
+        prepare_dataset(out, DataSettings.make(split={"column": "split"}))
+
+
+@needs_imdb
+def test_imdb_official_split_keeps_the_test_reviews(tmp_path):
+    out = tmp_path / "imdb.parquet"
+    settings = DataSettings.make(
+        source=str(IMDB), n_per_class=50, clean_html=False, split={"column": "split"}
+    )
+    prepare_dataset(out, settings)
+    ds, meta = read_dataset(out)
+    source = pd.read_parquet(IMDB, columns=["split"])
+    official = {f"row-{i}": s for i, s in enumerate(source["split"])}
+    assert meta["split"]["column"] == "split"
+    assert meta["counts"] == {"train": 80, "val": 20, "test": 100}
+    test_ids = ds.loc[ds["split"] == "test", "id"]
+    assert (test_ids.map(official) == "test").all()
+    assert (ds.loc[ds["split"] != "test", "id"].map(official) == "train").all()

@@ -138,3 +138,28 @@ class _Fixed:
 
     def fit_transform(self, X):
         return self.coords
+
+
+def test_shuffled_layout_keeps_occupancy_and_moves_features(tmp_path):
+    from textvision.mapping import load_mapping, save_mapping
+
+    X = np.random.default_rng(0).normal(size=(60, 300)).astype(np.float32)
+    fitted = DeepInsightTransformer(pixels=12, projector="pca").fit(X)
+    shuffled = clone(fitted).set_params(layout="shuffled").fit(X)
+    np.testing.assert_array_equal(shuffled.feature_counts_, fitted.feature_counts_)
+    np.testing.assert_array_equal(shuffled.coords_, fitted.coords_)  # the same fit
+    moved = (shuffled.pixels_ != fitted.pixels_).any(axis=1)
+    assert moved.mean() > 0.8  # most features now sit elsewhere
+    # the same pixels hold the same number of features, each the mean of other features
+    img_f, img_s = fitted.transform(X), shuffled.transform(X)
+    assert ((img_f != 0) == (img_s != 0)).mean() > 0.99 and not np.allclose(img_f, img_s)
+    other = clone(shuffled).set_params(layout_seed=1).fit(X)
+    assert (other.pixels_ != shuffled.pixels_).any()
+    again = clone(shuffled).fit(X)
+    np.testing.assert_array_equal(again.pixels_, shuffled.pixels_)  # seeded
+    save_mapping(shuffled, tmp_path / "m.h5", {})
+    loaded, attrs = load_mapping(tmp_path / "m.h5")
+    assert attrs["params"]["layout"] == "shuffled" and loaded.layout == "shuffled"
+    np.testing.assert_array_equal(loaded.transform(X), img_s)
+    with pytest.raises(ValueError, match="layout must be one of"):
+        DeepInsightTransformer(layout="random").fit(X)

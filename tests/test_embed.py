@@ -7,6 +7,7 @@ from conftest import IMDB, needs_imdb
 from textvision.data import prepare_dataset
 from textvision.embed import (
     OFFLINE_MODEL,
+    check_precision,
     embed_dataset,
     embed_padded,
     embed_texts,
@@ -14,8 +15,9 @@ from textvision.embed import (
     layer_indices,
     load_encoder,
     merge_shards,
+    native_bf16,
 )
-from textvision.errors import InputError
+from textvision.errors import ConfigError, InputError
 from textvision.io import attrs_dict
 from textvision.settings import DataSettings, EmbedSettings, MergeSettings
 
@@ -156,3 +158,32 @@ def test_layer_numbering_matches_hidden_states_and_the_original_code():
     encoded = [ids[0].tolist()]
     unpadded = embed_unpadded(encoded, model, ours, 4)
     torch.testing.assert_close(torch.from_numpy(unpadded), original, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.skipif(not native_bf16(), reason="this CPU has no native bfloat16 (AMX, AVX-512-BF16)")
+def test_bfloat16_on_the_cpu_stays_within_its_tolerance_and_float32_is_unchanged(encoder):
+    """bfloat16 (opt-in): every [CLS] vector within cosine 0.995 of float32 (the stated
+    tolerance); float32 runs give the same bits twice."""
+    tokenizer, model, _ = encoder
+    encoded = tokenizer(TEXTS, truncation=True, max_length=128)["input_ids"]
+    exact = embed_unpadded(encoded, model, [5, 6], 3)
+    again = embed_unpadded(encoded, model, [5, 6], 3, precision="float32")
+    assert np.array_equal(exact, again)
+    bf16 = embed_unpadded(encoded, model, [5, 6], 3, precision="bfloat16")
+    assert bf16.dtype == np.float32 and not np.array_equal(bf16, exact)  # it did run in bf16
+    a, b = exact.reshape(-1, 384), bf16.reshape(-1, 384)
+    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cosine.min() >= 0.995
+
+
+def test_precisions_a_cpu_cannot_run_are_refused(monkeypatch):
+    import textvision.embed as embed_module
+
+    check_precision("float32", "cpu")
+    check_precision("float16", "cuda")
+    with pytest.raises(ConfigError, match="float16 runs on CUDA only"):
+        check_precision("float16", "cpu")
+    monkeypatch.setattr(embed_module, "native_bf16", lambda: False)
+    with pytest.raises(ConfigError, match="lacks native bfloat16"):
+        check_precision("bfloat16", "cpu")
+    check_precision("bfloat16", "cuda:0")

@@ -13,6 +13,7 @@ from conftest import planned_jobs, run_snakemake
 
 from textvision.bundle import META, TENSORS
 from textvision.cli import main
+from textvision.predictions import class_probabilities, read_predictions
 
 slow = pytest.mark.slow
 
@@ -55,7 +56,9 @@ def test_a_copied_bundle_predicts_the_recorded_validation_probabilities(tiny_run
     names = json.loads((bundle / META).read_text())["class_names"]
     assert list(table.columns) == ["id", "predicted", *(f"prob_{n}" for n in names)]
     assert table["id"].tolist() == val["id"].tolist()
-    recorded = np.load(run_dir / "val_proba_best.npy")
+    recorded = read_predictions(run_dir / "predictions.parquet").query("split == 'val'")
+    assert recorded["id"].tolist() == val["id"].tolist()
+    recorded = class_probabilities(recorded, names)
     proba = table[[f"prob_{n}" for n in names]].to_numpy()
     assert np.abs(proba - recorded).max() < 1e-5
     assert table["predicted"].tolist() == [names[i] for i in recorded.argmax(1)]

@@ -31,7 +31,7 @@ START = REPO / "tests" / "slurm" / "start_local_slurm.sh"
 PROFILE = REPO / "profiles" / "slurm"
 PARTITION = "debug"
 LOCAL_RULES = {"all", "prepare_data", "merge_embeddings", "plot_mapping", "report", "prefetch"}
-GPU_RULES = {"embed_shard", "train", "domain_shift"}
+GPU_RULES = {"embed_shard", "train", "train_variant", "domain_shift"}
 # tiny_run uses --cores 2, so its jobs ran with 2 threads; the same here keeps the numbers
 # identical, and every job fits on a 2-CPU node (the rules ask for 8 threads: sbatch accepts
 # --cpus-per-task=8 on a 2-CPU node and the job then pends forever, reason PartitionConfig).
@@ -113,6 +113,9 @@ def test_tiny_workflow_on_local_slurm(slurm_cluster, tiny_run, tmp_path):
         "train",
         "baseline_logreg",
         "domain_shift",
+        "fit_mapping_variant",
+        "render_images_variant",
+        "train_variant",
     }, planned
 
     cmd = [

@@ -49,6 +49,8 @@ def write_images(path, n=96, pixels=16, seed=0, classes=2):
             fh,
             {
                 "pixels": pixels,
+                "discretization": "bin",
+                "layout": "fitted",
                 "mu": float(train.mean()),
                 "sigma": float(train.std()),
                 "eps": 1e-8,

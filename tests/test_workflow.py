@@ -6,8 +6,11 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, SNAKEMAKE, planned_jobs, run_snakemake
+from conftest import REPO, SNAKEMAKE, planned_jobs, run_snakemake, write_config
+from scipy import stats
 
+from textvision.metrics import classification_metrics
+from textvision.predictions import class_probabilities, read_predictions
 from textvision.report import COLUMNS
 
 pytestmark = pytest.mark.slow
@@ -45,45 +48,132 @@ def test_report_matches_the_metrics_files(tiny_run):
     out = tiny_run / "out"
     table = pd.read_csv(out / "report/results.csv")
     assert list(table.columns) == COLUMNS
-    assert table["model"].tolist() == ["alexnet", "shufflenet_v2_x1_0", "logreg"]
-    for model in ("alexnet", "shufflenet_v2_x1_0"):
-        runs = [
-            json.loads((out / f"train/{model}/seed{s}/metrics.json").read_text()) for s in (0, 1)
-        ]
-        row = table.set_index("model").loc[model]
-        for key in ("val_accuracy_last", "val_accuracy_best"):
-            values = [m[key] for m in runs]
-            assert row[f"{key}_mean"] == pytest.approx(np.mean(values))
-            assert row[f"{key}_std"] == pytest.approx(np.std(values, ddof=1))
-        assert row["macro_f1_mean"] == pytest.approx(
-            np.mean([m["val_last"]["macro_f1"] for m in runs])
+    assert table["model"].tolist() == [
+        "alexnet", "shufflenet_v2_x1_0", "logreg", "shuffled/alexnet"
+    ]  # fmt: skip
+    rows = table.set_index("model")
+    for model, folder in [
+        ("alexnet", "train/alexnet"),
+        ("shufflenet_v2_x1_0", "train/shufflenet_v2_x1_0"),
+        ("shuffled/alexnet", "variants/shuffled/train/alexnet"),
+    ]:
+        runs = [json.loads((out / f"{folder}/seed{s}/metrics.json").read_text()) for s in (0, 1)]
+        row = rows.loc[model]
+        for key, values in [
+            ("val_accuracy_last", [m["val_accuracy_last"] for m in runs]),
+            ("val_accuracy_best", [m["val_accuracy_best"] for m in runs]),
+            ("test_accuracy", [m["test_best"]["accuracy"] for m in runs]),
+        ]:
+            mean, std = np.mean(values), np.std(values, ddof=1)
+            half = stats.t.ppf(0.975, 1) * std / np.sqrt(2)
+            assert row[f"{key}_mean"] == pytest.approx(mean)
+            assert row[f"{key}_std"] == pytest.approx(std)
+            assert row[f"{key}_ci_low"] == pytest.approx(max(mean - half, 0))
+            assert row[f"{key}_ci_high"] == pytest.approx(min(mean + half, 1))
+            assert row[f"{key}_seeds"] == ";".join(f"{v:.6f}" for v in values)
+        assert row["test_macro_f1_mean"] == pytest.approx(
+            np.mean([m["test_best"]["macro_f1"] for m in runs])
         )
-        assert row["weights"] == "none" and row["n_seeds"] == 2
-    assert table.set_index("model").loc["alexnet", "paper_val_accuracy"] == 0.87
-    assert table.set_index("model").loc["shufflenet_v2_x1_0", "reproduction_val_accuracy"] == 0.812
+        assert row["weights"] == "none" and row["n_seeds"] == 2 and row["seeds"] == "0;1"
+    assert rows.loc["alexnet", "layout"] == "fitted"
+    assert rows.loc["shuffled/alexnet", "layout"] == "shuffled"
+    assert rows.loc["shuffled/alexnet", "variant"] == "shuffled"
+    assert rows.loc["alexnet", "paper_val_accuracy"] == 0.87
+    assert rows.loc["shufflenet_v2_x1_0", "reproduction_val_accuracy"] == 0.812
     logreg = json.loads((out / "baselines/logreg/metrics.json").read_text())
-    assert table.set_index("model").loc["logreg", "val_accuracy_last_mean"] == pytest.approx(
-        logreg["val_accuracy_last"]
-    )
+    assert rows.loc["logreg", "test_accuracy_mean"] == logreg["test_best"]["accuracy"]
     md = (out / "report/results.md").read_text()
     assert "SYNTHETIC" in md and "random init: no transfer" in md and "fitted on **train**" in md
-    for fig in ("accuracy", "learning_curves", "confusion"):
+    assert "**test acc** [95% CI]" in md and "shuffled layout" in md
+    assert "## Cost per rule" in md and "| train_variant | 2 |" in md  # every job's benchmark
+    for fig in ("accuracy", "learning_curves", "confusion", "comparisons", "costs"):
         assert (out / f"report/{fig}.png").read_bytes()[:4] == b"\x89PNG"
     for fig in ("feature_density", "class_means", "samples", "feature_map"):
         assert (out / f"deepinsight/{fig}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+PREDICTED = ["train/alexnet/seed0", "variants/shuffled/train/alexnet/seed1", "baselines/logreg"]
+
+
+@pytest.mark.parametrize("folder", PREDICTED)
+def test_predictions_reproduce_the_metrics_exactly(tiny_run, folder):
+    out = tiny_run / "out"
+    metrics = json.loads((out / folder / "metrics.json").read_text())
+    table = read_predictions(out / folder / "predictions.parquet")
+    names = metrics["label_names"]
+    dataset = pd.read_parquet(out / "data/dataset.parquet")
+    for split, key in (("val", "val_best"), ("test", "test_best")):
+        rows = table[table["split"] == split]
+        truth = dataset[dataset["split"] == split]
+        assert rows["id"].tolist() == truth["id"].tolist()
+        assert rows["label"].tolist() == [names[k] for k in truth["label"]]
+        labels = np.searchsorted(names, rows["label"])
+        assert classification_metrics(labels, class_probabilities(rows, names)) == metrics[key]
+    assert set(table["split"]) == {"val", "test"}
+
+
+def test_comparisons_pair_the_same_examples(tiny_run):
+    out = tiny_run / "out"
+    table = pd.read_csv(out / "report/comparisons.csv")
+    assert table[["a", "b"]].values.tolist() == [
+        ["shuffled/alexnet", "alexnet"],
+        ["alexnet", "logreg"],
+        ["shufflenet_v2_x1_0", "logreg"],
+    ]
+    results = pd.read_csv(out / "report/results.csv").set_index("model")
+    for row in table.to_dict("records"):
+        assert row["split"] == "test" and row["n_examples"] == 12
+        for side in ("a", "b"):
+            assert row[f"accuracy_{side}"] == pytest.approx(
+                results.loc[row[side], "test_accuracy_mean"]
+            )
+        assert row["difference"] == pytest.approx(row["accuracy_a"] - row["accuracy_b"])
+        assert row["ci_low"] <= row["difference"] <= row["ci_high"]
+        assert 0 <= row["p_value"] <= 1
+    assert "## Paired comparisons" in (out / "report/results.md").read_text()
+
+
+def test_variants_share_the_upstream_outputs(tmp_path):
+    """Two more variants: one embedding job for all; a mapping only for the variant that
+    changes DeepInsight; training jobs per variant backbone and seed."""
+    variants = {
+        "random": {"training": {"backbones": ["alexnet"], "seeds": [0]}},
+        "assignment": {"deepinsight": {"discretization": "assignment"}},
+    }
+    write_config(tmp_path, {"variants": variants})
+    jobs = planned_jobs(tmp_path)
+    assert jobs["embed_shard"] == 1 and jobs["merge_embeddings"] == 1
+    assert jobs["fit_mapping"] == 1 and jobs["fit_mapping_variant"] == 2  # shuffled, assignment
+    assert jobs["train"] == 4 and jobs["train_variant"] == 2 + 1 + 4
 
 
 def test_changing_perplexity_reruns_no_data_or_embedding_job(tiny_run):
     jobs = planned_jobs(tiny_run, "--config", 'deepinsight={"tsne":{"perplexity":7}}')
     assert {"prepare_data", "embed_shard", "merge_embeddings", "baseline_logreg"}.isdisjoint(jobs)
     assert jobs["fit_mapping"] == 1 and jobs["render_images"] == 1 and jobs["train"] == 4
+    assert jobs["fit_mapping_variant"] == 1 and jobs["train_variant"] == 2  # the shuffled one
     assert jobs["report"] == 1
+
+
+def test_changing_a_variants_override_reruns_that_variant_only(tiny_run):
+    shuffled = {"deepinsight": {"layout": "shuffled", "layout_seed": 3}}
+    jobs = planned_jobs(tiny_run, "--config", f"variants={json.dumps({'shuffled': shuffled})}")
+    assert jobs == {
+        "fit_mapping_variant": 1, "render_images_variant": 1, "train_variant": 2,
+        "report": 1, "all": 1,
+    }  # fmt: skip
 
 
 def test_changing_one_learning_rate_reruns_that_backbones_jobs_and_the_report(tiny_run):
     assert planned_jobs(tiny_run) == {}  # up to date
     jobs = planned_jobs(tiny_run, "--config", 'training={"lr":{"alexnet":{"head":"1e-3"}}}')
-    assert jobs == {"train": 2, "report": 1, "all": 1}  # one job per seed, alexnet only
+    # one job per seed of alexnet, in the main run and in the variant that inherits the rate
+    assert jobs == {"train": 2, "train_variant": 2, "report": 1, "all": 1}
+
+
+def test_more_seeds_add_training_jobs_and_nothing_upstream(tiny_run):
+    jobs = planned_jobs(tiny_run, "--config", 'training={"seeds": [0, 1, 2]}')
+    assert jobs == {"train": 2, "train_variant": 1, "report": 1, "all": 1}
 
 
 def test_changing_the_domain_settings_reruns_only_the_domain_jobs_and_the_report(tiny_run):
@@ -93,7 +183,8 @@ def test_changing_the_domain_settings_reruns_only_the_domain_jobs_and_the_report
 
 def test_changing_batchnorm_reruns_training_and_the_report(tiny_run):
     jobs = planned_jobs(tiny_run, "--config", 'training={"batchnorm": "adapt"}')
-    assert jobs == {"train": 4, "report": 1, "all": 1}  # the domain step reports both anyway
+    # the domain step reports both anyway
+    assert jobs == {"train": 4, "train_variant": 2, "report": 1, "all": 1}
 
 
 def test_domain_shift_outputs_and_the_report_section(tiny_run):
@@ -101,10 +192,10 @@ def test_domain_shift_outputs_and_the_report_section(tiny_run):
     md = (out / "report/results.md").read_text()
     section = md.split("## Domain shift", 1)[1]
     assert "reference `sklearn` (24 natural crops of 48x48 from 2 photos)" in section
-    assert "36 of 36 training text images" in section
+    assert "24 of 24 training text images" in section
     for backbone in ("alexnet", "shufflenet_v2_x1_0"):
         result = json.loads((out / f"domain/{backbone}.json").read_text())
-        assert result["reference"]["n_images"] == 24 and result["text"]["n_images"] == 36
+        assert result["reference"]["n_images"] == 24 and result["text"]["n_images"] == 24
         (sl,) = result["slices"]  # weights none: the configured slice is the random one
         for variant in ("raw", "zscore", "pixel"):
             frechet = sl["variants"][variant]["frechet"]
@@ -177,19 +268,6 @@ def _drop(m):
     if isinstance(m, list):
         return [_drop(v) for v in m]
     return m
-
-
-def test_runs_compare_side_by_side(tiny_run, tmp_path, capsys):
-    from textvision.cli import main
-
-    table = tiny_run / "out/report/results.csv"
-    assert main(["compare", "--out", str(tmp_path / "c.csv"), f"a={table}", f"b={table}"]) == 0
-    both = pd.read_csv(tmp_path / "c.csv")
-    assert both["run"].tolist() == ["a"] * 3 + ["b"] * 3 and list(both.columns[1:]) == COLUMNS
-    with pytest.raises(SystemExit) as exit_:
-        main(["compare", "--out", str(tmp_path / "d.csv"), "nolabel"])
-    assert exit_.value.code == 2 and "LABEL=PATH" in capsys.readouterr().err
-    assert not (tmp_path / "d.csv").exists()
 
 
 def _h5_equal(a, b) -> list[str]:

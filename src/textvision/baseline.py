@@ -6,14 +6,14 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from textvision.embeddings import read_embeddings
-from textvision.io import atomic_path, attrs_dict, decode, open_h5, write_json
+from textvision.io import attrs_dict, decode, open_h5, write_json
 from textvision.metrics import classification_metrics
+from textvision.predictions import prediction_table, write_predictions
 from textvision.settings import BaselineSettings
 
 log = logging.getLogger(__name__)
@@ -21,22 +21,20 @@ log = logging.getLogger(__name__)
 
 def train_logreg(embeddings: str | Path, out: str | Path, settings: BaselineSettings) -> dict:
     """Fit on the training split, score the validation (and test) split, write metrics.json and,
-    beside it, `bundle/` and `val_proba_best.npy`.
+    beside it, `bundle/` and `predictions.parquet`.
     lbfgs is deterministic: one fit, recorded as seed 0."""
     C = settings.C
-    with open_h5(embeddings, "label", "split") as fh:
-        labels, split, attrs = fh["label"][:], decode(fh["split"][:]), attrs_dict(fh)
+    with open_h5(embeddings, "id", "label", "split") as fh:
+        ids, labels, split = decode(fh["id"][:]), fh["label"][:], decode(fh["split"][:])
+        attrs = attrs_dict(fh)
     X, _ = read_embeddings(embeddings)
     model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=settings.max_iter))
     train = split == "train"
     tic = time.perf_counter()
     model.fit(X[train], labels[train])
     seconds = time.perf_counter() - tic
-    scores = {
-        s: classification_metrics(labels[split == s], model.predict_proba(X[split == s]))
-        for s in ("val", "test")
-        if (split == s).any()
-    }
+    proba = {s: model.predict_proba(X[split == s]) for s in ("val", "test") if (split == s).any()}
+    scores = {s: classification_metrics(labels[split == s], p) for s, p in proba.items()}
     metrics = {
         "backbone": "logreg",
         "weights": "n/a",
@@ -52,24 +50,25 @@ def train_logreg(embeddings: str | Path, out: str | Path, settings: BaselineSett
         "images_per_second": None,
         "n_train": int(train.sum()),
         "n_val": int((split == "val").sum()),
+        "n_test": int((split == "test").sum()),
         "label_names": attrs["label_names"],
         "synthetic": attrs.get("synthetic", False),
         "seed": 0,
         "history": [],
     }
-    write_model(Path(out).parent, model, attrs, model.predict_proba(X[split == "val"]))
+    table = prediction_table(ids, split, labels, proba, attrs["label_names"])
+    write_model(Path(out).parent, model, attrs, table)
     write_json(out, metrics)
     return metrics
 
 
-def write_model(outdir: Path, model, attrs: dict, val_proba: np.ndarray) -> None:
-    """`val_proba_best.npy` (validation probabilities, rows in the embeddings' order) and
-    `bundle/`, the fitted pipeline as a portable model (`textvision predict`); no bundle for
+def write_model(outdir: Path, model, attrs: dict, predictions) -> None:
+    """`predictions.parquet` (validation and test predictions) and `bundle/`, the fitted
+    pipeline as a portable model (`textvision predict`); no bundle for
     embeddings that do not name their encoder (not written by `textvision embed`)."""
     from textvision.bundle import ENCODER_KEYS, logreg_bundle, write_bundle
 
-    with atomic_path(outdir / "val_proba_best.npy") as tmp, open(tmp, "wb") as fh:
-        np.save(fh, val_proba)
+    write_predictions(outdir / "predictions.parquet", predictions)
     missing = [k for k in ENCODER_KEYS if k not in attrs]
     if missing:
         log.warning("no model bundle: the embeddings lack the encoder's %s", missing)

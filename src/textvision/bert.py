@@ -64,7 +64,10 @@ class BertCLSForward:
             )
 
     def __call__(self, input_ids: torch.Tensor) -> torch.Tensor:
-        hidden = self.model.embeddings(input_ids=input_ids)
+        return self.from_embeddings(self.model.embeddings(input_ids=input_ids))
+
+    def from_embeddings(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The chosen layers' `[CLS]` rows from the embedding layer's output `[B, T, H]`."""
         rows = {}
         for index, layer in enumerate(self.model.encoder.layer[: self.deepest], start=1):
             weight, bias = self.qkv[index - 1]

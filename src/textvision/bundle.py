@@ -36,7 +36,8 @@ def encoder_meta(attrs: dict) -> dict:
             f"no model bundle: the inputs lack the encoder's {missing} (not made by "
             "`textvision embed`)"
         )
-    return {k: attrs[k] for k in ENCODER_KEYS}
+    # the precision the vectors were computed in (older embeddings: float32)
+    return {**{k: attrs[k] for k in ENCODER_KEYS}, "precision": attrs.get("precision", "float32")}
 
 
 def _numpy(value) -> np.ndarray:
@@ -155,6 +156,7 @@ def cnn_bundle(net, attrs: dict, transformer, settings: dict) -> tuple[dict, dic
             "scaler": transformer.scaler,
             "pixels": int(transformer.pixels),
             "discretization": transformer.discretization,
+            "layout": transformer.layout,
         },
         "input": {
             "normalization": settings["normalization"],
@@ -294,7 +296,13 @@ class Bundle:
     def __init__(self, folder: str | Path, device: str = "cpu", batch_size: int = 32):
         import torch
 
-        from textvision.embed import layer_indices, load_encoder, resolve_model, weights_hash
+        from textvision.embed import (
+            check_precision,
+            layer_indices,
+            load_encoder,
+            resolve_model,
+            weights_hash,
+        )
         from textvision.train import place
 
         self.folder = Path(folder)
@@ -319,6 +327,7 @@ class Bundle:
                 f"weights (sha256 {sha[:12]}…) than the bundle was trained with "
                 f"({str(encoder['weights_sha256'])[:12]}…)"
             )
+        check_precision(encoder.get("precision", "float32"), device)
         self.tokenizer, self.encoder, _ = load_encoder(encoder["model"], device)
         config = self.encoder.config
         self.layers = list(encoder["layers"])
@@ -340,7 +349,7 @@ class Bundle:
             self.layers,
             max_length=self.meta["encoder"]["max_length"],
             batch_size=self.batch_size,
-            precision="float32",
+            precision=self.meta["encoder"].get("precision", "float32"),
             progress=progress,
         )
         return cls.reshape(len(cls), -1)

@@ -28,6 +28,7 @@ from textvision.settings import (
     MappingSettings,
     MergeSettings,
     PrefetchSettings,
+    ReportSettings,
     Settings,
     TrainSettings,
     build_settings,
@@ -35,13 +36,6 @@ from textvision.settings import (
     set_key,
 )
 from textvision.threads import limit_threads
-
-
-def _labelled_path(text: str) -> tuple[str, str]:
-    label, sep, path = text.partition("=")
-    if not sep or not label or not path:
-        raise argparse.ArgumentTypeError(f"expected LABEL=PATH/results.csv, got {text!r}")
-    return label, path
 
 
 def _io_prepare(p):
@@ -99,6 +93,30 @@ def _io_predict(p):
     p.add_argument("--batch-size", type=int, default=32, dest="batch_size")
 
 
+def _io_explain(p):
+    p.add_argument("--model", required=True, help="a bundle/ folder of a training job or baseline")
+    texts = p.add_mutually_exclusive_group(required=True)
+    texts.add_argument(
+        "--input", dest="source", help="texts to explain: .csv, .tsv, .parquet or .jsonl"
+    )
+    texts.add_argument(
+        "--dataset", help="a run's dataset.parquet: explain a sample of its validation texts"
+    )
+    p.add_argument("--out", required=True, help="folder to write: index.html, a page per text")
+    p.add_argument("--text-column", default="text", dest="text_column")
+    p.add_argument(
+        "--id-column", default=None, dest="id_column", help="default (or ''): row numbers"
+    )
+    for key, flag, text in (
+        ("steps", "--steps", "integrated-gradients steps per text"),
+        ("n_texts", "--n-texts", "with --dataset: validation texts to explain"),
+        ("seed", "--seed", "with --dataset: seed of their sample"),
+    ):
+        default = schema_node(f"explain.{key}")["default"]
+        p.add_argument(flag, type=int, default=default, dest=key, help=f"{text} ({default})")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+
+
 def _io_domain(p):
     p.add_argument("--images", required=True)
     p.add_argument("--backbone", required=True, help="registry name, e.g. resnet18@layer2")
@@ -119,13 +137,12 @@ def _io_report(p):
         "--domain", nargs="+", default=[], dest="domain_files", metavar="DOMAIN_JSON",
         help="the domain-shift step's JSON files (one per backbone)",
     )  # fmt: skip
+    p.add_argument(
+        "--benchmarks", nargs="+", default=[], metavar="TSV",
+        help="Snakemake benchmark files (benchmarks/<rule>/...tsv): the cost-per-rule section",
+    )  # fmt: skip
     p.add_argument("--outdir", required=True)
     p.add_argument("metrics_files", nargs="+", metavar="METRICS_JSON")
-
-
-def _io_compare(p):
-    p.add_argument("--out", required=True)
-    p.add_argument("runs", nargs="+", type=_labelled_path, metavar="LABEL=RESULTS_CSV")
 
 
 def _io_config_docs(p):
@@ -185,13 +202,15 @@ STEPS: dict[str, Step] = {
         "textvision.predict:predict_texts",
         "classify new texts with a model bundle -> predictions.csv", _io_predict,
     ),
-    "report": Step(
-        "textvision.report:build_report", "metrics.json files -> results table and figures",
-        _io_report,
+    "explain": Step(
+        "textvision.explain_pages:explain_texts",
+        "word, pixel and feature attributions of a model bundle's predictions -> HTML pages",
+        _io_explain,
     ),
-    "compare": Step(
-        "textvision.report:compare_runs", "stack several runs' results.csv under a `run` column",
-        _io_compare,
+    "report": Step(
+        "textvision.report:build_report",
+        "metrics.json files (predictions.parquet beside each) -> results, comparisons, figures",
+        _io_report, ReportSettings,
     ),
     "prefetch": Step(
         "textvision.prefetch:prefetch",

@@ -188,6 +188,12 @@ def _check_semantics(config: dict, base_dir: Path) -> None:
             "config keys 'data.split.val' + 'data.split.test' must be < 1 (no rows left to "
             f"train on), got {split['val']} + {split['test']}"
         )
+    if split["column"] is not None and split["test"] > 0:
+        raise ConfigError(
+            f"config keys 'data.split.column' ({split['column']!r}) and 'data.split.test' "
+            f"({split['test']}): the test rows come from the source's split column; expected "
+            "'data.split.test' 0 (or 'data.split.column' null for a shuffled test fraction)"
+        )
     source = config["data"]["source"]
     is_path = source != "synthetic" and not source.startswith("hf:")
     if is_path and not (base_dir / source).exists():
@@ -206,6 +212,10 @@ def _check_semantics(config: dict, base_dir: Path) -> None:
         raise ConfigError(f"config key 'outdir': {str(outdir)!r} must not contain '..'")
     _check_backbones(config)
     _check_weights(config, base_dir)
+    if config["variants"] or config["report"]["comparisons"]:
+        from textvision.variants import check_comparisons
+
+        check_comparisons(config)  # every variant's config too
 
 
 def _known(name: str) -> bool:

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from textvision.dataset import write_dataset
-from textvision.errors import InputError
+from textvision.errors import ConfigError, InputError
 from textvision.settings import DataSettings
 from textvision.synthetic import make_corpus
 from textvision.tables import _BR, check_texts, clean_text  # noqa: F401 - textvision.data.clean_text, _BR
@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 _ACLIMDB = re.compile(r"(?:^|/)aclImdb/(train|test)/(pos|neg)/(\d+)_(\d+)\.txt$")
+SOURCE_SPLIT = "source_split"  # load_source's column of each row's own split (`data.split.column`)
+_SPLIT_VALUES = {"train": "train", "test": "test", "val": "val", "validation": "val"}
 
 
 def load_source(
@@ -33,28 +35,56 @@ def load_source(
     label_column: str,
     id_column: str | None,
     synthetic: dict,
+    split_column: str | None = None,
 ) -> pd.DataFrame:
-    """Read a labelled source into columns id, text, label (raw label values)."""
+    """Read a labelled source into columns id, text, label (raw label values), and with
+    `split_column` (`data.split.column`) a column `SOURCE_SPLIT` of each row's own split as
+    written in the source (a table's named column; `hf:` split names and `aclImdb` folders,
+    for which `split_column` must be `split`)."""
     if source == "synthetic":
+        if split_column is not None:
+            raise ConfigError(
+                f"config key 'data.split.column': {split_column!r}, but the synthetic corpus has "
+                "no split of its own; expected null (or a source with a train/test split)"
+            )
         return make_corpus(**synthetic)
-    if source.startswith("hf:"):
+    hf = source.startswith("hf:")
+    if (hf or _is_aclimdb(source)) and split_column not in (None, "split"):
+        raise ConfigError(
+            f"config key 'data.split.column': {split_column!r}; {source} has no columns to "
+            "choose from: expected 'split' (its own train/test split) or null"
+        )
+    if hf:
         frame = _load_hf(source[3:], text_column, label_column)
         text_column, label_column = "text", "label"
     else:
         path = Path(source)
         if not path.exists():
             raise InputError(f"{source}: file or folder not found")
-        if path.is_dir() or path.name.endswith((".tar.gz", ".tgz")):
-            return _load_aclimdb(path)
+        if _is_aclimdb(source):
+            frame = _load_aclimdb(path)
+            return frame if split_column is not None else frame.drop(columns=SOURCE_SPLIT)
         frame = _load_table(path)
-    for role, column in (("text", text_column), ("label", label_column), ("id", id_column)):
+    roles = [("text", text_column), ("label", label_column), ("id", id_column)]
+    if not hf:
+        roles.append(("split", split_column))
+    for role, column in roles:
         if column is not None and column not in frame.columns:
+            key = "data.split.column" if role == "split" else f"data.{role}_column"
             raise InputError(
-                f"{source}: missing {role} column {column!r} (config key 'data.{role}_column'); "
+                f"{source}: missing {role} column {column!r} (config key '{key}'); "
                 f"found columns {list(frame.columns)}"
             )
     ids = frame[id_column].astype(str) if id_column else [f"row-{i}" for i in range(len(frame))]
-    return pd.DataFrame({"id": ids, "text": frame[text_column], "label": frame[label_column]})
+    out = pd.DataFrame({"id": ids, "text": frame[text_column], "label": frame[label_column]})
+    if split_column is not None:
+        out[SOURCE_SPLIT] = frame[SOURCE_SPLIT if hf else split_column]
+    return out
+
+
+def _is_aclimdb(source: str) -> bool:
+    """An `aclImdb` folder or tarball (any other path is a table)."""
+    return Path(source).is_dir() or source.endswith((".tar.gz", ".tgz"))
 
 
 def _load_aclimdb(path: Path) -> pd.DataFrame:
@@ -72,7 +102,7 @@ def _load_aclimdb(path: Path) -> pd.DataFrame:
                     f"{path}: {name}: invalid UTF-8 at byte {err.start} ({err.reason}); "
                     "expected UTF-8 text"
                 ) from err
-            rows.append((f"{split}/{label}/{num}", text, label))
+            rows.append((f"{split}/{label}/{num}", text, label, split))
 
     if path.is_dir():
         root = path if path.name == "aclImdb" else path / "aclImdb"
@@ -92,7 +122,7 @@ def _load_aclimdb(path: Path) -> pd.DataFrame:
             "aclImdb/{train,test}/{pos,neg}/<id>_<rating>.txt"
         )
     rows.sort(key=lambda r: r[0])
-    return pd.DataFrame(rows, columns=["id", "text", "label"])
+    return pd.DataFrame(rows, columns=["id", "text", "label", SOURCE_SPLIT])
 
 
 def _load_hf(name: str, text_column: str, label_column: str) -> pd.DataFrame:
@@ -128,10 +158,15 @@ def _load_hf(name: str, text_column: str, label_column: str) -> pd.DataFrame:
             frame = frame[frame[label_column] >= 0]
             frame[label_column] = frame[label_column].map(dict(enumerate(names)))
         frame.index = [f"{split}-{i}" for i in frame.index]
-        frames.append(frame)
+        frames.append(frame.assign(**{SOURCE_SPLIT: split}))
     frame = pd.concat(frames)
     return pd.DataFrame(
-        {"id": frame.index, "text": frame[text_column].values, "label": frame[label_column].values}
+        {
+            "id": frame.index,
+            "text": frame[text_column].values,
+            "label": frame[label_column].values,
+            SOURCE_SPLIT: frame[SOURCE_SPLIT].values,
+        }
     )
 
 
@@ -255,54 +290,134 @@ def split_rows(
 
 
 def subsample(frame: pd.DataFrame, n_per_class: int, seed: int) -> pd.DataFrame:
+    """`n_per_class` rows of every class (all of a smaller class), seeded, in source order; with
+    a `SOURCE_SPLIT` column (normalised), that many of every class in each split."""
+    if SOURCE_SPLIT not in frame.columns:
+        keep = _subsample_rows(frame["label"], n_per_class, seed)
+    else:
+        keep = np.sort(
+            np.concatenate(
+                [
+                    idx[_subsample_rows(frame["label"].iloc[idx], n_per_class, seed, f" {name}")]
+                    for name in SPLITS
+                    if len(idx := np.flatnonzero((frame[SOURCE_SPLIT] == name).to_numpy()))
+                ]
+            )
+        )
+    return frame.iloc[keep].reset_index(drop=True)
+
+
+def _subsample_rows(labels: pd.Series, n_per_class: int, seed: int, where: str = "") -> np.ndarray:
+    """Positions of the kept rows, sorted (`where`: the split, for the warning)."""
     rng = np.random.default_rng(seed)
     keep = []
-    for cls in sorted(frame["label"].unique(), key=str):
-        idx = np.flatnonzero((frame["label"] == cls).to_numpy())
+    for cls in sorted(labels.unique(), key=str):
+        idx = np.flatnonzero((labels == cls).to_numpy())
         if len(idx) < n_per_class:
             log.warning(
-                "class %r has %d rows, fewer than data.n_per_class=%d: keeping all",
+                "class %r has %d%s rows, fewer than data.n_per_class=%d: keeping all",
                 cls,
                 len(idx),
+                where,
                 n_per_class,
             )
         keep.append(np.sort(rng.choice(idx, size=min(n_per_class, len(idx)), replace=False)))
-    return frame.iloc[np.sort(np.concatenate(keep))].reset_index(drop=True)
+    return np.sort(np.concatenate(keep))
 
 
 def _column_names(settings: DataSettings) -> dict:
     """The source's own column names (tables and `hf:`), for messages."""
     source = settings.source
-    if source == "synthetic" or Path(source).is_dir() or source.endswith((".tar.gz", ".tgz")):
+    if source == "synthetic" or _is_aclimdb(source):
         return {}
     return {"text": settings.text_column, "label": settings.label_column, "id": settings.id_column}
 
 
+def normalise_splits(values: pd.Series, source: str, column: str) -> pd.Series:
+    """The source's split values as `train`, `val` or `test` (any case, surrounding spaces
+    ignored, `validation` = `val`); anything else stops, named with its rows."""
+    keys = values.map(lambda v: v.strip().casefold() if isinstance(v, str) else v)
+    splits = keys.map(_SPLIT_VALUES)
+    bad = splits.isna().to_numpy()
+    if bad.any():
+        found = list(dict.fromkeys(values[bad].tolist()))
+        shown = ", ".join(repr(v) for v in found[:5]) + (
+            f" (and {len(found) - 5} more)" if len(found) > 5 else ""
+        )
+        raise InputError(
+            f"{source}: split column {column!r} (config key 'data.split.column') holds "
+            f"unexpected values {shown} at rows {_rows(bad)}; expected 'train' or 'test' "
+            "('val' or 'validation' for validation rows; any case)"
+        )
+    return splits.astype(object)
+
+
+def _check_split_classes(frame: pd.DataFrame, source: str, column: str) -> None:
+    """The source's train and test rows (and validation rows, if it has any) hold every class."""
+    classes = sorted(frame["label"].unique(), key=str)
+    for name in SPLITS:
+        present = frame["label"][frame[SOURCE_SPLIT] == name].unique()
+        if name == "val" and len(present) == 0:
+            continue
+        missing = [c for c in classes if c not in set(present)]
+        if missing:
+            raise InputError(
+                f"{source}: split column {column!r} (config key 'data.split.column'): the "
+                f"{name!r} rows hold no row of class(es) {missing} (of {classes}); expected "
+                "every class in the train and test rows"
+            )
+
+
 def load_checked(settings: DataSettings) -> pd.DataFrame:
-    """The source's rows, texts HTML-cleaned when asked, checked, subsampled when asked."""
+    """The source's rows, texts HTML-cleaned when asked, checked, subsampled when asked. With
+    `data.split.column`, a column `SOURCE_SPLIT` holds each row's split (train, val, test)."""
+    column = settings.split.column
     frame = load_source(
         settings.source,
         settings.text_column,
         settings.label_column,
         settings.id_column,
         dataclasses.asdict(settings.synthetic),
+        column,
     )
     if settings.clean_html:  # before the checks: a text of only `<br />` is empty
         frame["text"] = frame["text"].map(clean_text)
     validate_rows(frame, settings.source, _column_names(settings), settings.clean_html)
+    if column is not None:
+        frame[SOURCE_SPLIT] = normalise_splits(frame[SOURCE_SPLIT], settings.source, column)
+        _check_split_classes(frame, settings.source, column)
     if settings.n_per_class:
         frame = subsample(frame, settings.n_per_class, settings.split.seed)
     return frame
 
 
+def source_split_rows(
+    source_split: np.ndarray, labels: np.ndarray, val: float, seed: int, names: list[str]
+) -> np.ndarray:
+    """The source's own split; validation rows cut from its train rows (stratified, seeded)
+    unless it has validation rows of its own."""
+    split = np.asarray(source_split, dtype=object).copy()
+    if (split == "val").any():
+        log.info("the source has its own validation rows: data.split.val unused")
+        return split
+    train = np.flatnonzero(split == "train")
+    split[train] = split_rows(labels[train], val, 0.0, seed, names)
+    return split
+
+
 def prepare_dataset(out: str | Path, settings: DataSettings) -> pd.DataFrame:
-    """Load, clean, check, subsample, encode labels, split (stratified, seeded), write Parquet."""
+    """Load, clean, check, subsample, encode labels, split (stratified, seeded; or the source's
+    own train/test split with `data.split.column`), write Parquet."""
     source, clean_html, n_per_class = settings.source, settings.clean_html, settings.n_per_class
     val, test, seed = settings.split.val, settings.split.test, settings.split.seed
+    column = settings.split.column
     frame = load_checked(settings)
     try:
         codes, names = encode_labels(frame["label"], _column_names(settings).get("label", "label"))
-        split = split_rows(codes, val, test, seed, names)
+        if column is None:
+            split = split_rows(codes, val, test, seed, names)
+        else:
+            split = source_split_rows(frame[SOURCE_SPLIT].to_numpy(), codes, val, seed, names)
     except InputError as err:
         raise InputError(f"{source}: {err}") from err
     order = np.random.default_rng(seed).permutation(len(frame))  # pool and shuffle, as the paper
@@ -320,7 +435,7 @@ def prepare_dataset(out: str | Path, settings: DataSettings) -> pd.DataFrame:
         "label_names": names,
         "clean_html": clean_html,
         "n_per_class": n_per_class,
-        "split": {"val": val, "test": test, "seed": seed},
+        "split": {"val": val, "test": test, "seed": seed, "column": column},
         "counts": {s: int((data["split"] == s).sum()) for s in SPLITS},
     }
     write_dataset(data, meta, out)

@@ -29,6 +29,7 @@ from textvision.tsne import tsne
 SCALERS = ("log", "minmax", "zscore", "none")
 PROJECTORS = ("tsne", "pca", "kpca")
 DISCRETIZATIONS = ("bin", "assignment")
+LAYOUTS = ("fitted", "shuffled")
 BACKENDS = ("sklearn", "numba")  # t-SNE implementations
 BLOCK_ROWS = 64  # rows scaled and binned at a time (at most chunk_size): the block stays in cache
 
@@ -41,6 +42,10 @@ class DeepInsightTransformer(TransformerMixin, BaseEstimator):
 
     Parameters are the `deepinsight` config keys (`deepinsight.tsne.seed` is `random_state`),
     with the schema's defaults; config/README.md describes each.
+
+    `layout="shuffled"` is the no-structure control: the fitted pixels and their occupancy are
+    kept, but features are dealt to them by a random permutation (`layout_seed`), so that
+    neighbouring pixels no longer hold similar features.
 
     `n_jobs`: threads of the numba t-SNE and of `transform` (None: every CPU this process may
     use); the results are the same for any number. Fitted attributes: `scale_` (scaler
@@ -65,6 +70,8 @@ class DeepInsightTransformer(TransformerMixin, BaseEstimator):
         pca_components=_DEFAULTS["pca_components"],
         discretization=_DEFAULTS["discretization"],
         empty_value=_DEFAULTS["empty_value"],
+        layout=_DEFAULTS["layout"],
+        layout_seed=_DEFAULTS["layout_seed"],
         random_state=_DEFAULTS["tsne"]["seed"],
         chunk_size=_DEFAULTS["chunk_size"],
         n_jobs=None,
@@ -82,6 +89,8 @@ class DeepInsightTransformer(TransformerMixin, BaseEstimator):
         self.pca_components = pca_components
         self.discretization = discretization
         self.empty_value = empty_value
+        self.layout = layout
+        self.layout_seed = layout_seed
         self.random_state = random_state
         self.chunk_size = chunk_size
         self.n_jobs = n_jobs
@@ -106,6 +115,10 @@ class DeepInsightTransformer(TransformerMixin, BaseEstimator):
             self.pixels_ = bin_coordinates(self.coords_, self.pixels)
         else:
             self.pixels_ = assign_coordinates(self.coords_, self.pixels)
+        if self.layout == "shuffled":  # same pixels, same counts; features dealt at random
+            self.pixels_ = self.pixels_[
+                np.random.default_rng(self.layout_seed).permutation(len(self.pixels_))
+            ]
         self.feature_counts_ = feature_counts(self.pixels_, self.pixels)
         self._build_plan()
         return self
@@ -115,6 +128,7 @@ class DeepInsightTransformer(TransformerMixin, BaseEstimator):
             ("scaler", SCALERS),
             ("projector", PROJECTORS),
             ("discretization", DISCRETIZATIONS),
+            ("layout", LAYOUTS),
             ("backend", BACKENDS),
         ):
             if getattr(self, name) not in allowed:

@@ -140,6 +140,31 @@ def layer_indices(layers: int | list[int], n_layers: int) -> list[int]:
 CPU_BATCH_TOKENS = 512  # on a CPU, batches hold texts of one length and at most this many tokens
 
 
+def native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX-512-BF16 or AMX tiles)."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # a torch without these probes
+        return False
+
+
+def check_precision(precision: str, device: str) -> None:
+    """`embedding.precision` where it can run: float32 anywhere, bfloat16 on CUDA or a CPU with
+    native bfloat16, float16 on CUDA only."""
+    if precision == "float32" or str(device).startswith("cuda"):
+        return
+    if precision == "float16":
+        raise ConfigError(
+            "config key 'embedding.precision': float16 runs on CUDA only; on a CPU use "
+            "bfloat16 (where the CPU has it natively) or float32"
+        )
+    if not native_bf16():
+        raise ConfigError(
+            "config key 'embedding.precision': bfloat16 on this CPU, which lacks native "
+            "bfloat16 (AVX-512-BF16 or AMX) and would emulate it slowly; expected float32"
+        )
+
+
 def embed_texts(
     texts: list[str],
     tokenizer,
@@ -152,10 +177,11 @@ def embed_texts(
     progress=None,
 ) -> np.ndarray:
     """`[CLS]` vectors `[len(texts), len(layers), H]` float32, in the order of `texts`: padded
-    batches on a GPU (`embed_padded`), equal-length batches on a CPU (`embed_unpadded`)."""
+    batches on a GPU (`embed_padded`), equal-length batches on a CPU (`embed_unpadded`);
+    `precision` bfloat16/float16 autocasts the encoder (`check_precision` says where)."""
     encoded = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
     if next(model.parameters()).device.type == "cpu":
-        return embed_unpadded(encoded, model, layers, batch_size, progress)
+        return embed_unpadded(encoded, model, layers, batch_size, progress, precision)
     return embed_padded(encoded, tokenizer, model, layers, batch_size, precision, progress)
 
 
@@ -194,14 +220,15 @@ def embed_padded(
 
 
 def embed_unpadded(
-    encoded: list[list[int]], model, layers, batch_size, progress=None
+    encoded: list[list[int]], model, layers, batch_size, progress=None, precision="float32"
 ) -> np.ndarray:
     """On a CPU: each batch holds texts of exactly one length (no padding, no attention mask; at
     most `CPU_BATCH_TOKENS` tokens), which keeps the activations in cache; with T > 1 torch
     threads, T batches run at once, each on one thread (a text's small matrix products scale
     poorly across cores, whole texts in parallel do not), the thread setting restored afterwards.
     Each batch is computed by a single thread in a fixed way, so the vectors do not depend on
-    scheduling or on the number of threads."""
+    scheduling or on the number of threads. `precision` bfloat16 autocasts the encoder (with
+    AMX or AVX-512-BF16: `check_precision`)."""
     lengths = np.array([len(ids) for ids in encoded], dtype=np.int64)
     order = np.argsort(lengths, kind="stable")[::-1]
     out = np.empty((len(encoded), len(layers), model.config.hidden_size), dtype=np.float32)
@@ -209,10 +236,11 @@ def embed_unpadded(
     lock = threading.Lock()
 
     def run(idx: np.ndarray) -> None:
-        with torch.inference_mode():
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16")
+        with torch.inference_mode(), autocast:
             ids = torch.tensor([encoded[i] for i in idx], dtype=torch.long)
             batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-            out[idx] = _cls_rows(model, plan, layers, batch).numpy()
+            out[idx] = _cls_rows(model, plan, layers, batch).float().numpy()
         if progress is not None:
             with lock:
                 progress.update(len(idx))
@@ -263,6 +291,7 @@ def embed_dataset(
     frame, meta = read_dataset(dataset)
     check_shards(n_shards, shard, len(frame), dataset)  # before the encoder is loaded
     device = str(resolve_device(settings.device))
+    check_precision(precision, device)
     start, stop = shard_bounds(len(frame), shard, n_shards)
     texts = frame["text"].tolist()[start:stop]
     tokenizer, encoder, folder = load_encoder(model, device)

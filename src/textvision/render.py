@@ -102,6 +102,7 @@ def render_images(
                     "pixels": pixels,
                     "fit_on": info["fit_on"],
                     "discretization": transformer.discretization,
+                    "layout": transformer.layout,
                     "occupancy": info["occupancy"],
                 },
             )

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from textvision.costs import costs_markdown, per_rule, read_costs
 from textvision.dataset import read_dataset
 from textvision.errors import InputError
 from textvision.io import atomic_path, attrs_dict, open_h5, read_json
@@ -14,29 +15,43 @@ from textvision.paper import PAPER_ACCURACY, PAPER_ACCURACY_ERROR, REPRODUCTION_
 from textvision.plots import (
     plot_accuracy,
     plot_all_learning_curves,
+    plot_comparisons,
     plot_confusion,
+    plot_costs,
     plot_domain_shift,
 )
+from textvision.predictions import read_predictions
+from textvision.settings import ReportSettings
+from textvision.stats import mcnemar, paired_bootstrap, seed_interval
+from textvision.variants import default_comparisons
 
+METRICS = {  # report metric -> where a metrics.json holds it
+    "test_accuracy": ("test_best", "accuracy"),
+    "val_accuracy_best": ("val_best", "accuracy"),
+    "val_accuracy_last": ("val_last", "accuracy"),
+    "test_macro_f1": ("test_best", "macro_f1"),
+    "test_roc_auc": ("test_best", "roc_auc"),
+    "val_macro_f1": ("val_best", "macro_f1"),
+    "val_roc_auc": ("val_best", "roc_auc"),
+}
+STATS = ("mean", "std", "ci_low", "ci_high", "seeds")
+SETTINGS = ("weights", "layout", "discretization", "normalization", "batchnorm")
 COLUMNS = [
     "model",
+    "variant",
     "architecture",
     "feature_maps",
     "lr_head",
     "lr_classifier",
-    "weights",
+    *SETTINGS,
     "n_seeds",
-    "val_accuracy_last_mean",
-    "val_accuracy_last_std",
-    "val_accuracy_best_mean",
-    "val_accuracy_best_std",
-    "macro_f1_mean",
-    "roc_auc_mean",
+    "seeds",
+    *(f"{m}_{s}" for m in METRICS for s in STATS),
+    "best_epoch_mean",
     "train_seconds_mean",
     "images_per_second_mean",
     "paper_val_accuracy",
     "reproduction_val_accuracy",
-    "batchnorm",
 ]
 
 
@@ -44,52 +59,74 @@ def _weights_label(weights: str) -> str:
     return weights if weights in ("imagenet", "none", "n/a") else f"file:{Path(weights).name}"
 
 
+def row_name(path: str | Path, metrics: dict) -> str:
+    """`backbone`, or `variant/backbone` for a job under `.../variants/<variant>/`."""
+    parts = Path(path).parts
+    if "variants" in parts[:-1]:
+        return f"{parts[parts.index('variants') + 1]}/{metrics['backbone']}"
+    return metrics["backbone"]
+
+
+def _metric(m: dict, where: tuple[str, str]):
+    scores = m.get(where[0])
+    return None if scores is None else scores.get(where[1])
+
+
+def _row(name: str, ms: list[dict]) -> dict:
+    first = ms[0]
+    row = {
+        "model": name,
+        "variant": name.split("/")[0] if "/" in name else "main",
+        "architecture": first["backbone"].split("@")[0],
+        "feature_maps": first.get("feature_maps"),
+        "lr_head": first.get("lr_head"),
+        "lr_classifier": first.get("lr_classifier"),
+        "weights": _weights_label(first["weights"]),
+        **{k: first.get(k) for k in SETTINGS[1:]},
+        "n_seeds": len(ms),
+        "seeds": ";".join(str(m["seed"]) for m in ms),
+        "label_names": first["label_names"],
+        "histories": [m["history"] for m in ms],
+        "confusion": first["val_last"]["confusion_matrix"],
+    }
+    for metric, where in METRICS.items():
+        values = [_metric(m, where) for m in ms]
+        interval = seed_interval(values)
+        for end in ("ci_low", "ci_high"):  # every metric here lies in [0, 1]
+            if interval[end] is not None:
+                interval[end] = min(max(interval[end], 0.0), 1.0)
+        row.update({f"{metric}_{k}": interval[k] for k in STATS[:-1]})
+        row[f"{metric}_seeds"] = ";".join(f"{v:.6f}" for v in values) if interval["n"] else None
+    for key in ("best_epoch", "train_seconds", "images_per_second"):
+        values = [m[key] for m in ms if m.get(key) is not None]
+        row[f"{key}_mean"] = float(np.mean(values)) if values else None
+    row["paper_val_accuracy"] = PAPER_ACCURACY.get(first["backbone"])
+    row["reproduction_val_accuracy"] = REPRODUCTION_ACCURACY.get(first["backbone"])
+    return row
+
+
 def collect(metrics_files: list[str | Path]) -> tuple[pd.DataFrame, dict]:
-    """One row per model (seeds aggregated), in the order first seen; and the raw metrics."""
+    """One row per model (seeds aggregated: mean, std, 95% t-interval, per-seed values), in
+    the order first seen; and each row's metrics files."""
     runs: dict[str, list[dict]] = {}
+    files: dict[str, list[Path]] = {}
     for path in metrics_files:
         m = read_json(path)
-        runs.setdefault(m["backbone"], []).append(m)
-    rows = []
-    for name, ms in runs.items():
-        arch = name.split("@")[0]
+        name = row_name(path, m)
+        runs.setdefault(name, []).append(m)
+        files.setdefault(name, []).append(Path(path))
+    for name in runs:
+        order = np.argsort([m["seed"] for m in runs[name]], kind="stable")
+        runs[name] = [runs[name][i] for i in order]
+        files[name] = [files[name][i] for i in order]
+    table = pd.DataFrame([_row(name, ms) for name, ms in runs.items()])
+    return table, {"runs": runs, "files": files}
 
-        def agg(key, ms=ms):
-            values = [m[key] for m in ms if m.get(key) is not None]
-            return (
-                float(np.mean(values)) if values else None,
-                float(np.std(values, ddof=1)) if len(values) > 1 else None,
-            )
 
-        def agg_val(key, ms=ms):
-            values = [m["val_last"][key] for m in ms if m["val_last"].get(key) is not None]
-            return float(np.mean(values)) if values else None
-
-        last, best = agg("val_accuracy_last"), agg("val_accuracy_best")
-        rows.append(
-            {
-                "model": name,
-                "architecture": arch,
-                "feature_maps": ms[0].get("feature_maps"),
-                "lr_head": ms[0].get("lr_head"),
-                "lr_classifier": ms[0].get("lr_classifier"),
-                "weights": _weights_label(ms[0]["weights"]),
-                "n_seeds": len(ms),
-                "val_accuracy_last_mean": last[0],
-                "val_accuracy_last_std": last[1],
-                "val_accuracy_best_mean": best[0],
-                "val_accuracy_best_std": best[1],
-                "macro_f1_mean": agg_val("macro_f1"),
-                "roc_auc_mean": agg_val("roc_auc"),
-                "train_seconds_mean": agg("train_seconds")[0],
-                "images_per_second_mean": agg("images_per_second")[0],
-                "paper_val_accuracy": PAPER_ACCURACY.get(name),
-                "reproduction_val_accuracy": REPRODUCTION_ACCURACY.get(name),
-                "batchnorm": ms[0].get("batchnorm"),
-                "label_names": ms[0]["label_names"],
-            }
-        )
-    return pd.DataFrame(rows), runs
+def headline_split(table: pd.DataFrame) -> str:
+    """`test` when the run has test rows (the headline then is test accuracy at the epoch chosen
+    on validation), else `val`."""
+    return "test" if table["test_accuracy_mean"].notna().any() else "val"
 
 
 def describe_run(
@@ -109,21 +146,27 @@ def describe_run(
         else "real data"
     )
     counts = meta["counts"]
+    split = meta["split"]
+    how = (
+        f"train/test from the source's column `{split['column']}`, validation carved out of "
+        f"train (stratified, seed {split['seed']})"
+        if split.get("column")
+        else f"stratified, seed {split['seed']}"
+    )
     devices = sorted({m.get("device", "cpu") for ms in runs.values() for m in ms if "device" in m})
     occ = info["occupancy"]
     return [
         f"- **Data**: `{meta['source']}`, {kind}; {sum(counts.values())} texts, classes "
         f"{meta['label_names']}; split train/val/test = {counts['train']}/{counts['val']}/"
-        f"{counts['test']} (stratified, seed {meta['split']['seed']}); HTML breaks removed: "
-        f"{meta['clean_html']}",
+        f"{counts['test']} ({how}); HTML breaks removed: {meta['clean_html']}",
         f"- **Embeddings**: `{emb['model']}`, `[CLS]` of layers {emb['layers']}, max_length "
         f"{emb['max_length']}, tensor {list(shape)}",
-        f"- **DeepInsight**: fitted on **{info['fit_on']}** rows ({info['n_fit_rows']}), scaler "
-        f"{params['scaler']}, projector {params['projector']} (perplexity "
-        f"{params['perplexity']}, metric {params['metric']}), {params['pixels']}x"
-        f"{params['pixels']} pixels, discretization {params['discretization']}: "
-        f"{occ['pixels_used']}/{occ['pixels_total']} pixels used, max "
-        f"{occ['max_features_per_pixel']} features per pixel",
+        f"- **DeepInsight** (main run): fitted on **{info['fit_on']}** rows "
+        f"({info['n_fit_rows']}), scaler {params['scaler']}, projector {params['projector']} "
+        f"(perplexity {params['perplexity']}, metric {params['metric']}), {params['pixels']}x"
+        f"{params['pixels']} pixels, discretization {params['discretization']}, layout "
+        f"{params.get('layout', 'fitted')}: {occ['pixels_used']}/{occ['pixels_total']} pixels "
+        f"used, max {occ['max_features_per_pixel']} features per pixel",
         f"- **Device**: {', '.join(devices) or 'n/a'}",
     ]
 
@@ -135,46 +178,161 @@ def _fmt(value, digits=3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def _interval(row: dict, metric: str) -> str:
+    """`mean [low, high]` (95% t-interval over seeds), or the single value."""
+    mean, low, high = (row[f"{metric}_{k}"] for k in ("mean", "ci_low", "ci_high"))
+    if mean is None or pd.isna(mean):
+        return ""
+    return f"{mean:.3f}" + (f" [{low:.3f}, {high:.3f}]" if pd.notna(low) else "")
+
+
+def _pm(row: dict, metric: str) -> str:
+    mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
+    return _fmt(mean) + (f" ± {std:.3f}" if pd.notna(std) else "")
+
+
+def _what(row: dict) -> str:
+    """The weights and the DeepInsight/training choices that differ from the usual ones."""
+    parts = [row["weights"] + (" (random init: no transfer)" if row["weights"] == "none" else "")]
+    if row.get("layout") == "shuffled":
+        parts.append("shuffled layout")
+    if row.get("discretization") == "assignment":
+        parts.append("assignment")
+    if row.get("batchnorm") == "adapt":
+        parts.append("BatchNorm adapted")
+    return ", ".join(p for p in parts if p)
+
+
 def to_markdown(table: pd.DataFrame, header: list[str]) -> str:
+    split = headline_split(table)
+    head = "**test acc** [95% CI]" if split == "test" else "**val acc (best)** [95% CI]"
+    metric = "test_accuracy" if split == "test" else "val_accuracy_best"
     lines = [
         "# textvision results",
         "",
         *header,
         "",
-        "| model | maps | lr head / clf | weights | seeds | val acc (last) | val acc (best) "
-        "| macro F1 | ROC-AUC | train s | images/s | paper | reproduction |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| model | weights, layout | maps | seeds | {head} | val acc (best) | val acc (last) "
+        f"| macro F1 ({split}) | ROC-AUC ({split}) | train s | paper | reproduction |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in table.to_dict("records"):
-
-        def pm(key, row=row):
-            mean, std = row[f"{key}_mean"], row[f"{key}_std"]
-            return _fmt(mean) + (f" ± {std:.3f}" if pd.notna(std) else "")
-
-        lr = f"{row['lr_head']:g} / {row['lr_classifier']:g}" if pd.notna(row["lr_head"]) else ""
-        weights = row["weights"] + (
-            " (random init: no transfer)" if row["weights"] == "none" else ""
-        )
-        weights += " (BatchNorm adapted)" if row.get("batchnorm") == "adapt" else ""
         paper = (
             f"{row['paper_val_accuracy']:.2f} ± {PAPER_ACCURACY_ERROR:.2f}"
             if pd.notna(row["paper_val_accuracy"])
             else ""
         )
         lines.append(
-            f"| {row['model']} | {_fmt(row['feature_maps'], 0)} | {lr} | {weights} "
-            f"| {row['n_seeds']} | {pm('val_accuracy_last')} | {pm('val_accuracy_best')} "
-            f"| {_fmt(row['macro_f1_mean'])} "
-            f"| {_fmt(row['roc_auc_mean'])} | {_fmt(row['train_seconds_mean'], 1)} "
-            f"| {_fmt(row['images_per_second_mean'], 1)} | {paper} "
+            f"| {row['model']} | {_what(row)} | {_fmt(row['feature_maps'], 0)} "
+            f"| {row['n_seeds']} | {_interval(row, metric)} "
+            f"| {_pm(row, 'val_accuracy_best')} | {_pm(row, 'val_accuracy_last')} "
+            f"| {_fmt(row[f'{split}_macro_f1_mean'])} | {_fmt(row[f'{split}_roc_auc_mean'])} "
+            f"| {_fmt(row['train_seconds_mean'], 1)} | {paper} "
             f"| {_fmt(row['reproduction_val_accuracy'])} |"
         )
+    headline = (
+        "The headline is **test** accuracy of the epoch chosen on validation (the test rows "
+        "took no part in any choice); validation accuracies beside it are optimistic (*best* "
+        "is the epoch validation chose, *last* the final epoch)."
+        if split == "test"
+        else "No test rows: the headline is validation accuracy of the best epoch, chosen on "
+        "those same rows, so optimistic; set `data.split.test` or `data.split.column` for a "
+        "test set."
+    )
     lines += [
         "",
-        "Validation accuracy: *last* is the final epoch's, *best* the best epoch's "
-        "(selected on validation, so optimistic). Paper: Benarab, arXiv 2106.12479, "
-        "bert-base-uncased on all 50,000 IMDB reviews.",
+        f"{headline} Intervals: 95% Student-t over seeds, clipped to [0, 1] (mean ± std "
+        "elsewhere). Paper: Benarab, arXiv 2106.12479, validation accuracy of "
+        "bert-base-uncased on all 50,000 IMDB reviews (not comparable with a test accuracy on "
+        "other data).",
     ]
+    return "\n".join(lines) + "\n"
+
+
+def _correct(files: list[Path], split: str, label_names: list[str]) -> tuple[list, np.ndarray]:
+    """The ids (sorted) and the `[runs, n]` correctness of a row's predictions on `split`."""
+    ids, rows = None, []
+    for path in files:
+        table = read_predictions(path.with_name("predictions.parquet"))
+        table = table[table["split"] == split].sort_values("id", kind="stable")
+        if ids is None:
+            ids = table["id"].tolist()
+        elif table["id"].tolist() != ids:
+            raise InputError(f"{path}: predictions of other {split} rows than its row's others")
+        rows.append((table["label"] == table["predicted"]).to_numpy())
+    return ids, np.stack(rows)
+
+
+def compare_rows(
+    table: pd.DataFrame, files: dict, pairs: list[list[str]], n_boot: int, seed: int
+) -> pd.DataFrame:
+    """Paired comparisons on the headline split: difference in accuracy (a - b) with a 95%
+    paired-bootstrap interval, and McNemar's exact test on the pooled predictions."""
+    split = headline_split(table)
+    known = table["model"].tolist()
+    out = []
+    for a, b in pairs:
+        for name in (a, b):
+            if name not in known:
+                raise InputError(f"comparison [{a}, {b}]: no row {name!r}; rows are {known}")
+        ids_a, ca = _correct(files[a], split, table["label_names"].iloc[0])
+        ids_b, cb = _correct(files[b], split, table["label_names"].iloc[0])
+        if ids_a != ids_b:
+            raise InputError(f"comparison [{a}, {b}]: the rows scored different {split} rows")
+        boot = paired_bootstrap(ca, cb, n_boot=n_boot, seed=seed)
+        test = mcnemar(ca, cb)
+        out.append(
+            {
+                "a": a,
+                "b": b,
+                "split": split,
+                "n_examples": boot["n_examples"],
+                "runs_a": len(ca),
+                "runs_b": len(cb),
+                "accuracy_a": float(ca.mean()),
+                "accuracy_b": float(cb.mean()),
+                "difference": boot["difference"],
+                "ci_low": boot["ci_low"],
+                "ci_high": boot["ci_high"],
+                "a_only": test["a_only"],
+                "b_only": test["b_only"],
+                "p_value": test["p_value"],
+            }
+        )
+    return pd.DataFrame(out, columns=COMPARISON_COLUMNS)
+
+
+COMPARISON_COLUMNS = [
+    "a", "b", "split", "n_examples", "runs_a", "runs_b", "accuracy_a", "accuracy_b",
+    "difference", "ci_low", "ci_high", "a_only", "b_only", "p_value",
+]  # fmt: skip
+
+
+def comparisons_markdown(comparisons: pd.DataFrame, n_boot: int) -> str:
+    if comparisons.empty:
+        return ""
+    split = comparisons["split"].iloc[0]
+    lines = [
+        "",
+        "## Paired comparisons",
+        "",
+        f"Each pair is scored on the same {split} examples. Difference: mean accuracy of a over "
+        f"its seeds minus that of b; 95% interval: paired bootstrap ({n_boot} replicates) "
+        "resampling the examples (the same ones for both) and each side's seeds; McNemar: "
+        "exact binomial test of the discordant examples, pooled over paired seeds (a right and "
+        "b wrong vs a wrong and b right). An interval that excludes 0 is a difference the data "
+        "support; one that contains 0 is not evidence either way. Figure: `comparisons.png`.",
+        "",
+        f"| a | b | {split} acc a | {split} acc b | a − b [95% CI] | a only / b only right "
+        "| McNemar p |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in comparisons.to_dict("records"):
+        lines.append(
+            f"| {row['a']} | {row['b']} | {row['accuracy_a']:.3f} | {row['accuracy_b']:.3f} "
+            f"| {row['difference']:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}] "
+            f"| {row['a_only']} / {row['b_only']} | {row['p_value']:.3g} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -250,45 +408,47 @@ def build_report(
     embeddings: str | Path,
     mapping: str | Path,
     outdir: str | Path,
+    settings: ReportSettings,
     domain_files: list[str | Path] = (),
+    benchmarks: list[str | Path] = (),
 ) -> pd.DataFrame:
-    """Write results.csv, results.md, accuracy.png, learning_curves.png, confusion.png; with
-    the domain-shift step's JSON files, a "Domain shift" section and domain_shift.png."""
+    """Write results.csv, results.md, comparisons.csv and the figures (accuracy,
+    learning_curves, confusion, comparisons); with the domain-shift step's JSON files, a
+    "Domain shift" section and domain_shift.png; with Snakemake's benchmark files, a "Cost per
+    rule" section and costs.png (a job without its file, e.g. one run before benchmarks were
+    recorded, is counted as such). Each metrics file's `predictions.parquet`
+    beside it feeds the paired comparisons (`settings.comparisons`; empty: the defaults of
+    `textvision.variants.default_comparisons`)."""
     outdir = Path(outdir)
-    table, runs = collect(metrics_files)
-    header = describe_run(dataset, embeddings, mapping, runs)
-    text = to_markdown(table, header)
+    table, found = collect(metrics_files)
+    pairs = settings.comparisons or default_comparisons(table["model"].tolist())
+    comparisons = compare_rows(table, found["files"], pairs, settings.bootstrap, settings.seed)
+    header = describe_run(dataset, embeddings, mapping, found["runs"])
+    text = to_markdown(table, header) + comparisons_markdown(comparisons, settings.bootstrap)
     if domain_files:
         rows, sources = collect_domain(domain_files)
         text += domain_markdown(rows, sources)
         plot_domain_shift(rows, outdir / "domain_shift.png")
+    if benchmarks:
+        found = [f for f in benchmarks if Path(f).exists()]
+        costs = read_costs(found)
+        text += costs_markdown(costs, missing=len(benchmarks) - len(found))
+        plot_costs(per_rule(costs), outdir / "costs.png")
     with atomic_path(outdir / "results.csv") as tmp:
         table[COLUMNS].to_csv(tmp, index=False)
+    with atomic_path(outdir / "comparisons.csv") as tmp:
+        comparisons.to_csv(tmp, index=False)
     with atomic_path(outdir / "results.md") as tmp:
         tmp.write_text(text)
-    plot_accuracy(table, outdir / "accuracy.png")
+    plot_accuracy(table, headline_split(table), outdir / "accuracy.png")
     plot_all_learning_curves(
-        {n: ms[0]["history"] for n, ms in runs.items() if ms[0]["history"]},
+        {r["model"]: r["histories"][0] for r in table.to_dict("records") if r["histories"][0]},
         outdir / "learning_curves.png",
     )
     plot_confusion(
-        {n: ms[0]["val_last"]["confusion_matrix"] for n, ms in runs.items()},
+        dict(zip(table["model"], table["confusion"], strict=True)),
         table["label_names"].iloc[0],
         outdir / "confusion.png",
     )
-    return table
-
-
-def compare_runs(runs: list[tuple[str, str | Path]], out: str | Path) -> pd.DataFrame:
-    """Stack the `results.csv` of several runs (variants of one setup) under a `run` column."""
-    frames = []
-    for label, path in runs:
-        try:
-            frame = pd.read_csv(path)
-        except FileNotFoundError as err:
-            raise InputError(f"{path}: results table of run {label!r} not found") from err
-        frames.append(frame.assign(run=label).reindex(columns=["run", *COLUMNS]))
-    table = pd.concat(frames, ignore_index=True)
-    with atomic_path(out) as tmp:
-        table.to_csv(tmp, index=False)
+    plot_comparisons(comparisons.to_dict("records"), outdir / "comparisons.png")
     return table

@@ -271,6 +271,11 @@ class BaselineSettings(Settings):
     max_iter: int
 
 
+ReportSettings = section_settings(
+    "ReportSettings", "report", "`report`: the comparisons and their bootstrap."
+)
+
+
 @dataclass(frozen=True)
 class PrefetchSettings(Settings):
     """`prefetch`: what the compute jobs will need from the network (encoder, `hf:` dataset,

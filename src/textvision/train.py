@@ -38,6 +38,7 @@ from textvision.models import (
     check_input_size,
     has_initial_statistics,
 )
+from textvision.predictions import prediction_table, write_predictions
 from textvision.settings import TrainSettings
 from textvision.threads import limit_threads
 
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 
 def load_images(path: str | Path) -> dict:
     """Images, labels and splits from `images.h5`, checked against the file's own attributes."""
-    with open_h5(path, "images", "label", "split") as fh:
+    with open_h5(path, "images", "id", "label", "split") as fh:
         attrs = attrs_dict(fh)
         images = fh["images"][:]
         pixels = attrs.get("pixels")
@@ -60,6 +61,7 @@ def load_images(path: str | Path) -> dict:
         return {
             **stats,
             "images": images,
+            "id": decode(fh["id"][:]),
             "label": fh["label"][:].astype(np.int64),
             "split": decode(fh["split"][:]),
             "attrs": attrs,
@@ -326,31 +328,32 @@ def fit_epochs(job: dict, run: Run, checkpoint: Path, identity: dict) -> np.ndar
 def final_metrics(job: dict, run: Run, val_proba: np.ndarray | None) -> tuple[dict, dict]:
     """Validation metrics of the last and the best epoch, test metrics of the best; the last
     epoch's weights. Leaves the best epoch's weights in the network, and the best epoch's
-    validation probabilities (what `val_best` scores) in `job["val_proba_best"]`."""
+    probabilities of each scored split (what `val_best` and `test_best` score) in
+    `job["proba_best"]`."""
     net, sources, autocast, batch_size = job["net"], job["sources"], job["amp"], job["batch_size"]
     labels = job["labels"]
-
-    def score(split: str) -> dict:
-        proba = _evaluate(net, sources[split], labels[split], batch_size, autocast)[1]
-        return classification_metrics(labels[split].numpy(), proba)
-
-    last = (
-        classification_metrics(labels["val"].numpy(), val_proba)
+    last = classification_metrics(
+        labels["val"].numpy(),
+        val_proba
         if val_proba is not None
-        else score("val")
+        else _evaluate(net, sources["val"], labels["val"], batch_size, autocast)[1],
     )
     last_state = {"head": net.head.state_dict(), "classifier": net.classifier.state_dict()}
     net.head.load_state_dict(run.best["head"])
     net.classifier.load_state_dict(run.best["classifier"])
-    job["val_proba_best"] = _evaluate(net, sources["val"], labels["val"], batch_size, autocast)[1]
-    best = classification_metrics(labels["val"].numpy(), job["val_proba_best"])
+    job["proba_best"] = {
+        s: _evaluate(net, sources[s], labels[s], batch_size, autocast)[1]
+        for s in ("val", "test")
+        if len(labels[s])
+    }
+    best = {s: classification_metrics(labels[s].numpy(), p) for s, p in job["proba_best"].items()}
     scores = {
         "val_accuracy_last": last["accuracy"],
-        "val_accuracy_best": best["accuracy"],
+        "val_accuracy_best": best["val"]["accuracy"],
         "best_epoch": run.best["epoch"],
         "val_last": last,
-        "val_best": best,
-        "test_best": score("test") if len(labels["test"]) else None,
+        "val_best": best["val"],
+        "test_best": best.get("test"),
     }
     return scores, last_state
 
@@ -398,12 +401,9 @@ def check_mapping(mapping: str | Path, attrs: dict):
 
 
 def write_bundle_files(outdir: Path, job: dict, transformer, recorded: dict) -> None:
-    """`val_proba_best.npy` (the best epoch's validation probabilities, rows in the images'
-    order) and `bundle/`: everything needed to classify new texts with the best epoch."""
+    """`bundle/`: everything needed to classify new texts with the best epoch."""
     from textvision.bundle import cnn_bundle, write_bundle
 
-    with atomic_path(outdir / "val_proba_best.npy") as tmp, open(tmp, "wb") as fh:
-        np.save(fh, job["val_proba_best"])
     meta, tensors = cnn_bundle(job["net"], job["data"]["attrs"], transformer, recorded)
     write_bundle(outdir / "bundle", meta, tensors)
 
@@ -461,9 +461,10 @@ def train_backbone(
     mapping: str | Path | None = None,
 ) -> dict:
     """Train one backbone with one seed, evaluate on the validation split after every epoch, and
-    write `model.pt`, `metrics.json`, `history.csv` and `learning_curve.png` into `outdir`; with
+    write `model.pt`, `metrics.json`, `history.csv`, `learning_curve.png` and
+    `predictions.parquet` (the best epoch's validation and test predictions) into `outdir`; with
     the DeepInsight `mapping` the images were rendered with, also `bundle/` (the best epoch as a
-    portable model, `textvision predict`) and `val_proba_best.npy`.
+    portable model, `textvision predict`).
 
     A `checkpoint.pt` written after every epoch lets a killed job resume where it stopped.
     Runs on `settings.threads` CPU threads, so that the result does not depend on the machine.
@@ -490,6 +491,8 @@ def _train(
         "upsample": settings.upsample,
         "normalization": settings.normalization,
         "batchnorm": settings.batchnorm,
+        "discretization": attrs["discretization"],
+        "layout": attrs["layout"],
         "n_classes": len(attrs["label_names"]),
         "feature_maps": int(job["maps"][0]),
     }
@@ -517,9 +520,14 @@ def _train(
         "images_per_second": n_train * settings.epochs / max(run.train_seconds, 1e-9),
         "n_train": int(n_train),
         "n_val": int(len(job["labels"]["val"])),
+        "n_test": int(len(job["labels"]["test"])),
         "label_names": attrs["label_names"],
         "synthetic": attrs.get("synthetic", False),
     }
+    table = prediction_table(
+        data["id"], data["split"], data["label"], job["proba_best"], attrs["label_names"]
+    )
+    write_predictions(outdir / "predictions.parquet", table)
     if transformer is not None:
         write_bundle_files(outdir, job, transformer, recorded)
     write_outputs(outdir, metrics, recorded, run, last_state)

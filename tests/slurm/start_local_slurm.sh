@@ -15,8 +15,9 @@
 #   SLURM_CI_TIMEOUT     seconds to wait for an idle node    (default: 90)
 #
 # The cluster has no accounting (no slurmdbd, no working `sacct`), so Snakemake's SLURM plugin
-# must poll with `--slurm-status-command squeue`; MinJobAge=300 keeps finished jobs visible to
-# squeue for 5 minutes (the plugin wants >= 3x --slurm-init-seconds-before-status-checks).
+# must poll with `--slurm-status-command squeue`; MinJobAge=3600 keeps finished jobs visible to
+# squeue and scontrol for an hour (the plugin wants >= 3x --slurm-init-seconds-before-status-checks;
+# the test reads every job's record after the whole run).
 set -euo pipefail
 
 MODE="${1:-start}"
@@ -192,8 +193,8 @@ DefMemPerCPU=1000
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
-# keep finished jobs in slurmctld (and so in squeue) for 5 minutes: the only job-state source
-MinJobAge=300
+# keep finished jobs in slurmctld (and so in squeue) for an hour: the only job-state source
+MinJobAge=3600
 InactiveLimit=0
 KillWait=5
 SlurmdTimeout=60

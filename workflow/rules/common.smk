@@ -12,9 +12,11 @@ from textvision.settings import (
     MappingSettings,
     MergeSettings,
     PrefetchSettings,
+    ReportSettings,
     TrainSettings,
     step_params,
 )
+from textvision.variants import shares_images, variant_config
 
 # Validate at start-up (types coerced first: `--config` values arrive as strings), defaults filled.
 _validated = prepare_config(
@@ -28,6 +30,7 @@ GPU = 1 if config["device"] == "cuda" else 0
 N_SHARDS = config["embedding"]["shards"]
 BACKBONES = config["training"]["backbones"]
 SEEDS = config["training"]["seeds"]
+VARIANTS = {name: variant_config(config, name) for name in config["variants"]}
 
 
 wildcard_constraints:
@@ -35,6 +38,7 @@ wildcard_constraints:
     seed=r"\d+",
     backbone="|".join(re.escape(name) for name in backbone_names()),
     model="|".join(re.escape(name) for name in [*backbone_names(), "logreg"]),
+    variant="|".join(re.escape(name) for name in VARIANTS) or "(?!)",
 
 
 localrules:
@@ -74,6 +78,33 @@ def train_params(wildcards):
     return step_params(TrainSettings, config, backbone=wildcards.backbone)
 
 
+def variant_deepinsight(wildcards):
+    """The mapping and images a variant trains on: the main run's when it keeps its DeepInsight
+    settings, else its own."""
+    name = wildcards.variant
+    root = OUT if shares_images(config, name) else f"{OUT}/variants/{name}"
+    return {"mapping": f"{root}/deepinsight/mapping.h5", "images": f"{root}/images/images.h5"}
+
+
+def variant_weights_input(wildcards):
+    weights = weights_for(VARIANTS[wildcards.variant], wildcards.backbone)
+    return [] if weights in ("imagenet", "none") else [weights]
+
+
+def variant_train_params(wildcards):
+    return step_params(TrainSettings, VARIANTS[wildcards.variant], backbone=wildcards.backbone)
+
+
+def variant_train_files(name="metrics.json"):
+    """A file of every variant training job."""
+    return [
+        f"{OUT}/variants/{variant}/train/{backbone}/seed{seed}/{name}"
+        for variant, vconfig in VARIANTS.items()
+        for backbone in vconfig["training"]["backbones"]
+        for seed in vconfig["training"]["seeds"]
+    ]
+
+
 def reference_input(wildcards):
     """The folder of natural images, if one is configured (`sklearn`: none)."""
     reference = config["domain"]["reference"]
@@ -99,11 +130,11 @@ def bundle_files():
         f"{OUT}/train/{{backbone}}/seed{{seed}}/{{name}}",
         backbone=BACKBONES,
         seed=SEEDS,
-        name=[*(f"bundle/{f}" for f in BUNDLE_FILES), "val_proba_best.npy"],
+        name=[*(f"bundle/{f}" for f in BUNDLE_FILES), "predictions.parquet"],
     )
     if config["baseline"]["enabled"]:
         files += [f"{OUT}/baselines/logreg/bundle/{f}" for f in BUNDLE_FILES]
-        files.append(f"{OUT}/baselines/logreg/val_proba_best.npy")
+        files.append(f"{OUT}/baselines/logreg/predictions.parquet")
     return files
 
 
@@ -156,13 +187,47 @@ def metrics_files():
     )
     if config["baseline"]["enabled"]:
         files.append(f"{OUT}/baselines/logreg/metrics.json")
-    return files
+    return files + variant_train_files()
+
+
+def predictions_files():
+    """The per-example predictions beside every metrics file (what comparisons pair up)."""
+    return [str(Path(f).with_name("predictions.parquet")) for f in metrics_files()]
 
 
 DEEPINSIGHT_FIGURES = ["feature_density", "class_means", "samples", "feature_map"]
-REPORT_FIGURES = ["accuracy", "learning_curves", "confusion"]
+REPORT_FIGURES = ["accuracy", "learning_curves", "confusion", "comparisons", "costs"]
 # the names textvision.domain_figures.DOMAIN_FIGURES writes (tests/test_domain.py checks)
 DOMAIN_FIGURES = ["inputs", "normalisation", "histograms", "frechet"]
+
+
+def benchmark_files():
+    """The benchmark file of every job the report summarises (all of `all` but the report)."""
+    files = [
+        f"{OUT}/benchmarks/{rule}/{rule}.tsv"
+        for rule in ["prepare_data", "merge_embeddings", "fit_mapping", "render_images"]
+        + ["plot_mapping"]
+        + (["baseline_logreg"] if config["baseline"]["enabled"] else [])
+    ]
+    files += expand(
+        f"{OUT}/benchmarks/embed_shard/shard{{shard}}-of{N_SHARDS}.tsv", shard=range(N_SHARDS)
+    )
+    files += expand(f"{OUT}/benchmarks/domain_shift/{{backbone}}.tsv", backbone=BACKBONES)
+    files += expand(
+        f"{OUT}/benchmarks/train/{{backbone}}/seed{{seed}}.tsv", backbone=BACKBONES, seed=SEEDS
+    )
+    for variant, vconfig in VARIANTS.items():
+        if not shares_images(config, variant):
+            files += [
+                f"{OUT}/benchmarks/{rule}/{variant}.tsv"
+                for rule in ("fit_mapping_variant", "render_images_variant")
+            ]
+        files += expand(
+            f"{OUT}/benchmarks/train_variant/{variant}/{{backbone}}/seed{{seed}}.tsv",
+            backbone=vconfig["training"]["backbones"],
+            seed=vconfig["training"]["seeds"],
+        )
+    return files
 
 
 def product_files():
@@ -180,6 +245,7 @@ def product_files():
             name=["model.pt", "history.csv"],
         ),
         *metrics_files(),
+        *predictions_files(),
         *bundle_files(),
         *domain_files(),
     ]
@@ -190,6 +256,7 @@ def get_final_output():
         *product_files(),
         f"{OUT}/report/results.csv",
         f"{OUT}/report/results.md",
+        f"{OUT}/report/comparisons.csv",
         *expand(f"{OUT}/report/{{fig}}.png", fig=REPORT_FIGURES),
         *expand(f"{OUT}/deepinsight/{{fig}}.png", fig=DEEPINSIGHT_FIGURES),
         *expand(
@@ -212,3 +279,31 @@ onsuccess:
 
 onerror:
     release_outdir(OUT)
+
+
+# the names textvision.explain_figures writes beside features.csv (tests/test_explain.py checks)
+EXPLAIN_FIGURES = ["attribution_map", "layer_attribution"]
+
+
+def explain_models():
+    """The models of `explain.models` (empty: every backbone, and `logreg` when the baseline
+    is enabled), each checked."""
+    allowed = [*BACKBONES, *(["logreg"] if config["baseline"]["enabled"] else [])]
+    models = config["explain"]["models"] or allowed
+    unknown = [m for m in models if m not in allowed]
+    if unknown:
+        raise ValueError(
+            f"config key 'explain.models': {unknown} not trained here; expected some of {allowed}"
+        )
+    return models
+
+
+def explain_targets(wildcards):
+    """The index page of every model `snakemake explain` explains."""
+    return [f"{OUT}/explain/{model}/index.html" for model in explain_models()]
+
+
+def backbone_bundle(wildcards):
+    """The bundle files of a backbone's first seed (what `explain` explains)."""
+    folder = f"{OUT}/train/{wildcards.backbone}/seed{SEEDS[0]}/bundle"
+    return [f"{folder}/{name}" for name in BUNDLE_FILES]

@@ -5,6 +5,8 @@ rule prepare_data:
         f"{OUT}/data/dataset.parquet",
     log:
         f"{OUT}/logs/prepare_data.log",
+    benchmark:
+        f"{OUT}/benchmarks/prepare_data/prepare_data.tsv"
     conda:
         "../../envs/data.yaml"
     threads: 1

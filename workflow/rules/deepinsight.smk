@@ -5,6 +5,8 @@ rule fit_mapping:
         f"{OUT}/deepinsight/mapping.h5",
     log:
         f"{OUT}/logs/fit_mapping.log",
+    benchmark:
+        f"{OUT}/benchmarks/fit_mapping/fit_mapping.tsv"
     conda:
         "../../envs/deepinsight.yaml"
     threads: 8
@@ -25,6 +27,8 @@ rule render_images:
         f"{OUT}/images/images.h5",
     log:
         f"{OUT}/logs/render_images.log",
+    benchmark:
+        f"{OUT}/benchmarks/render_images/render_images.tsv"
     conda:
         "../../envs/deepinsight.yaml"
     threads: 8
@@ -33,6 +37,29 @@ rule render_images:
     shell:
         "textvision render-images --embeddings {input.embeddings:q} --mapping {input.mapping:q}"
         " --out {output:q} --threads {threads} > {log:q} 2>&1"
+
+
+use rule fit_mapping as fit_mapping_variant with:
+    output:
+        f"{OUT}/variants/{{variant}}/deepinsight/mapping.h5",
+    log:
+        f"{OUT}/logs/variants/{{variant}}/fit_mapping.log",
+    benchmark:
+        f"{OUT}/benchmarks/fit_mapping_variant/{{variant}}.tsv"
+    params:
+        settings=lambda wildcards: step_params(MappingSettings, VARIANTS[wildcards.variant]),
+
+
+use rule render_images as render_images_variant with:
+    input:
+        embeddings=f"{OUT}/embeddings/embeddings.h5",
+        mapping=f"{OUT}/variants/{{variant}}/deepinsight/mapping.h5",
+    output:
+        f"{OUT}/variants/{{variant}}/images/images.h5",
+    log:
+        f"{OUT}/logs/variants/{{variant}}/render_images.log",
+    benchmark:
+        f"{OUT}/benchmarks/render_images_variant/{{variant}}.tsv"
 
 
 rule plot_mapping:
@@ -50,6 +77,8 @@ rule plot_mapping:
         },
     log:
         f"{OUT}/logs/plot_mapping.log",
+    benchmark:
+        f"{OUT}/benchmarks/plot_mapping/plot_mapping.tsv"
     conda:
         "../../envs/deepinsight.yaml"
     threads: 1

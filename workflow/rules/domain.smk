@@ -16,6 +16,8 @@ rule domain_shift:
         json=f"{OUT}/domain/{{backbone}}.json",
     log:
         f"{OUT}/logs/domain_shift/{{backbone}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/domain_shift/{{backbone}}.tsv"
     conda:
         "../../envs/train.yaml"
     threads: 4

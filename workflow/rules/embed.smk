@@ -5,6 +5,8 @@ rule embed_shard:
         f"{OUT}/embeddings/shards/shard{{shard}}-of{N_SHARDS}.h5",
     log:
         f"{OUT}/logs/embed_shard/shard{{shard}}-of{N_SHARDS}.log",
+    benchmark:
+        f"{OUT}/benchmarks/embed_shard/shard{{shard}}-of{N_SHARDS}.tsv"
     conda:
         "../../envs/embed.yaml"
     threads: 8
@@ -26,6 +28,8 @@ rule merge_embeddings:
         f"{OUT}/embeddings/embeddings.h5",
     log:
         f"{OUT}/logs/merge_embeddings.log",
+    benchmark:
+        f"{OUT}/benchmarks/merge_embeddings/merge_embeddings.tsv"
     conda:
         "../../envs/embed.yaml"
     threads: 1

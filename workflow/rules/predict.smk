@@ -6,6 +6,8 @@ rule predict_texts:
         f"{OUT}/predict/{{model}}/predictions.csv",
     log:
         f"{OUT}/logs/predict/{{model}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/predict_texts/{{model}}.tsv"
     conda:
         "../../envs/train.yaml"
     threads: 2

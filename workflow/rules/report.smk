@@ -1,6 +1,7 @@
 rule report:
     input:
         metrics=metrics_files(),
+        predictions=predictions_files(),
         dataset=f"{OUT}/data/dataset.parquet",
         embeddings=f"{OUT}/embeddings/embeddings.h5",
         mapping=f"{OUT}/deepinsight/mapping.h5",
@@ -20,6 +21,7 @@ rule report:
             category="Domain shift",
         ),
         csv=f"{OUT}/report/results.csv",
+        comparisons_csv=f"{OUT}/report/comparisons.csv",
         md=report(
             f"{OUT}/report/results.md",
             caption="../report/results.rst",
@@ -27,6 +29,8 @@ rule report:
         ),
     log:
         f"{OUT}/logs/report.log",
+    benchmark:
+        f"{OUT}/benchmarks/report/report.tsv"
     conda:
         "../../envs/report.yaml"
     threads: 1
@@ -34,8 +38,12 @@ rule report:
         **res("light"),
     params:
         outdir=lambda wildcards, output: Path(output[0]).parent,
+        settings=step_params(ReportSettings, config),
+        # read, not inputs: a job's timing is no reason to redo the report or the job
+        benchmarks=benchmark_files(),
     shell:
         "textvision report --dataset {input.dataset:q} --embeddings {input.embeddings:q}"
         " --mapping {input.mapping:q} --domain {input.domain:q}"
-        " --outdir {params.outdir:q} {input.metrics:q}"
+        " --benchmarks {params.benchmarks:q}"
+        " --outdir {params.outdir:q} --settings {params.settings:q} {input.metrics:q}"
         " --threads {threads} > {log:q} 2>&1"

@@ -6,12 +6,14 @@ rule train:
     output:
         metrics=f"{OUT}/train/{{backbone}}/seed{{seed}}/metrics.json",
         bundle=multiext(f"{OUT}/train/{{backbone}}/seed{{seed}}/bundle/", *BUNDLE_FILES),
-        val_proba=f"{OUT}/train/{{backbone}}/seed{{seed}}/val_proba_best.npy",
+        predictions=f"{OUT}/train/{{backbone}}/seed{{seed}}/predictions.parquet",
         model=f"{OUT}/train/{{backbone}}/seed{{seed}}/model.pt",
         history=f"{OUT}/train/{{backbone}}/seed{{seed}}/history.csv",
         curve=f"{OUT}/train/{{backbone}}/seed{{seed}}/learning_curve.png",
     log:
         f"{OUT}/logs/train/{{backbone}}/seed{{seed}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/train/{{backbone}}/seed{{seed}}.tsv"
     conda:
         "../../envs/train.yaml"
     threads: config["training"]["threads"]
@@ -27,15 +29,40 @@ rule train:
         " --settings {params.settings:q} > {log:q} 2>&1"
 
 
+use rule train as train_variant with:
+    input:
+        unpack(variant_deepinsight),
+        weights=variant_weights_input,
+    output:
+        metrics=f"{OUT}/variants/{{variant}}/train/{{backbone}}/seed{{seed}}/metrics.json",
+        bundle=multiext(
+            f"{OUT}/variants/{{variant}}/train/{{backbone}}/seed{{seed}}/bundle/", *BUNDLE_FILES
+        ),
+        predictions=f"{OUT}/variants/{{variant}}/train/{{backbone}}/seed{{seed}}/predictions.parquet",
+        model=f"{OUT}/variants/{{variant}}/train/{{backbone}}/seed{{seed}}/model.pt",
+        history=f"{OUT}/variants/{{variant}}/train/{{backbone}}/seed{{seed}}/history.csv",
+        curve=f"{OUT}/variants/{{variant}}/train/{{backbone}}/seed{{seed}}/learning_curve.png",
+    log:
+        f"{OUT}/logs/variants/{{variant}}/train/{{backbone}}/seed{{seed}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/train_variant/{{variant}}/{{backbone}}/seed{{seed}}.tsv"
+    threads: lambda wildcards: VARIANTS[wildcards.variant]["training"]["threads"]
+    params:
+        outdir=lambda wildcards, output: Path(output.metrics).parent,
+        settings=variant_train_params,
+
+
 rule baseline_logreg:
     input:
         f"{OUT}/embeddings/embeddings.h5",
     output:
         metrics=f"{OUT}/baselines/logreg/metrics.json",
         bundle=multiext(f"{OUT}/baselines/logreg/bundle/", *BUNDLE_FILES),
-        val_proba=f"{OUT}/baselines/logreg/val_proba_best.npy",
+        predictions=f"{OUT}/baselines/logreg/predictions.parquet",
     log:
         f"{OUT}/logs/baseline_logreg.log",
+    benchmark:
+        f"{OUT}/benchmarks/baseline_logreg/baseline_logreg.tsv"
     conda:
         "../../envs/train.yaml"
     threads: 1

@@ -1,0 +1,337 @@
+"""Explanations of a bundle's predictions: the differentiable path is the bundle, DeepInsight's
+averaging is a linear map, integrated gradients add up to the score difference, and on the
+synthetic corpus the words they single out are the sentiment words of the predicted class."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import planned_jobs, write_config
+
+from textvision.cli import main
+from textvision.deepinsight import SCALERS, DeepInsightTransformer, apply_scaler
+from textvision.explain import (
+    COMPLETENESS_TOLERANCE,
+    DifferentiablePath,
+    PixelAveraging,
+    averaging_map,
+    feature_attributions,
+    integrated_gradients,
+    torch_scaler,
+    word_attributions,
+)
+from textvision.explain_pages import page_names, sample_rows
+from textvision.synthetic import PLOT, SENTIMENT, SUBJECTS
+
+slow = pytest.mark.slow
+
+
+# -- DeepInsight's averaging as a fixed linear map ---------------------------------------------
+@pytest.mark.parametrize("discretization", ["bin", "assignment"])
+@pytest.mark.parametrize("scaler", SCALERS)
+def test_the_averaging_map_is_deepinsight_transform(scaler, discretization):
+    rng = np.random.default_rng(0)
+    X = (rng.normal(size=(40, 60)) * rng.uniform(0.1, 3, 60)).astype(np.float32)
+    transformer = DeepInsightTransformer(
+        pixels=6,
+        scaler=scaler,
+        projector="pca",
+        discretization=discretization,
+        empty_value=-0.5,
+    ).fit(X[:30])  # the last rows are unseen: the log scaler clips some of them
+    counts = transformer.feature_counts_
+    assert counts.max() > 1 and (discretization == "assignment" or (counts == 0).any())
+    images = transformer.transform(X).reshape(len(X), -1)
+    matrix, empty = averaging_map(transformer)
+    scaled = apply_scaler(X, scaler, transformer.scale_)
+    assert np.abs((matrix @ scaled.T).T + empty - images).max() < 1e-5
+    with torch.no_grad():
+        torch_images = PixelAveraging(transformer)(
+            torch_scaler(scaler, transformer.scale_)(torch.from_numpy(X))
+        )
+    assert np.abs(torch_images.numpy().reshape(len(X), -1) - images).max() < 1e-5
+
+
+def test_the_sample_is_balanced_over_classes_with_right_and_wrong_predictions():
+    labels = np.repeat([0, 1], 10)
+    predicted = labels.copy()
+    predicted[[0, 1]] = 1  # class 0: two wrong, eight right; class 1: all right
+    picked = sample_rows(labels, predicted, 8, seed=3)
+    assert len(set(picked)) == 8
+    assert (labels[picked] == 0).sum() == 4 and (labels[picked] == 1).sum() == 4
+    zero = picked[labels[picked] == 0]
+    assert (predicted[zero] != 0).sum() == 2  # both wrong ones, in turn with right ones
+    assert picked.tolist() == sample_rows(labels, predicted, 8, seed=3).tolist()
+    assert picked.tolist() != sample_rows(labels, predicted, 8, seed=4).tolist()
+    assert sorted(sample_rows(labels, predicted, 50, seed=0)) == list(range(20))
+
+
+def test_page_names_are_safe_file_names_and_unique():
+    assert page_names(["a/b", "a?b", "index", "features", ".x", "", "A/B"]) == [
+        "a_b",
+        "a_b-2",
+        "index_",
+        "features_",
+        "x",
+        "text",
+        "A_B-3",
+    ]
+
+
+# -- a run that learned: synthetic reviews -> MiniLM -> DeepInsight -> AlexNet, and logreg -----
+# Its settings were chosen for a CNN that learns the sentiment in a few epochs on two CPU cores:
+# the MiniLM's second layer (lexical; 2 of 6 encoder layers to differentiate through), z-scored
+# features assigned one or two per pixel, no label noise.
+N_PER_CLASS = 200
+
+
+@pytest.fixture(scope="module")
+def learned(tmp_path_factory):
+    from textvision.baseline import train_logreg
+    from textvision.data import prepare_dataset
+    from textvision.embed import embed_dataset, merge_shards
+    from textvision.mapping import fit_mapping
+    from textvision.render import render_images
+    from textvision.settings import (
+        BaselineSettings,
+        DataSettings,
+        EmbedSettings,
+        MappingSettings,
+        MergeSettings,
+        TrainSettings,
+    )
+    from textvision.train import train_backbone
+
+    root = tmp_path_factory.mktemp("learned")
+    synthetic = {"n_per_class": N_PER_CLASS, "label_noise": 0.0, "seed": 3}
+    split = {"val": 0.25, "test": 0.0, "seed": 1}
+    prepare_dataset(root / "dataset.parquet", DataSettings.make(synthetic=synthetic, split=split))
+    embed = EmbedSettings.make(layers=[2], max_length=64, batch_size=32)
+    embed_dataset(root / "dataset.parquet", root / "shard.h5", embed)
+    merge_shards(
+        [root / "shard.h5"], root / "dataset.parquet", root / "emb.h5", MergeSettings.make()
+    )
+    mapping = MappingSettings.make(
+        pixels=16,
+        scaler="zscore",
+        discretization="assignment",
+        tsne={"perplexity": 5, "max_iter": 250},
+    )
+    fit_mapping(root / "emb.h5", root / "mapping.h5", mapping)
+    render_images(root / "emb.h5", root / "mapping.h5", root / "images.h5")
+    lr = {"alexnet": {"head": 3e-4, "classifier": 3e-4}}
+    training = TrainSettings.make(
+        backbone="alexnet", weights="none", epochs=8, batch_size=16, upsample=3, lr=lr,
+        normalization="train", device="cpu",
+    )  # fmt: skip
+    cnn = train_backbone(
+        root / "images.h5", root / "alexnet", training, backbone="alexnet", seed=0,
+        mapping=root / "mapping.h5",
+    )  # fmt: skip
+    logreg = train_logreg(
+        root / "emb.h5", root / "logreg" / "metrics.json", BaselineSettings.make()
+    )
+    assert cnn["val_accuracy_best"] >= 0.75 and logreg["val_accuracy_best"] >= 0.9
+    frame = pd.read_parquet(root / "dataset.parquet")
+    return {
+        "root": root,
+        "alexnet": root / "alexnet" / "bundle",
+        "logreg": root / "logreg" / "bundle",
+        "val": frame[frame["split"] == "val"].reset_index(drop=True),
+    }
+
+
+def explainer(learned, model, **kw) -> DifferentiablePath:
+    from textvision.bundle import load_bundle
+
+    return DifferentiablePath(load_bundle(learned[model], **kw))
+
+
+@slow
+@pytest.mark.parametrize("model", ["alexnet", "logreg"])
+def test_the_differentiable_path_gives_the_bundles_probabilities(learned, model):
+    from textvision.threads import limit_threads
+
+    texts = learned["val"]["text"].tolist()[:24]
+    # like with like: one text per batch on one thread, as `embed` computes a batch on a CPU (a
+    # batch of several texts or several threads round otherwise, which the image model amplifies)
+    path = explainer(learned, model, batch_size=1)
+    with limit_threads(1):
+        assert np.abs(path.predict_proba(texts) - path.bundle.predict_proba(texts)).max() < 1e-5
+
+
+@slow
+@pytest.mark.parametrize("model", ["alexnet", "logreg"])
+def test_integrated_gradients_add_up_to_the_score_difference(learned, model):
+    path = explainer(learned, model)
+    for text in learned["val"]["text"][:3]:
+        result = integrated_gradients(path, text)  # the default steps
+        assert result.completeness_error < COMPLETENESS_TOLERANCE
+        assert result.attributions[result.tokens.special].tolist() == [0, 0]  # [CLS], [SEP]
+        words = word_attributions(result)
+        assert words["attribution"].sum() == pytest.approx(result.attributions.sum())
+        assert [text[s:e] for s, e in zip(words["start"], words["end"], strict=True)] == (
+            words["word"].tolist()
+        )
+        seen = "".join(words["word"])  # every word, in order (a prefix if truncated)
+        assert text.replace(" ", "").startswith(seen) and len(seen) > 0.5 * len(text)
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z]+", text.lower()))
+
+
+def sentiment_vocabulary() -> dict[str, set[str]]:
+    """Per class the words of its sentiment sentences that no other sentence of the corpus uses
+    (plot, subjects, the other classes' sentiment): where they occur, they are sentiment words
+    of that class."""
+    neutral = set().union(*map(_words, PLOT), *map(_words, SUBJECTS))
+    vocabulary = {}
+    for name, bank in SENTIMENT.items():
+        others = set().union(*(_words(t) for k, b in SENTIMENT.items() if k != name for t in b))
+        own = set().union(*(_words(t.replace("{s}", "")) for t in bank))
+        vocabulary[name] = own - others - neutral
+    return vocabulary
+
+
+# How much more often than the text's words the 5 words with the most attribution are sentiment
+# words of the predicted class. The logistic baseline: about 3x. The image model classifies as
+# well as its 0.8 validation accuracy says, but integrated gradients from the [PAD] baseline
+# single out its sentiment words only about 1.6x as often as chance: the path runs through
+# [CLS] vectors many standard deviations away from any it was trained on, where the CNN's score
+# swings far more than between texts, and that swing is spread over every word.
+ENRICHMENT = {"alexnet": 1.25, "logreg": 2.0}
+
+
+@slow
+@pytest.mark.parametrize("model", ENRICHMENT)
+def test_the_words_with_the_most_attribution_are_sentiment_words(learned, model):
+    """Over 40 validation texts, the 5 words with the largest attribution to the predicted class
+    are sentiment words of that class more often than the text's words are (`ENRICHMENT`)."""
+    vocabulary = sentiment_vocabulary()
+    path = explainer(learned, model)
+    precision, base = [], []
+    for text in learned["val"]["text"][:40]:
+        result = integrated_gradients(path, text, steps=16)
+        words = word_attributions(result)
+        words = words[words["word"].str.fullmatch(r"[A-Za-z]+")]
+        hits = words["word"].str.lower().isin(vocabulary[path.class_names[result.target]])
+        top = np.argsort(-words["attribution"].to_numpy(), kind="stable")[:5]
+        precision.append(hits.to_numpy()[top].mean())
+        base.append(hits.mean())
+    ratio = np.mean(precision) / np.mean(base)
+    assert ratio >= ENRICHMENT[model], (np.mean(precision), np.mean(base))
+
+
+@slow
+def test_feature_attributions_add_up_per_pixel_and_name_layer_and_pixel(learned):
+    from textvision.explain_figures import feature_table, layer_mass
+
+    path = explainer(learned, "alexnet")
+    bundle, val = path.bundle, learned["val"]
+    result = feature_attributions(bundle, val["text"].tolist(), val["label"].to_numpy())
+    assert result.counts.tolist() == np.bincount(val["label"], minlength=2).tolist()
+    assert np.abs(result.proba - bundle.predict_proba(val["text"].tolist())).max() < 1e-4
+    where = bundle.transformer.pixels_
+    for k in range(2):  # a pixel's attribution is the sum of its features' (empty_value is 0)
+        per_pixel = np.zeros_like(result.pixel_mean[k])
+        np.add.at(per_pixel, (where[:, 0], where[:, 1]), result.mean[k])
+        assert np.allclose(per_pixel, result.pixel_mean[k], atol=1e-6)
+    table = feature_table(result, bundle.layers, where)
+    assert table.columns.tolist()[:5] == ["feature", "layer", "dimension", "pixel_row", "pixel_col"]
+    assert set(table["layer"]) == {2} and table["dimension"].max() == 383
+    assert {"mean_negative", "mean_positive", "mean_abs_positive"} <= set(table.columns)
+    assert np.allclose(layer_mass(result, 1), 1.0)
+
+
+# -- the command line --------------------------------------------------------------------------
+def explain(model, out, *args) -> int:
+    return main(["explain", "--model", str(model), "--out", str(out), "--device", "cpu", *args])
+
+
+@slow
+def test_explain_writes_a_page_and_a_table_per_text_and_an_index(learned, tmp_path):
+    texts = tmp_path / "texts.csv"
+    pd.DataFrame(
+        {
+            "review": ["I loved <b>this</b> film & the ending.", "The plot is dull, a waste."],
+            "key": ["r/1", "r/1"],
+        }
+    ).to_csv(texts, index=False)
+    out = tmp_path / "pages"
+    args = ["--input", str(texts), "--text-column", "review", "--id-column", "key", "--steps", "8"]
+    assert explain(learned["logreg"], out, *args, "--threads", "2") == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "index.html", "r_1-2.csv", "r_1-2.html", "r_1.csv", "r_1.html",
+    ]  # fmt: skip
+    table = pd.read_csv(out / "r_1.csv")
+    assert table.columns.tolist() == [
+        "word", "start", "end", "token_start", "token_end", "attribution",
+    ]  # fmt: skip
+    assert "loved" in table["word"].tolist() and table["token_start"].iloc[0] == 1
+    page = (out / "r_1.html").read_text()
+    assert "&lt;" in page and "&amp;" in page and ">this<" in page and "<b>this" not in page
+    assert "Predicted: <b>positive</b>" in page and "rgba(220, 38, 38" in page
+    index = (out / "index.html").read_text()
+    assert 'href="r_1.html"' in index and 'href="r_1-2.csv"' in index
+    assert not list(tmp_path.glob(".pages*"))  # no temporary left
+
+
+@slow
+def test_explain_a_runs_validation_texts_with_features_and_figures(learned, tmp_path):
+    out = tmp_path / "explain" / "alexnet"
+    dataset = learned["root"] / "dataset.parquet"
+    out.mkdir(parents=True)
+    (out / "stale.html").write_text("from an older run")  # the folder is replaced whole
+    args = ["--dataset", str(dataset), "--n-texts", "3", "--steps", "4", "--seed", "1"]
+    assert explain(learned["alexnet"], out, *args) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert "stale.html" not in names and len([n for n in names if n.endswith(".html")]) == 4
+    for figure in ("attribution_map.png", "layer_attribution.png"):  # common.smk EXPLAIN_FIGURES
+        assert (out / figure).read_bytes()[:4] == b"\x89PNG"
+    features = pd.read_csv(out / "features.csv")
+    assert len(features) == 384 and features["pixel_row"].max() < 16
+    index = (out / "index.html").read_text()
+    assert index.count("<tr>") == 4 and "features.csv" in index and "label" in index
+
+
+def refused(capsys, model, out, *args) -> str:
+    assert explain(model, out, *args) == 1
+    assert not out.exists() and not list(out.parent.glob(f".{out.name}*"))
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+@slow
+def test_refusals_leave_no_output(learned, tmp_path, capsys):
+    texts = tmp_path / "texts.csv"
+    pd.DataFrame({"text": ["A fine film."]}).to_csv(texts, index=False)
+    out = tmp_path / "pages"
+    err = refused(capsys, learned["logreg"], out, "--input", str(texts), "--text-column", "review")
+    assert "missing text column 'review'" in err
+    err = refused(capsys, tmp_path, out, "--input", str(texts))
+    assert "not a model bundle" in err
+    err = refused(capsys, learned["logreg"], out, "--input", str(texts), "--steps", "0")
+    assert "--steps 0" in err
+
+
+@slow
+def test_snakemake_explain_target(tmp_path):
+    write_config(tmp_path)
+    jobs = planned_jobs(tmp_path, "explain")
+    assert {k: jobs.get(k) for k in ("explain_backbone", "explain_logreg", "explain")} == {
+        "explain_backbone": 2,
+        "explain_logreg": 1,
+        "explain": 1,
+    }
+    only = planned_jobs(
+        tmp_path, "explain", "--config", f"explain={json.dumps({'models': ['logreg']})}"
+    )
+    assert "explain_backbone" not in only and only["explain_logreg"] == 1
+    assert "explain_backbone" not in planned_jobs(tmp_path)  # not part of `all`
