@@ -177,3 +177,10 @@ def test_a_checkpoint_resumes_only_with_the_same_weights_file(
     assert "was written with other weights: starting afresh" in caplog.text
     assert "resuming" not in caplog.text
     assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+
+
+def test_a_last_training_batch_of_one_row_is_trained_with_the_one_before(tmp_path):
+    """81 training rows in batches of 16: BatchNorm cannot train on a batch of one."""
+    path = write_images(tmp_path / "i.h5", n=102)
+    metrics = run(path, tmp_path / "a", epochs=1)
+    assert metrics["n_train"] == 81 and len(metrics["history"]) == 1

@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 from pathlib import Path
 
 import numpy as np
 
 from textvision import __version__
 from textvision.errors import InputError
-from textvision.io import atomic_path, file_sha256, write_json
+from textvision.io import atomic_folder, atomic_path, file_sha256, write_json
 
 FORMAT = 1
 META, TENSORS = "bundle.json", "tensors.safetensors"
@@ -52,12 +50,7 @@ def write_bundle(folder: str | Path, meta: dict, tensors: dict) -> None:
     beside `folder`, then put it in place with one rename (an older bundle is replaced)."""
     from safetensors.numpy import save_file
 
-    folder = Path(folder)
-    owner = f"{socket.gethostname()}-{os.getpid()}"
-    tmpdir = folder.with_name(f".{folder.name}.tmp-{owner}")
-    shutil.rmtree(tmpdir, ignore_errors=True)
-    tmpdir.mkdir(parents=True)
-    try:
+    with atomic_folder(folder) as tmpdir:
         with atomic_path(tmpdir / TENSORS) as tmp:
             save_file({k: _numpy(v) for k, v in tensors.items()}, str(tmp))
             umask = os.umask(0)
@@ -70,15 +63,6 @@ def write_bundle(folder: str | Path, meta: dict, tensors: dict) -> None:
             "tensors_sha256": file_sha256(tmpdir / TENSORS),
         }
         write_json(tmpdir / META, full)
-        old = folder.with_name(f".{folder.name}.old-{owner}")
-        if folder.is_dir() and any(folder.iterdir()):
-            os.replace(folder, old)
-        elif folder.is_dir():
-            folder.rmdir()
-        os.replace(tmpdir, folder)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 def read_meta(folder: str | Path) -> dict:

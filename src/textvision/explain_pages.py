@@ -6,20 +6,15 @@ temporary folder beside the output folder, which replaces it in one rename at th
 
 from __future__ import annotations
 
-import contextlib
 import html
 import logging
-import os
 import re
-import shutil
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from textvision.errors import InputError, OutputError
+from textvision.errors import InputError
 from textvision.explain import (
     COMPLETENESS_TOLERANCE,
     IG_STEPS,
@@ -28,7 +23,7 @@ from textvision.explain import (
     integrated_gradients,
     word_attributions,
 )
-from textvision.io import os_reason
+from textvision.io import atomic_folder
 
 log = logging.getLogger(__name__)
 
@@ -44,34 +39,6 @@ td, th { border: 1px solid #ccc; padding: 0.2rem 0.6rem; text-align: left; }
 .note { color: #555; font-size: 0.9rem; }
 .warn { color: #b45309; }
 """
-
-
-# -- the output folder, replaced whole ---------------------------------------------------------
-@contextlib.contextmanager
-def atomic_folder(folder: str | Path) -> Iterator[Path]:
-    """Yield a temporary folder beside `folder` (`.<name>.tmp-<host>-<pid>`); when the block
-    succeeds it replaces `folder` (an older one is removed), else it is removed."""
-    folder = Path(folder)
-    owner = f"{socket.gethostname()}-{os.getpid()}"
-    tmp = folder.with_name(f".{folder.name}.tmp-{owner}")
-    if folder.exists() and not folder.is_dir():
-        raise OutputError(f"{folder}: is a file, expected a folder (or nothing)")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tmp.mkdir(parents=True)
-    except OSError as err:
-        raise OutputError(f"{folder}: cannot create it ({os_reason(err)})") from err
-    try:
-        yield tmp
-        old = folder.with_name(f".{folder.name}.old-{owner}")
-        if folder.is_dir() and any(folder.iterdir()):
-            os.replace(folder, old)
-        elif folder.is_dir():
-            folder.rmdir()
-        os.replace(tmp, folder)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def page_names(ids) -> list[str]:

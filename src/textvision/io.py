@@ -7,6 +7,7 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -57,6 +58,33 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_folder(folder: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder beside `folder` (`.<name>.tmp-<host>-<pid>`); when the block
+    succeeds it replaces `folder` (an older one is removed), else it is removed."""
+    folder = Path(folder)
+    owner = f"{socket.gethostname()}-{os.getpid()}"
+    tmp = folder.with_name(f".{folder.name}.tmp-{owner}")
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{folder}: is a file, expected a folder (or nothing)")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as err:
+        raise OutputError(f"{folder}: cannot create it ({os_reason(err)})") from err
+    try:
+        yield tmp
+        old = folder.with_name(f".{folder.name}.old-{owner}")
+        if folder.is_dir() and any(folder.iterdir()):
+            os.replace(folder, old)
+        elif folder.is_dir():
+            folder.rmdir()
+        os.replace(tmp, folder)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _abandoned(tmp: Path, owner: str) -> bool:

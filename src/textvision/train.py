@@ -69,8 +69,13 @@ def load_images(path: str | Path) -> dict:
 
 
 def _batches(n: int, batch_size: int, generator: torch.Generator | None = None):
+    """Batches of `batch_size` rows (shuffled with `generator`); a last batch of one row joins
+    the one before it (BatchNorm in training mode cannot normalise a single 1x1 map)."""
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        batches[-2:] = [torch.cat(batches[-2:])]
+    return batches
 
 
 class FeatureSource:
