@@ -83,7 +83,10 @@ def variant_deepinsight(wildcards):
     settings, else its own."""
     name = wildcards.variant
     root = OUT if shares_images(config, name) else f"{OUT}/variants/{name}"
-    return {"mapping": f"{root}/deepinsight/mapping.h5", "images": f"{root}/images/images.h5"}
+    return {
+        "mapping": f"{root}/deepinsight/mapping.h5",
+        "images": f"{root}/images/images.h5",
+    }
 
 
 def variant_weights_input(wildcards):
@@ -92,7 +95,9 @@ def variant_weights_input(wildcards):
 
 
 def variant_train_params(wildcards):
-    return step_params(TrainSettings, VARIANTS[wildcards.variant], backbone=wildcards.backbone)
+    return step_params(
+        TrainSettings, VARIANTS[wildcards.variant], backbone=wildcards.backbone
+    )
 
 
 def variant_train_files(name="metrics.json"):
@@ -210,11 +215,16 @@ def benchmark_files():
         + (["baseline_logreg"] if config["baseline"]["enabled"] else [])
     ]
     files += expand(
-        f"{OUT}/benchmarks/embed_shard/shard{{shard}}-of{N_SHARDS}.tsv", shard=range(N_SHARDS)
+        f"{OUT}/benchmarks/embed_shard/shard{{shard}}-of{N_SHARDS}.tsv",
+        shard=range(N_SHARDS),
     )
-    files += expand(f"{OUT}/benchmarks/domain_shift/{{backbone}}.tsv", backbone=BACKBONES)
     files += expand(
-        f"{OUT}/benchmarks/train/{{backbone}}/seed{{seed}}.tsv", backbone=BACKBONES, seed=SEEDS
+        f"{OUT}/benchmarks/domain_shift/{{backbone}}.tsv", backbone=BACKBONES
+    )
+    files += expand(
+        f"{OUT}/benchmarks/train/{{backbone}}/seed{{seed}}.tsv",
+        backbone=BACKBONES,
+        seed=SEEDS,
     )
     for variant, vconfig in VARIANTS.items():
         if not shares_images(config, variant):

@@ -47,7 +47,9 @@ use rule fit_mapping as fit_mapping_variant with:
     benchmark:
         f"{OUT}/benchmarks/fit_mapping_variant/{{variant}}.tsv"
     params:
-        settings=lambda wildcards: step_params(MappingSettings, VARIANTS[wildcards.variant]),
+        settings=lambda wildcards: step_params(
+            MappingSettings, VARIANTS[wildcards.variant]
+        ),
 
 
 use rule render_images as render_images_variant with:

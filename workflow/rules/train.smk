@@ -36,7 +36,8 @@ use rule train as train_variant with:
     output:
         metrics=f"{OUT}/variants/{{variant}}/train/{{backbone}}/seed{{seed}}/metrics.json",
         bundle=multiext(
-            f"{OUT}/variants/{{variant}}/train/{{backbone}}/seed{{seed}}/bundle/", *BUNDLE_FILES
+            f"{OUT}/variants/{{variant}}/train/{{backbone}}/seed{{seed}}/bundle/",
+            *BUNDLE_FILES,
         ),
         predictions=f"{OUT}/variants/{{variant}}/train/{{backbone}}/seed{{seed}}/predictions.parquet",
         model=f"{OUT}/variants/{{variant}}/train/{{backbone}}/seed{{seed}}/model.pt",
