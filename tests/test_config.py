@@ -109,3 +109,38 @@ def test_snakemake_stops_before_any_job_on_a_bad_value(tmp_path):
         tmp_path, "-n", "--config", 'deepinsight={"tsne":{"perplexity":"x"}}', check=False
     )
     assert proc.returncode != 0 and "deepinsight.tsne.perplexity" in proc.stderr + proc.stdout
+
+
+def test_comparisons_must_name_rows_of_the_run():
+    from textvision.settings import ReportSettings
+    from textvision.variants import (
+        check_comparisons,
+        default_comparisons,
+        row_names,
+        variant_config,
+    )
+
+    config = prepare_config(
+        {
+            "training": {"backbones": ["alexnet"]},
+            "variants": {"random": {"training": {"weights": "none"}}},
+            "report": {"comparisons": [["alexnet", "random/alexnet"]]},
+        }
+    )
+    check_comparisons(config)
+    assert row_names(config) == ["alexnet", "logreg", "random/alexnet"]
+    assert default_comparisons(row_names(config)) == [
+        ["random/alexnet", "alexnet"], ["alexnet", "logreg"]
+    ]  # fmt: skip
+    for pair, message in [
+        (["alexnet", "random/vgg16"], r"\['random/vgg16'\] not a row of this run"),
+        (["alexnet", "alexnet"], "compares 'alexnet' with itself"),
+    ]:
+        bad = {**config, "report": {**config["report"], "comparisons": [pair]}}
+        with pytest.raises(ConfigError, match=r"report\.comparisons\.0': " + message):
+            check_comparisons(bad)
+    # a step's settings fragment names rows it cannot check: the report checks them itself
+    assert ReportSettings.make(comparisons=[["x", "y"]]).comparisons == [["x", "y"]]
+    config = prepare_config({"variants": {"random": {"training": {"epochs": 0}}}})
+    with pytest.raises(ConfigError, match=r"variants\.random\.training\.epochs'"):
+        variant_config(config, "random")

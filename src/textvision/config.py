@@ -212,10 +212,6 @@ def _check_semantics(config: dict, base_dir: Path) -> None:
         raise ConfigError(f"config key 'outdir': {str(outdir)!r} must not contain '..'")
     _check_backbones(config)
     _check_weights(config, base_dir)
-    if config["variants"] or config["report"]["comparisons"]:
-        from textvision.variants import check_comparisons
-
-        check_comparisons(config)  # every variant's config too
 
 
 def _known(name: str) -> bool:

@@ -16,7 +16,7 @@ from textvision.settings import (
     TrainSettings,
     step_params,
 )
-from textvision.variants import shares_images, variant_config
+from textvision.variants import check_comparisons, shares_images, variant_config
 
 # Validate at start-up (types coerced first: `--config` values arrive as strings), defaults filled.
 _validated = prepare_config(
@@ -31,6 +31,7 @@ N_SHARDS = config["embedding"]["shards"]
 BACKBONES = config["training"]["backbones"]
 SEEDS = config["training"]["seeds"]
 VARIANTS = {name: variant_config(config, name) for name in config["variants"]}
+check_comparisons(config)  # rows the run makes; a step's settings alone cannot tell
 
 
 wildcard_constraints:
