@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import planned_jobs, write_config
+from conftest import ENV, planned_jobs, write_config
 
 from textvision.cli import main
 from textvision.deepinsight import SCALERS, DeepInsightTransformer, apply_scaler
@@ -90,51 +91,80 @@ def test_page_names_are_safe_file_names_and_unique():
 N_PER_CLASS = 200
 
 
+def _step(*args: str) -> None:
+    """One `textvision` step in a process of its own, as the workflow runs it: what earlier
+    tests did to this interpreter (threads, caches) cannot change the trained models."""
+    proc = subprocess.run(["textvision", *args], capture_output=True, text=True, env=ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 @pytest.fixture(scope="module")
 def learned(tmp_path_factory):
-    from textvision.baseline import train_logreg
-    from textvision.data import prepare_dataset
-    from textvision.embed import embed_dataset, merge_shards
-    from textvision.mapping import fit_mapping
-    from textvision.render import render_images
-    from textvision.settings import (
-        BaselineSettings,
-        DataSettings,
-        EmbedSettings,
-        MappingSettings,
-        MergeSettings,
-        TrainSettings,
-    )
-    from textvision.train import train_backbone
-
     root = tmp_path_factory.mktemp("learned")
+    ds, emb, mapping = (str(root / n) for n in ("dataset.parquet", "emb.h5", "mapping.h5"))
     synthetic = {"n_per_class": N_PER_CLASS, "label_noise": 0.0, "seed": 3}
     split = {"val": 0.25, "test": 0.0, "seed": 1}
-    prepare_dataset(root / "dataset.parquet", DataSettings.make(synthetic=synthetic, split=split))
-    embed = EmbedSettings.make(layers=[2], max_length=64, batch_size=32)
-    embed_dataset(root / "dataset.parquet", root / "shard.h5", embed)
-    merge_shards(
-        [root / "shard.h5"], root / "dataset.parquet", root / "emb.h5", MergeSettings.make()
+    _step(
+        "prepare-data",
+        "--out",
+        ds,
+        "--settings",
+        json.dumps({"data": {"synthetic": synthetic, "split": split}}),
     )
-    mapping = MappingSettings.make(
-        pixels=16,
-        scaler="zscore",
-        discretization="assignment",
-        tsne={"perplexity": 5, "max_iter": 250},
+    _step(
+        "embed",
+        "--dataset",
+        ds,
+        "--out",
+        str(root / "shard.h5"),
+        "--settings",
+        json.dumps({"embedding": {"layers": [2], "max_length": 64, "batch_size": 32}}),
     )
-    fit_mapping(root / "emb.h5", root / "mapping.h5", mapping)
-    render_images(root / "emb.h5", root / "mapping.h5", root / "images.h5")
-    lr = {"alexnet": {"head": 3e-4, "classifier": 3e-4}}
-    training = TrainSettings.make(
-        backbone="alexnet", weights="none", epochs=8, batch_size=16, upsample=3, lr=lr,
-        normalization="train", device="cpu",
-    )  # fmt: skip
-    cnn = train_backbone(
-        root / "images.h5", root / "alexnet", training, backbone="alexnet", seed=0,
-        mapping=root / "mapping.h5",
-    )  # fmt: skip
-    logreg = train_logreg(
-        root / "emb.h5", root / "logreg" / "metrics.json", BaselineSettings.make()
+    _step("merge-embeddings", "--dataset", ds, "--out", emb, str(root / "shard.h5"))
+    deepinsight = {
+        "pixels": 16,
+        "scaler": "zscore",
+        "discretization": "assignment",
+        "tsne": {"perplexity": 5, "max_iter": 250},
+    }
+    _step(
+        "fit-mapping",
+        "--embeddings",
+        emb,
+        "--out",
+        mapping,
+        "--settings",
+        json.dumps({"deepinsight": deepinsight}),
+    )
+    _step(
+        "render-images", "--embeddings", emb, "--mapping", mapping, "--out", str(root / "images.h5")
+    )
+    training = {
+        "weights": "none",
+        "epochs": 8,
+        "batch_size": 16,
+        "upsample": 3,
+        "lr": {"alexnet": {"head": 3e-4, "classifier": 3e-4}},
+        "normalization": "train",
+    }
+    _step(
+        "train",
+        "--images",
+        str(root / "images.h5"),
+        "--outdir",
+        str(root / "alexnet"),
+        "--backbone",
+        "alexnet",
+        "--seed",
+        "0",
+        "--mapping",
+        mapping,
+        "--settings",
+        json.dumps({"training": training, "device": "cpu"}),
+    )
+    _step("baseline", "--embeddings", emb, "--out", str(root / "logreg" / "metrics.json"))
+    cnn, logreg = (
+        json.loads((root / m / "metrics.json").read_text()) for m in ("alexnet", "logreg")
     )
     assert cnn["val_accuracy_best"] >= 0.75 and logreg["val_accuracy_best"] >= 0.9
     frame = pd.read_parquet(root / "dataset.parquet")

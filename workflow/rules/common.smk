@@ -316,5 +316,6 @@ def explain_targets(wildcards):
 
 def backbone_bundle(wildcards):
     """The bundle files of a backbone's first seed (what `explain` explains)."""
-    folder = f"{OUT}/train/{wildcards.backbone}/seed{SEEDS[0]}/bundle"
+    backbone = wildcards.backbone
+    folder = f"{OUT}/train/{backbone}/seed{SEEDS[0]}/bundle"
     return [f"{folder}/{name}" for name in BUNDLE_FILES]

@@ -27,7 +27,7 @@ rule explain_backbone:
         device=config["device"],
     shell:
         "textvision explain --model {params.model:q} --dataset {input.dataset:q} --out {params.outdir:q}"
-        " --n-texts {params.n_texts} --steps {params.steps} --seed {params.seed}"
+        " --n-texts {params.n_texts:q} --steps {params.steps:q} --seed {params.seed:q}"
         " --device {params.device:q} --threads {threads} > {log:q} 2>&1"
 
 
@@ -56,5 +56,5 @@ rule explain_logreg:
         device=config["device"],
     shell:
         "textvision explain --model {params.model:q} --dataset {input.dataset:q} --out {params.outdir:q}"
-        " --n-texts {params.n_texts} --steps {params.steps} --seed {params.seed}"
+        " --n-texts {params.n_texts:q} --steps {params.steps:q} --seed {params.seed:q}"
         " --device {params.device:q} --threads {threads} > {log:q} 2>&1"
