@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import deepinsight_fit, embedding, predict, render, training, workflow
+from bench import deepinsight_fit, embedding, explain, predict, render, training, workflow
 from bench.common import FOREIGN, IMDB, REPO, log, markdown_table, setup_logging
 from bench.machine import describe
 from bench.machine import markdown as machine_markdown
 
-BENCHMARKS = ("embed", "fit", "render", "train", "predict", "workflow")
+BENCHMARKS = ("embed", "fit", "render", "train", "predict", "explain", "workflow")
 HEADER = ["step", "inputs", "reference", "ours", "ratio", "target", "met", "notes"]
 SCALING_HEADER = ["step", "size", "time (median)", "throughput", "peak RSS", "peak above start"]
 
@@ -133,6 +133,8 @@ def main(argv=None) -> int:
             result = training.run(args)
         elif name == "predict":
             result = predict.run(args)
+        elif name == "explain":
+            result = explain.run(args)
         else:
             result = workflow.run(args)
         rows += result["rows"]

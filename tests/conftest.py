@@ -4,12 +4,14 @@ the location of ../shared (real IMDB data and weights)."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from filelock import FileLock
 
 from textvision.settings import deep_merge
 
@@ -92,19 +94,35 @@ def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
     return counts
 
 
+def made_once(tmp_path_factory, name: str, make) -> Path:
+    """The folder `name`, filled by `make(folder)` once per test session, also when several
+    pytest-xdist workers ask for it: they share the parent of their temporary folders, and a
+    file lock lets one make it while the others wait."""
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / name
+    with FileLock(f"{folder}.lock"):
+        if not (folder / ".made").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            make(folder)
+            (folder / ".made").touch()
+    return folder
+
+
+def _tiny(cores: int):
+    def make(workdir: Path) -> None:
+        write_config(workdir)
+        run_snakemake(workdir, cores=cores)
+
+    return make
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """The tiny config run once through the whole DAG; tests read its outputs, never write."""
-    workdir = tmp_path_factory.mktemp("tiny_run")
-    write_config(workdir)
-    run_snakemake(workdir)
-    return workdir
+    return made_once(tmp_path_factory, "tiny_run", _tiny(cores=2))
 
 
 @pytest.fixture(scope="session")
 def tiny_run_one_core(tmp_path_factory) -> Path:
     """The same tiny config run again, with `--cores 1` (the first used 2)."""
-    workdir = tmp_path_factory.mktemp("tiny_run_one_core")
-    write_config(workdir)
-    run_snakemake(workdir, cores=1)
-    return workdir
+    return made_once(tmp_path_factory, "tiny_run_one_core", _tiny(cores=1))

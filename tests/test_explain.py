@@ -353,7 +353,7 @@ def test_refusals_leave_no_output(learned, tmp_path, capsys):
 
 @slow
 def test_snakemake_explain_target(tmp_path):
-    write_config(tmp_path)
+    write_config(tmp_path, {"explain": {"enabled": False, "models": []}})
     jobs = planned_jobs(tmp_path, "explain")
     assert {k: jobs.get(k) for k in ("explain_backbone", "explain_logreg", "explain")} == {
         "explain_backbone": 2,
@@ -365,3 +365,6 @@ def test_snakemake_explain_target(tmp_path):
     )
     assert "explain_backbone" not in only and only["explain_logreg"] == 1
     assert "explain_backbone" not in planned_jobs(tmp_path)  # not part of `all`
+    enabled = {"enabled": True, "models": ["alexnet"]}
+    jobs = planned_jobs(tmp_path, "--config", f"explain={json.dumps(enabled)}")
+    assert jobs["explain_backbone"] == 1 and "explain_logreg" not in jobs  # `all` and the report

@@ -103,7 +103,7 @@ def _scontrol_job(jobid: str) -> dict[str, str]:
 
 def test_tiny_workflow_on_local_slurm(slurm_cluster, tiny_run, tmp_path):
     workdir = tmp_path / "slurm_run"
-    write_config(workdir)
+    write_config(workdir, {"explain": {"enabled": False}})  # explain's rules: tested elsewhere
     planned = planned_jobs(workdir)
     expected = {rule: n for rule, n in planned.items() if rule not in LOCAL_RULES}
     assert set(expected) == {

@@ -44,6 +44,25 @@ def test_every_output_of_the_contract_exists(tiny_run):
     assert not list(out.rglob("checkpoint.pt"))
 
 
+def test_the_report_links_the_explained_texts(tiny_run):
+    """`explain.enabled`: each explained model's texts are listed with working links, and the
+    image model's attribution mass per BERT layer sums to 1 per class."""
+    import re
+
+    out = tiny_run / "out"
+    text = (out / "report/results.md").read_text()
+    section = text[text.index("## Explained predictions") :]
+    links = re.findall(r"\]\(([^)]+)\)", section)
+    assert {"../explain/alexnet/index.html", "../explain/logreg/index.html"} <= set(links)
+    assert all((out / "report" / link).resolve().is_file() for link in links), links
+    pages = [link for link in links if link.endswith(".html") and "index" not in link]
+    assert len(pages) == 4  # two texts per model
+    shares = re.findall(r"^\| (\d+) \| ([\d.]+)% \| ([\d.]+)% \|$", section, flags=re.M)
+    assert [layer for layer, *_ in shares] == ["5", "6"]
+    for k in (1, 2):
+        assert sum(float(row[k]) for row in shares) == pytest.approx(100, abs=0.2)
+
+
 def test_report_matches_the_metrics_files(tiny_run):
     out = tiny_run / "out"
     table = pd.read_csv(out / "report/results.csv")

@@ -141,6 +141,10 @@ def _io_report(p):
         "--benchmarks", nargs="+", default=[], metavar="TSV",
         help="Snakemake benchmark files (benchmarks/<rule>/...tsv): the cost-per-rule section",
     )  # fmt: skip
+    p.add_argument(
+        "--explain", nargs="*", default=[], metavar="INDEX_HTML",
+        help="`textvision explain` folders' index.html files: the explained-predictions section",
+    )  # fmt: skip
     p.add_argument("--outdir", required=True)
     p.add_argument("metrics_files", nargs="+", metavar="METRICS_JSON")
 

@@ -1,8 +1,9 @@
 """`textvision explain`: per text a CSV of word attributions and a self-contained HTML page (each
 word shaded red or blue by the sign and size of its attribution, the prediction on top), and an
-`index.html` linking them; for a run's validation texts (`--dataset`) with an image model also
-`features.csv` and the attribution figures (`explain_figures`). Everything is written into a
-temporary folder beside the output folder, which replaces it in one rename at the end."""
+`index.html` linking them (its rows also as `index.csv`, which the report reads); for a run's
+validation texts (`--dataset`) with an image model also `features.csv` and the attribution
+figures (`explain_figures`). Everything is written into a temporary folder beside the output
+folder, which replaces it in one rename at the end."""
 
 from __future__ import annotations
 
@@ -23,11 +24,13 @@ from textvision.explain import (
     integrated_gradients,
     word_attributions,
 )
+from textvision.explained import INDEX_CSV
 from textvision.io import atomic_folder
 
 log = logging.getLogger(__name__)
 
-RESERVED = {"index", "features"}  # stems of index.html and features.csv
+RESERVED = {"index", "features"}  # stems of index.html/index.csv and features.csv
+TOP_WORDS = 5  # the words listed per text in index.csv
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 52rem; margin: 2rem auto; color: #222; }
@@ -149,6 +152,7 @@ def write_text(
             100 * COMPLETENESS_TOLERANCE,
         )
     predicted = int(np.argmax(result.proba))
+    top = words.sort_values("attribution", ascending=False, kind="stable")["word"][:TOP_WORDS]
     return {
         "id": str(text_id),
         "page": name,
@@ -156,6 +160,7 @@ def write_text(
         "probability": float(result.proba[predicted]),
         "label": label,
         "error": result.completeness_error,
+        "top_words": " ".join(top),
     }
 
 
@@ -247,8 +252,8 @@ def explain_texts(
 
     Args:
         model: a bundle folder (`train/<backbone>/seed<k>/bundle`, `baselines/logreg/bundle`).
-        out: the folder to write: `index.html`, `<id>.csv` and `<id>.html` per text, and with
-            `dataset` and an image model `features.csv` and the two figures.
+        out: the folder to write: `index.html` and `index.csv`, `<id>.csv` and `<id>.html` per
+            text, and with `dataset` and an image model `features.csv` and the two figures.
         source: texts to explain, a CSV/TSV/Parquet/JSONL file read like `predict` reads it.
         dataset: instead of `source`, a run's `dataset.parquet`: `n_texts` of its validation
             texts (a `seed`ed sample balanced over classes, correct and wrong predictions in
@@ -282,6 +287,7 @@ def explain_texts(
 
             extras = write_feature_outputs(tmp, result, bundle)
         rows = _write_pages(tmp, path, frame, names, steps)
+        pd.DataFrame(rows).to_csv(tmp / INDEX_CSV, index=False, float_format="%.6g")
         (tmp / "index.html").write_text(
             index_page(_model_label(model, meta), rows, names, steps, extras), encoding="utf-8"
         )

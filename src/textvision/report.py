@@ -10,6 +10,7 @@ import pandas as pd
 from textvision.costs import costs_markdown, per_rule, read_costs
 from textvision.dataset import read_dataset
 from textvision.errors import InputError
+from textvision.explained import explained_markdown
 from textvision.io import atomic_path, attrs_dict, open_h5, read_json
 from textvision.paper import PAPER_ACCURACY, PAPER_ACCURACY_ERROR, REPRODUCTION_ACCURACY
 from textvision.plots import (
@@ -411,12 +412,14 @@ def build_report(
     settings: ReportSettings,
     domain_files: list[str | Path] = (),
     benchmarks: list[str | Path] = (),
+    explain: list[str | Path] = (),
 ) -> pd.DataFrame:
     """Write results.csv, results.md, comparisons.csv and the figures (accuracy,
     learning_curves, confusion, comparisons); with the domain-shift step's JSON files, a
     "Domain shift" section and domain_shift.png; with Snakemake's benchmark files, a "Cost per
     rule" section and costs.png (a job without its file, e.g. one run before benchmarks were
-    recorded, is counted as such). Each metrics file's `predictions.parquet`
+    recorded, is counted as such); with `textvision explain` folders' `index.html` files, an
+    "Explained predictions" section linking them. Each metrics file's `predictions.parquet`
     beside it feeds the paired comparisons (`settings.comparisons`; empty: the defaults of
     `textvision.variants.default_comparisons`)."""
     outdir = Path(outdir)
@@ -434,6 +437,8 @@ def build_report(
         costs = read_costs(found)
         text += costs_markdown(costs, missing=len(benchmarks) - len(found))
         plot_costs(per_rule(costs), outdir / "costs.png")
+    if explain:
+        text += explained_markdown(explain, outdir)
     with atomic_path(outdir / "results.csv") as tmp:
         table[COLUMNS].to_csv(tmp, index=False)
     with atomic_path(outdir / "comparisons.csv") as tmp:

@@ -277,6 +277,7 @@ def get_final_output():
         ),
         f"{OUT}/report/domain_shift.png",
         *(predict_files() if config["predict"]["source"] else []),
+        *explain_reported(),
     ]
 
 
@@ -312,6 +313,11 @@ def explain_models():
 def explain_targets(wildcards):
     """The index page of every model `snakemake explain` explains."""
     return [f"{OUT}/explain/{model}/index.html" for model in explain_models()]
+
+
+def explain_reported():
+    """The explain pages the report links: every `explain_targets` page with `explain.enabled`."""
+    return explain_targets(None) if config["explain"]["enabled"] else []
 
 
 def backbone_bundle(wildcards):

@@ -14,7 +14,7 @@ rule explain_backbone:
         f"{OUT}/benchmarks/explain_backbone/{{backbone}}.tsv"
     conda:
         "../../envs/train.yaml"
-    threads: 2
+    threads: 1  # the same bits whatever --cores is
     resources:
         **res("train"),
         gpu=GPU,
@@ -43,7 +43,7 @@ rule explain_logreg:
         f"{OUT}/benchmarks/explain_logreg/logreg.tsv"
     conda:
         "../../envs/train.yaml"
-    threads: 2
+    threads: 1  # the same bits whatever --cores is
     resources:
         **res("train"),
         gpu=GPU,

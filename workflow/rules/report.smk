@@ -6,6 +6,7 @@ rule report:
         embeddings=f"{OUT}/embeddings/embeddings.h5",
         mapping=f"{OUT}/deepinsight/mapping.h5",
         domain=domain_files(),
+        explain=explain_reported(),
     output:
         **{
             fig: report(
@@ -44,6 +45,6 @@ rule report:
     shell:
         "textvision report --dataset {input.dataset:q} --embeddings {input.embeddings:q}"
         " --mapping {input.mapping:q} --domain {input.domain:q}"
-        " --benchmarks {params.benchmarks:q}"
+        " --benchmarks {params.benchmarks:q} --explain {input.explain:q}"
         " --outdir {params.outdir:q} --settings {params.settings:q} {input.metrics:q}"
         " --threads {threads} > {log:q} 2>&1"
