@@ -257,7 +257,7 @@ def bfloat16_rows(args, common: dict, t_ref: float) -> tuple[list, dict, dict]:
 
     from bench.common import ensure_embeddings
     from textvision.baseline import train_logreg
-    from textvision.embed import native_bf16
+    from textvision.device import native_bf16
     from textvision.settings import BaselineSettings
 
     if not native_bf16():

@@ -390,10 +390,11 @@ def train_ours(p: dict) -> dict:
     """textvision.train's machinery for one epoch: the net placed as train_backbone places it
     (channels-last on a CPU), FrozenBackbone (no_grad, eval) maps computed once into
     FeatureSource's cache (inside the timed section), then train_epoch's head and classifier
-    steps."""
+    steps, in `precision` (`training.precision`: float32 or bfloat16)."""
     import torch
 
     from textvision.backbones import parse_backbone
+    from textvision.device import autocast, training_precision
     from textvision.models import InputAdapter, TextVisionNet, build_backbone, build_head
     from textvision.train import FeatureSource, place, train_epoch
 
@@ -416,10 +417,10 @@ def train_ours(p: dict) -> dict:
         ]
     )
     order = torch.Generator().manual_seed(0)
-    autocast = torch.autocast("cpu", enabled=False)
+    amp = autocast(training_precision(p.get("precision", "float32"), device), device)
     with Timed() as timer:
-        source = FeatureSource(net, images, True, p["batch_size"], device)
-        train_epoch(net, source, labels, optimizer, p["batch_size"], order, autocast)
+        source = FeatureSource(net, images, True, p["batch_size"], device, amp)
+        train_epoch(net, source, labels, optimizer, p["batch_size"], order, amp)
     return {**timer.result(), "images_per_s": len(labels) / timer.seconds}
 
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from textvision.errors import InputError
+from textvision.device import native_bf16
+from textvision.errors import ConfigError, InputError
 from textvision.io import seal, set_attrs, string_array
 from textvision.settings import TrainSettings
 from textvision.train import train_backbone
@@ -184,3 +185,34 @@ def test_a_last_training_batch_of_one_row_is_trained_with_the_one_before(tmp_pat
     path = write_images(tmp_path / "i.h5", n=102)
     metrics = run(path, tmp_path / "a", epochs=1)
     assert metrics["n_train"] == 81 and len(metrics["history"]) == 1
+
+
+def test_auto_precision_on_a_cpu_is_float32_bit_for_bit(images, tmp_path):
+    auto = run(images, tmp_path / "auto", epochs=2)
+    fp32 = run(images, tmp_path / "fp32", epochs=2, precision="float32")
+    assert auto["precision"] == fp32["precision"] == "float32"
+    strip = lambda m: [{k: v for k, v in h.items() if k != "seconds"} for h in m["history"]]  # noqa: E731
+    assert strip(auto) == strip(fp32)
+
+
+@pytest.mark.skipif(not native_bf16(), reason="this CPU has no native bfloat16 (AMX, AVX-512-BF16)")
+def test_bfloat16_training_tracks_float32(images, tmp_path):
+    """Same seed, same batches: bfloat16 autocast's training losses stay within 0.05 of
+    float32's, its validation accuracy within 0.1 every epoch."""
+    fp32 = run(images, tmp_path / "fp32", precision="float32")
+    bf16 = run(images, tmp_path / "bf16", precision="bfloat16")
+    assert bf16["precision"] == "bfloat16"
+    for a, b in zip(fp32["history"], bf16["history"], strict=True):
+        assert abs(a["train_loss"] - b["train_loss"]) < 0.05, (a, b)
+        assert abs(a["val_accuracy"] - b["val_accuracy"]) <= 0.1, (a, b)
+    saved = json.loads((tmp_path / "bf16/metrics.json").read_text())
+    assert saved["precision"] == "bfloat16"
+
+
+def test_bfloat16_is_refused_on_a_cpu_without_it(images, tmp_path, monkeypatch):
+    import textvision.device
+
+    monkeypatch.setattr(textvision.device, "native_bf16", lambda: False)
+    with pytest.raises(ConfigError, match="'training.precision': bfloat16 on this CPU"):
+        run(images, tmp_path / "x", precision="bfloat16")
+    assert not (tmp_path / "x/metrics.json").exists()

@@ -155,7 +155,8 @@ def cnn_bundle(net, attrs: dict, transformer, settings: dict) -> tuple[dict, dic
             "slice_stored": not referenced,
         },
         "training": {
-            k: settings[k] for k in ("seed", "epochs", "batch_size", "lr_head", "lr_classifier")
+            k: settings[k]
+            for k in ("seed", "epochs", "batch_size", "lr_head", "lr_classifier", "precision")
         },
     }
     tensors = {
@@ -356,8 +357,12 @@ class Bundle:
         size = self.batch_size
         if self.meta["input"]["normalization"] == "batch":  # statistics of the training batches
             size = self.meta["training"]["batch_size"]
+        from textvision.device import autocast
+
+        # the training job's arithmetic (bundles from before `training.precision`: float32)
+        precision = self.meta["training"].get("precision", "float32")
         out = []
-        with torch.no_grad():
+        with torch.no_grad(), autocast(precision, self.device):
             for lo in range(0, len(images), size):
                 batch = torch.from_numpy(images[lo : lo + size]).to(self.device)
                 out.append(torch.softmax(self.net(batch).float(), 1).cpu().numpy())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from textvision.errors import InputError
+from textvision.errors import ConfigError, InputError
 
 
 def resolve_device(device: str) -> torch.device:
@@ -14,3 +14,29 @@ def resolve_device(device: str) -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise InputError("device 'cuda' asked (config key 'device'), but no CUDA GPU is visible")
     return torch.device(device)
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX-512-BF16 or AMX tiles)."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # a torch without these probes
+        return False
+
+
+def training_precision(precision: str, device: torch.device) -> str:
+    """`training.precision` resolved on `device`: `auto` is bfloat16 on CUDA and float32 on a
+    CPU; `bfloat16` on a CPU needs native bfloat16 (refused where it would be emulated)."""
+    if precision == "auto":
+        return "bfloat16" if device.type == "cuda" else "float32"
+    if precision == "bfloat16" and device.type == "cpu" and not native_bf16():
+        raise ConfigError(
+            "config key 'training.precision': bfloat16 on this CPU, which lacks native "
+            "bfloat16 (AVX-512-BF16 or AMX) and would emulate it slowly; expected auto or float32"
+        )
+    return precision
+
+
+def autocast(precision: str, device: torch.device):
+    """The autocast context of a resolved precision (bfloat16: on; float32: off)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")

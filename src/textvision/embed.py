@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from textvision import __version__
 from textvision.bert import BertCLSForward, bert_like
 from textvision.dataset import read_dataset
-from textvision.device import resolve_device
+from textvision.device import native_bf16, resolve_device
 from textvision.errors import ConfigError, InputError
 from textvision.io import (
     atomic_path,
@@ -138,14 +138,6 @@ def layer_indices(layers: int | list[int], n_layers: int) -> list[int]:
 
 
 CPU_BATCH_TOKENS = 512  # on a CPU, batches hold texts of one length and at most this many tokens
-
-
-def native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX-512-BF16 or AMX tiles)."""
-    try:
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except AttributeError:  # a torch without these probes
-        return False
 
 
 def check_precision(precision: str, device: str) -> None:

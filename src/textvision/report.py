@@ -36,7 +36,7 @@ METRICS = {  # report metric -> where a metrics.json holds it
     "val_roc_auc": ("val_best", "roc_auc"),
 }
 STATS = ("mean", "std", "ci_low", "ci_high", "seeds")
-SETTINGS = ("weights", "layout", "discretization", "normalization", "batchnorm")
+SETTINGS = ("weights", "layout", "discretization", "normalization", "batchnorm", "precision")
 COLUMNS = [
     "model",
     "variant",
@@ -201,6 +201,8 @@ def _what(row: dict) -> str:
         parts.append("assignment")
     if row.get("batchnorm") == "adapt":
         parts.append("BatchNorm adapted")
+    if row.get("precision") == "bfloat16":
+        parts.append("bfloat16")
     return ", ".join(p for p in parts if p)
 
 

@@ -167,6 +167,7 @@ class TrainSettings(Settings):
     upsample: int
     normalization: str
     batchnorm: str
+    precision: str
     cache_features_mb: int
     threads: int
     device: str
@@ -177,6 +178,7 @@ class TrainSettings(Settings):
         "upsample",
         "normalization",
         "batchnorm",
+        "precision",
         "cache_features_mb",
         "threads",
     )

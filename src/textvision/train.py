@@ -15,7 +15,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from textvision.backbones import parse_backbone
-from textvision.device import resolve_device
+from textvision.device import autocast, resolve_device, training_precision
 from textvision.errors import InputError
 from textvision.io import (
     atomic_path,
@@ -79,8 +79,9 @@ def _batches(n: int, batch_size: int, generator: torch.Generator | None = None):
 
 
 class FeatureSource:
-    """The frozen slice's outputs for a split: computed once and cached when they fit in the
-    memory budget (normalisation by training statistics only), else computed per batch."""
+    """The frozen slice's outputs for a split (under `autocast`, `device.autocast`): computed
+    once and cached when they fit in the memory budget (normalisation by training statistics
+    only), else computed per batch."""
 
     def __init__(
         self,
@@ -89,20 +90,23 @@ class FeatureSource:
         cache: bool,
         batch_size: int,
         device: torch.device,
+        autocast,
     ):
-        self.net, self.images, self.device = net, images, device
+        self.net, self.images, self.device, self.autocast = net, images, device, autocast
         self.cached = None
         if cache and len(images):
-            parts = [
-                net.features(images[i : i + batch_size].to(device)).cpu()
-                for i in range(0, len(images), batch_size)
-            ]
+            with autocast:
+                parts = [
+                    net.features(images[i : i + batch_size].to(device)).cpu()
+                    for i in range(0, len(images), batch_size)
+                ]
             self.cached = torch.cat(parts)
 
     def __call__(self, idx: torch.Tensor) -> torch.Tensor:
         if self.cached is not None:
             return self.cached[idx].to(self.device)
-        return self.net.features(self.images[idx].to(self.device))
+        with self.autocast:
+            return self.net.features(self.images[idx].to(self.device))
 
 
 def place(net: TextVisionNet, dev: torch.device) -> TextVisionNet:
@@ -431,6 +435,8 @@ def _prepare_job(images, backbone: str, seed: int, settings: TrainSettings) -> d
         settings.cache_features_mb
     )
     batch_size = settings.batch_size
+    precision = training_precision(settings.precision, dev)
+    amp = autocast(precision, dev)
     optimizer = torch.optim.Adam(
         [
             {"params": net.head.parameters(), "lr": settings.lr_head},
@@ -445,10 +451,11 @@ def _prepare_job(images, backbone: str, seed: int, settings: TrainSettings) -> d
         "cache": cache,
         "optimizer": optimizer,
         "sources": {
-            s: FeatureSource(net, x, cache, batch_size, dev) for s, (x, _) in tensors.items()
+            s: FeatureSource(net, x, cache, batch_size, dev, amp) for s, (x, _) in tensors.items()
         },
         "labels": {s: y for s, (_, y) in tensors.items()},
-        "amp": torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"),
+        "amp": amp,
+        "precision": precision,
         "backbone": backbone,
         "seed": seed,
         "epochs": settings.epochs,
@@ -496,6 +503,7 @@ def _train(
         "upsample": settings.upsample,
         "normalization": settings.normalization,
         "batchnorm": settings.batchnorm,
+        "precision": job["precision"],
         "discretization": attrs["discretization"],
         "layout": attrs["layout"],
         "n_classes": len(attrs["label_names"]),
