@@ -485,21 +485,17 @@ def train_backbone(
         return _train(images, Path(outdir), settings, backbone, seed, mapping)
 
 
-def _train(
-    images, outdir: Path, settings: TrainSettings, backbone: str, seed: int, mapping=None
-) -> dict:
-    outdir.mkdir(parents=True, exist_ok=True)
-    job = _prepare_job(images, backbone, seed, settings)
-    data, attrs = job["data"], job["data"]["attrs"]
-    transformer = check_mapping(mapping, attrs) if mapping is not None else None
-    recorded = {
-        "backbone": backbone,
+def _recorded(settings: TrainSettings, job: dict) -> dict:
+    """What a job's metrics, model and bundle record of its settings (and its resume identity)."""
+    attrs = job["data"]["attrs"]
+    return {
+        "backbone": job["backbone"],
         "weights": settings.weights,
         "lr_head": settings.lr_head,
         "lr_classifier": settings.lr_classifier,
         "epochs": settings.epochs,
         "batch_size": settings.batch_size,
-        "seed": seed,
+        "seed": job["seed"],
         "upsample": settings.upsample,
         "normalization": settings.normalization,
         "batchnorm": settings.batchnorm,
@@ -509,6 +505,16 @@ def _train(
         "n_classes": len(attrs["label_names"]),
         "feature_maps": int(job["maps"][0]),
     }
+
+
+def _train(
+    images, outdir: Path, settings: TrainSettings, backbone: str, seed: int, mapping=None
+) -> dict:
+    outdir.mkdir(parents=True, exist_ok=True)
+    job = _prepare_job(images, backbone, seed, settings)
+    data, attrs = job["data"], job["data"]["attrs"]
+    transformer = check_mapping(mapping, attrs) if mapping is not None else None
+    recorded = _recorded(settings, job)
     identity = {
         "settings": recorded,
         "images_sha256": hashlib.sha256(
