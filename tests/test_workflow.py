@@ -186,8 +186,9 @@ def test_changing_a_variants_override_reruns_that_variant_only(tiny_run):
 def test_changing_one_learning_rate_reruns_that_backbones_jobs_and_the_report(tiny_run):
     assert planned_jobs(tiny_run) == {}  # up to date
     jobs = planned_jobs(tiny_run, "--config", 'training={"lr":{"alexnet":{"head":"1e-3"}}}')
-    # one job per seed of alexnet, in the main run and in the variant that inherits the rate
-    assert jobs == {"train": 2, "train_variant": 2, "report": 1, "all": 1}
+    # one job per seed of alexnet, in the main run and in the variant that inherits the rate;
+    # the explanation of its first seed (`explain.enabled`)
+    assert jobs == {"train": 2, "train_variant": 2, "explain_backbone": 1, "report": 1, "all": 1}
 
 
 def test_more_seeds_add_training_jobs_and_nothing_upstream(tiny_run):
@@ -203,7 +204,7 @@ def test_changing_the_domain_settings_reruns_only_the_domain_jobs_and_the_report
 def test_changing_batchnorm_reruns_training_and_the_report(tiny_run):
     jobs = planned_jobs(tiny_run, "--config", 'training={"batchnorm": "adapt"}')
     # the domain step reports both anyway
-    assert jobs == {"train": 4, "train_variant": 2, "report": 1, "all": 1}
+    assert jobs == {"train": 4, "train_variant": 2, "explain_backbone": 1, "report": 1, "all": 1}
 
 
 def test_domain_shift_outputs_and_the_report_section(tiny_run):
