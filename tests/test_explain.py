@@ -297,8 +297,10 @@ def test_explain_writes_a_page_and_a_table_per_text_and_an_index(learned, tmp_pa
     args = ["--input", str(texts), "--text-column", "review", "--id-column", "key", "--steps", "8"]
     assert explain(learned["logreg"], out, *args, "--threads", "2") == 0
     assert sorted(p.name for p in out.iterdir()) == [
-        "index.html", "r_1-2.csv", "r_1-2.html", "r_1.csv", "r_1.html",
+        "index.csv", "index.html", "r_1-2.csv", "r_1-2.html", "r_1.csv", "r_1.html",
     ]  # fmt: skip
+    index = pd.read_csv(out / "index.csv")
+    assert index["page"].tolist() == ["r_1", "r_1-2"] and index["top_words"].notna().all()
     table = pd.read_csv(out / "r_1.csv")
     assert table.columns.tolist() == [
         "word", "start", "end", "token_start", "token_end", "attribution",

@@ -98,16 +98,26 @@ def descend(
     return i
 
 
-@numba.njit(parallel=True, fastmath=True, cache=True)
 def kl_gradient(y0, y1, indptr, indices, values, grad, with_error):
     """Exact t-SNE gradient into `grad` (`[N, 2]`, float32) and the KL divergence, for the
     layout's coordinates `y0`, `y1` and the (exaggerated) affinities `P` as CSR arrays:
     `4 (sum_j P_ij w_ij (y_i - y_j) - sum_j w_ij^2 (y_i - y_j) / Z)`, `w_ij = 1 / (1 + d_ij^2)`,
     `Z = sum_(i != j) w_ij`; the divergence only `with_error` (else 0). Each point's sums run on
-    one thread in a fixed order, so the result does not depend on the number of threads."""
+    one thread in a fixed order and the sums over points are numpy's, outside the parallel
+    kernels, so the result depends neither on the number of threads nor on their scheduling."""
+    partial = np.empty(len(y0), np.float64)
+    _repulsion(y0, y1, grad, partial)
+    Z = partial.sum()
+    _attraction(y0, y1, indptr, indices, values, grad, with_error, Z, partial)
+    return partial.sum()
+
+
+@numba.njit(parallel=True, fastmath=True, cache=True)
+def _repulsion(y0, y1, grad, partial):
+    """Per point i: `sum_j w_ij^2 (y_i - y_j)` into `grad[i]`, `sum_(j != i) w_ij` into
+    `partial[i]`."""
     n = len(y0)
     one = np.float32(1.0)
-    partial = np.empty(n, np.float64)
     for i in numba.prange(n):
         a, b = y0[i], y1[i]
         fx = fy = z = np.float32(0.0)
@@ -119,8 +129,14 @@ def kl_gradient(y0, y1, indptr, indices, values, grad, with_error):
             fy += w * w * dy
         partial[i] = z - one  # without j == i (w = 1)
         grad[i, 0], grad[i, 1] = fx, fy
-    Z = partial.sum()
-    for i in numba.prange(n):
+
+
+@numba.njit(parallel=True, fastmath=True, cache=True)
+def _attraction(y0, y1, indptr, indices, values, grad, with_error, Z, partial):
+    """Per point i: the gradient from `grad[i]` (its repulsion) and its attraction; its share
+    of the KL divergence into `partial[i]` (0 unless `with_error`)."""
+    one = np.float32(1.0)
+    for i in numba.prange(len(y0)):
         a, b = y0[i], y1[i]
         px = py = np.float32(0.0)
         kl = 0.0
@@ -135,7 +151,6 @@ def kl_gradient(y0, y1, indptr, indices, values, grad, with_error):
         grad[i, 0] = 4.0 * (px - grad[i, 0] / Z)
         grad[i, 1] = 4.0 * (py - grad[i, 1] / Z)
         partial[i] = kl
-    return partial.sum()
 
 
 def affinities(
