@@ -112,7 +112,7 @@ def kl_gradient(y0, y1, indptr, indices, values, grad, with_error):
     return partial.sum()
 
 
-@numba.njit(parallel=True, fastmath=True, cache=True)
+@numba.njit(parallel=True, cache=True)
 def _repulsion(y0, y1, grad, partial):
     """Per point i: `sum_j w_ij^2 (y_i - y_j)` into `grad[i]`, `sum_(j != i) w_ij` into
     `partial[i]`."""
@@ -131,7 +131,7 @@ def _repulsion(y0, y1, grad, partial):
         grad[i, 0], grad[i, 1] = fx, fy
 
 
-@numba.njit(parallel=True, fastmath=True, cache=True)
+@numba.njit(parallel=True, cache=True)
 def _attraction(y0, y1, indptr, indices, values, grad, with_error, Z, partial):
     """Per point i: the gradient from `grad[i]` (its repulsion) and its attraction; its share
     of the KL divergence into `partial[i]` (0 unless `with_error`)."""
