@@ -168,13 +168,13 @@ def imdb_texts(n: int, imdb: Path = IMDB, seed: int = 0) -> list[str]:
     workflow's `prepare_data` does."""
     import pandas as pd
 
-    from textvision.data import _BR
+    from textvision.tables import clean_text
 
     if not Path(imdb).exists():
         raise FileNotFoundError(f"{imdb}: real IMDB reviews not found (set TEXTVISION_SHARED)")
     texts = pd.read_parquet(imdb, columns=["text"])["text"]
     rows = np.random.default_rng(seed).permutation(len(texts))[:n]
-    return [" ".join(_BR.sub(" ", t).split()) for t in texts.iloc[rows]]
+    return [clean_text(t) for t in texts.iloc[rows]]
 
 
 def ensure_embeddings(

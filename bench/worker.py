@@ -427,20 +427,15 @@ def train_ours(p: dict) -> dict:
 # -- prediction --------------------------------------------------------------------------------
 @task
 def predict_ours(p: dict) -> dict:
-    """textvision.predict.predict_texts: `n` real reviews (a Parquet file written before the
-    timed section) -> predictions.csv through the bundle, loaded inside the timed section as a
-    user's command loads it."""
-    import pandas as pd
-
-    from bench.common import imdb_texts
+    """textvision.predict.predict_texts: the `n` real reviews of the Parquet file `source`
+    (written by the harness) -> predictions.csv through the bundle, loaded inside the timed
+    section as a user's command loads it."""
     from textvision.predict import predict_texts
 
     _threads(p["threads"])
-    out = Path(p["out"])
-    source = out / f"predict_input_{p['n']}.parquet"
-    pd.DataFrame({"text": imdb_texts(p["n"], Path(p["imdb"]), seed=1)}).to_parquet(source)
+    out = Path(p["out"]) / f"predictions_{p['n']}.csv"
     with Timed() as timer:
-        predict_texts(p["bundle"], source, out / f"predictions_{p['n']}.csv", device="cpu")
+        predict_texts(p["bundle"], p["source"], out, device="cpu")
     return {**timer.result(), "n": p["n"]}
 
 

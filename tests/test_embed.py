@@ -5,6 +5,7 @@ import pytest
 from conftest import IMDB, needs_imdb
 
 from textvision.data import prepare_dataset
+from textvision.device import native_bf16
 from textvision.embed import (
     OFFLINE_MODEL,
     check_precision,
@@ -15,7 +16,6 @@ from textvision.embed import (
     layer_indices,
     load_encoder,
     merge_shards,
-    native_bf16,
 )
 from textvision.errors import ConfigError, InputError
 from textvision.io import attrs_dict
@@ -177,13 +177,13 @@ def test_bfloat16_on_the_cpu_stays_within_its_tolerance_and_float32_is_unchanged
 
 
 def test_precisions_a_cpu_cannot_run_are_refused(monkeypatch):
-    import textvision.embed as embed_module
+    import textvision.device
 
     check_precision("float32", "cpu")
     check_precision("float16", "cuda")
     with pytest.raises(ConfigError, match="float16 runs on CUDA only"):
         check_precision("float16", "cpu")
-    monkeypatch.setattr(embed_module, "native_bf16", lambda: False)
+    monkeypatch.setattr(textvision.device, "native_bf16", lambda: False)
     with pytest.raises(ConfigError, match="lacks native bfloat16"):
         check_precision("bfloat16", "cpu")
     check_precision("bfloat16", "cuda:0")

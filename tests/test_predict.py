@@ -179,3 +179,35 @@ def test_write_bundle_replaces_a_bundle_whole_and_read_meta_checks_it(tmp_path):
         read_meta(folder)
     with pytest.raises(InputError, match="not a model bundle"):
         read_meta(tmp_path)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl", ".parquet"])
+def test_texts_are_read_in_chunks_with_rows_counted_over_the_whole_file(tmp_path, suffix):
+    from textvision.errors import InputError
+    from textvision.predict import iter_texts, read_texts
+
+    frame = pd.DataFrame({"key": list("abcde"), "text": [f"text<br />{i}" for i in range(5)]})
+    path = tmp_path / f"texts{suffix}"
+    write = {
+        ".csv": lambda f: f.to_csv(path, index=False),
+        ".tsv": lambda f: f.to_csv(path, sep="\t", index=False),
+        ".jsonl": lambda f: f.to_json(path, orient="records", lines=True),
+        ".parquet": lambda f: f.to_parquet(path),
+    }[suffix]
+    write(frame)
+    chunks = list(iter_texts(path, "text", None, clean_html=True, chunk=2))
+    assert [len(c) for c in chunks] == [2, 2, 1]
+    whole = read_texts(path, "text", "key", clean_html=True)
+    assert pd.concat(chunks)["id"].tolist() == list(range(5)) and whole["id"].tolist() == list(
+        "abcde"
+    )
+    assert whole["text"].tolist() == [f"text {i}" for i in range(5)]
+    frame.loc[3, "text"] = " <br/> "  # empty once cleaned: its row counted over the whole file
+    write(frame)
+    with pytest.raises(InputError, match=r"at rows \[3\]"):
+        list(iter_texts(path, "text", None, clean_html=True, chunk=2))
+    write(frame.iloc[:0])  # a header only (JSON lines have none: no columns either)
+    with pytest.raises(
+        InputError, match=r"found columns \[\]" if suffix == ".jsonl" else "no data rows"
+    ):
+        list(iter_texts(path, "text", None, clean_html=True, chunk=2))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 
 from textvision.errors import ConfigError, InputError
@@ -29,12 +31,32 @@ def training_precision(precision: str, device: torch.device) -> str:
     CPU; `bfloat16` on a CPU needs native bfloat16 (refused where it would be emulated)."""
     if precision == "auto":
         return "bfloat16" if device.type == "cuda" else "float32"
-    if precision == "bfloat16" and device.type == "cpu" and not native_bf16():
-        raise ConfigError(
-            "config key 'training.precision': bfloat16 on this CPU, which lacks native "
-            "bfloat16 (AVX-512-BF16 or AMX) and would emulate it slowly; expected auto or float32"
-        )
+    if precision == "bfloat16" and device.type == "cpu":
+        require_native_bf16("training.precision", "auto or float32")
     return precision
+
+
+def require_native_bf16(key: str, expected: str) -> None:
+    """Refuse bfloat16 (config key `key`) on a CPU that would emulate it slowly."""
+    if not native_bf16():
+        raise ConfigError(
+            f"config key {key!r}: bfloat16 on this CPU, which lacks native bfloat16 "
+            f"(AVX-512-BF16 or AMX) and would emulate it slowly; expected {expected}"
+        )
+
+
+@contextmanager
+def encoder_kernels(precision: str):
+    """The context an encoder runs in: in float32 without oneDNN, whose one op in it on a CPU,
+    GELU, compiles and keeps a kernel per tensor shape (up to 1,024), and a batch of a new text
+    length is a new shape, so memory grew with the number of texts (ATen's GELU is as fast);
+    in bfloat16 with oneDNN, for its AMX matrix products."""
+    before = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = precision != "float32"
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = before
 
 
 def autocast(precision: str, device: torch.device):

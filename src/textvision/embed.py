@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from textvision import __version__
 from textvision.bert import BertCLSForward, bert_like
 from textvision.dataset import read_dataset
-from textvision.device import native_bf16, resolve_device
+from textvision.device import encoder_kernels, require_native_bf16, resolve_device
 from textvision.errors import ConfigError, InputError
 from textvision.io import (
     atomic_path,
@@ -150,11 +150,7 @@ def check_precision(precision: str, device: str) -> None:
             "config key 'embedding.precision': float16 runs on CUDA only; on a CPU use "
             "bfloat16 (where the CPU has it natively) or float32"
         )
-    if not native_bf16():
-        raise ConfigError(
-            "config key 'embedding.precision': bfloat16 on this CPU, which lacks native "
-            "bfloat16 (AVX-512-BF16 or AMX) and would emulate it slowly; expected float32"
-        )
+    require_native_bf16("embedding.precision", "float32")
 
 
 def embed_texts(
@@ -199,7 +195,7 @@ def embed_padded(
         dtype=getattr(torch, precision),
         enabled=device.type == "cuda" and precision != "float32",
     )
-    with torch.inference_mode():
+    with torch.inference_mode(), encoder_kernels(precision):
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             batch = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt")
@@ -241,13 +237,14 @@ def embed_unpadded(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # every batch on one thread: the same bits for any thread count
     try:
-        if threads == 1 or len(batches) == 1:
-            for idx in batches:
-                run(idx)
-        else:
-            with ThreadPoolExecutor(threads) as pool:
-                for _ in pool.map(run, batches):  # longest batches first: the threads stay busy
-                    pass
+        with encoder_kernels(precision):
+            if threads == 1 or len(batches) == 1:
+                for idx in batches:
+                    run(idx)
+            else:
+                with ThreadPoolExecutor(threads) as pool:
+                    for _ in pool.map(run, batches):  # longest first: the threads stay busy
+                        pass
     finally:
         torch.set_num_threads(threads)
     return out

@@ -39,12 +39,14 @@ from torch import nn
 
 from textvision.bert import BertCLSForward, bert_like
 from textvision.config import schema_default
+from textvision.device import encoder_kernels
 from textvision.errors import InputError
 
 log = logging.getLogger(__name__)
 
 IG_STEPS = schema_default("explain.steps")  # Gauss-Legendre nodes of the path integral
 COMPLETENESS_TOLERANCE = 0.05  # relative error of the attributions' sum that is warned about
+IG_REFINE = 2  # doublings of the nodes while the error is above the tolerance (64 -> 256)
 IG_BATCH_TOKENS = 4096  # tokens (steps x text length) per forward and backward pass
 FEATURE_BATCH = 64  # rows per backward pass of `feature_attributions`
 
@@ -216,11 +218,12 @@ class DifferentiablePath:
 
     def features(self, embeds: torch.Tensor) -> torch.Tensor:
         """`[B, T, H]` input embeddings (unpadded) -> `[B, layers * H]` flattened `[CLS]` rows."""
-        if self.plan is not None:
-            cls = self.plan(embeds)
-        else:
-            hidden = self.encoder(inputs_embeds=embeds, output_hidden_states=True).hidden_states
-            cls = torch.stack([hidden[i][:, 0] for i in self.layers], dim=1)
+        with encoder_kernels("float32"):  # as `embed` computes float32
+            if self.plan is not None:
+                cls = self.plan(embeds)
+            else:
+                out = self.encoder(inputs_embeds=embeds, output_hidden_states=True)
+                cls = torch.stack([out.hidden_states[i][:, 0] for i in self.layers], dim=1)
         return cls.flatten(1)
 
     def images(self, features: torch.Tensor) -> torch.Tensor:
@@ -293,6 +296,7 @@ def integrated_gradients(
     target: int | None = None,
     steps: int = IG_STEPS,
     batch_tokens: int = IG_BATCH_TOKENS,
+    refine: int = IG_REFINE,
 ) -> TokenAttribution:
     """Integrated gradients of one text's class score with respect to its token embeddings.
 
@@ -302,9 +306,11 @@ def integrated_gradients(
         target: the class index whose score is explained; None: the predicted class.
         steps: Gauss-Legendre nodes on the straight path from the baseline to the input.
         batch_tokens: about this many tokens (path points x text length) per pass.
+        refine: while the completeness error is above `COMPLETENESS_TOLERANCE`, the integral
+            is computed again with twice the nodes, at most this many times.
 
-    Returns a `TokenAttribution`; its `completeness_error` is not checked here (the pages warn
-    above `COMPLETENESS_TOLERANCE`)."""
+    Returns a `TokenAttribution` (`steps`: the nodes of the last integral); its
+    `completeness_error` may still be above the tolerance (the pages warn)."""
     if steps < 1:
         raise InputError(f"steps must be >= 1, got {steps}")
     tokens = path.tokenize(text)
@@ -315,19 +321,13 @@ def integrated_gradients(
     target = int(ends[0].argmax()) if target is None else int(target)
     if not 0 <= target < ends.shape[1]:
         raise InputError(f"class {target} out of range for {ends.shape[1]} classes")
-    alphas, weights = _gauss_legendre(steps)
-    alphas = torch.as_tensor(alphas, dtype=x.dtype, device=x.device)
-    weights = torch.as_tensor(weights, dtype=x.dtype, device=x.device)
-    total = torch.zeros_like(x)
-    rows = max(1, batch_tokens // len(tokens.ids))
-    for lo in range(0, steps, rows):
-        a = alphas[lo : lo + rows, None, None]
-        points = (base + a * (x - base)).requires_grad_(True)
-        scores = path.logits(points)[:, target]
-        (grad,) = torch.autograd.grad((scores * weights[lo : lo + rows]).sum(), points)
-        total += grad.sum(0)
-    attributions = ((x - base) * total).sum(-1).cpu().numpy().astype(np.float64)
     score, baseline = float(ends[0, target]), float(ends[1, target])
+    for attempt in range(refine + 1):
+        attributions = _path_integral(path, x, base, target, steps, batch_tokens)
+        error = completeness_error(attributions.sum(), score - baseline)
+        if error <= COMPLETENESS_TOLERANCE or attempt == refine:
+            break
+        steps *= 2
     return TokenAttribution(
         tokens=tokens,
         attributions=attributions,
@@ -335,9 +335,26 @@ def integrated_gradients(
         proba=torch.softmax(ends[0], 0).cpu().numpy(),
         score=score,
         baseline_score=baseline,
-        completeness_error=completeness_error(attributions.sum(), score - baseline),
+        completeness_error=error,
         steps=steps,
     )
+
+
+def _path_integral(path, x, base, target: int, steps: int, batch_tokens: int) -> np.ndarray:
+    """Per token: (x - base) . the integral of the target score's gradient along the straight
+    path from `base` to `x` (Gauss-Legendre, `steps` nodes)."""
+    alphas, weights = _gauss_legendre(steps)
+    alphas = torch.as_tensor(alphas, dtype=x.dtype, device=x.device)
+    weights = torch.as_tensor(weights, dtype=x.dtype, device=x.device)
+    total = torch.zeros_like(x)
+    rows = max(1, batch_tokens // len(x))
+    for lo in range(0, steps, rows):
+        a = alphas[lo : lo + rows, None, None]
+        points = (base + a * (x - base)).requires_grad_(True)
+        scores = path.logits(points)[:, target]
+        (grad,) = torch.autograd.grad((scores * weights[lo : lo + rows]).sum(), points)
+        total += grad.sum(0)
+    return ((x - base) * total).sum(-1).cpu().numpy().astype(np.float64)
 
 
 def completeness_error(total: float, difference: float) -> float:

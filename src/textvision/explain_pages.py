@@ -191,9 +191,9 @@ def index_page(model: str, rows: list[dict], names, steps: int, extras: list[str
 <html lang="en"><head><meta charset="utf-8"><title>Explanations: {e(model)}</title>
 <style>{STYLE}</style></head><body>
 <h1>Explanations of {e(model)}</h1>
-<p class="note">Classes: {e(", ".join(names))}. Words: integrated gradients ({steps} steps) of
-the predicted class's score; completeness error above {COMPLETENESS_TOLERANCE:.0%} means the
-integral needs more steps.</p>
+<p class="note">Classes: {e(", ".join(names))}. Words: integrated gradients ({steps} steps, doubled
+where the completeness error is above {COMPLETENESS_TOLERANCE:.0%}: each page says how many) of
+the predicted class's score; an error still above it means the integral needs more steps.</p>
 <table><tr>{head}</tr>{"".join(body)}</table>
 {features}</body></html>
 """
