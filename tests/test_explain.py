@@ -260,7 +260,7 @@ def test_the_words_with_the_most_attribution_are_sentiment_words(learned, model)
 
 @slow
 def test_feature_attributions_add_up_per_pixel_and_name_layer_and_pixel(learned):
-    from textvision.explain_figures import feature_table, layer_mass
+    from textvision.explain_figures import feature_table, layer_shares
 
     path = explainer(learned, "alexnet")
     bundle, val = path.bundle, learned["val"]
@@ -276,7 +276,7 @@ def test_feature_attributions_add_up_per_pixel_and_name_layer_and_pixel(learned)
     assert table.columns.tolist()[:5] == ["feature", "layer", "dimension", "pixel_row", "pixel_col"]
     assert set(table["layer"]) == {2} and table["dimension"].max() == 383
     assert {"mean_negative", "mean_positive", "mean_abs_positive"} <= set(table.columns)
-    assert np.allclose(layer_mass(result, 1), 1.0)
+    assert np.allclose(layer_shares(table).sum(), 1.0)
 
 
 # -- the command line --------------------------------------------------------------------------

@@ -44,10 +44,13 @@ def feature_table(result, layers: list[int], pixels: np.ndarray) -> pd.DataFrame
     return table
 
 
-def layer_mass(result, n_layers: int) -> np.ndarray:
-    """`[classes, layers]` share of each class's mean absolute attribution per BERT layer."""
-    mass = result.mean_abs.reshape(len(result.class_names), n_layers, -1).sum(-1)
-    return mass / np.maximum(mass.sum(1, keepdims=True), 1e-30)
+def layer_shares(features: pd.DataFrame) -> pd.DataFrame:
+    """Per BERT layer (rows) and class (columns) the share of the class's attribution mass (sum
+    of its features' mean absolute attributions), from a `features.csv` table."""
+    columns = [c for c in features.columns if c.startswith("mean_abs_")]
+    mass = features.groupby("layer")[columns].sum()
+    mass.columns = [c.removeprefix("mean_abs_") for c in columns]
+    return mass / mass.sum().where(mass.sum() > 0, 1.0)
 
 
 def plot_attribution_map(result, path: str | Path) -> None:
@@ -67,17 +70,14 @@ def plot_attribution_map(result, path: str | Path) -> None:
     save_figure(fig, path)
 
 
-def plot_layer_attribution(result, layers: list[int], path: str | Path) -> None:
-    """Bars: the share of each class's attribution mass (sum of mean absolute attributions of
-    its features) per BERT layer."""
-    share = layer_mass(result, len(layers))
-    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(layers) * len(result.class_names), 3.4))
-    width = 0.8 / len(result.class_names)
+def plot_layer_attribution(shares: pd.DataFrame, path: str | Path) -> None:
+    """Bars: per BERT layer the share of each class's attribution mass (`layer_shares`)."""
+    names, layers = list(shares.columns), list(shares.index)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(layers) * len(names), 3.4))
+    width = 0.8 / len(names)
     x = np.arange(len(layers))
-    for k, name in enumerate(result.class_names):
-        ax.bar(
-            x + (k - (len(result.class_names) - 1) / 2) * width, 100 * share[k], width, label=name
-        )
+    for k, name in enumerate(names):
+        ax.bar(x + (k - (len(names) - 1) / 2) * width, 100 * shares[name], width, label=name)
     ax.set_xticks(x, [f"layer {layer}" for layer in layers])
     ax.set_ylabel("share of attribution mass (%)")
     ax.set_title("Attribution mass per BERT layer")
@@ -89,11 +89,9 @@ def plot_layer_attribution(result, layers: list[int], path: str | Path) -> None:
 def write_feature_outputs(folder: str | Path, result, bundle) -> list[str]:
     """`features.csv` and the two figures into `folder`; their file names."""
     folder = Path(folder)
-    layers = list(bundle.layers)
+    table = feature_table(result, list(bundle.layers), bundle.transformer.pixels_)
     with atomic_path(folder / FEATURES_CSV) as tmp:
-        feature_table(result, layers, bundle.transformer.pixels_).to_csv(
-            tmp, index=False, float_format="%.6g"
-        )
+        table.to_csv(tmp, index=False, float_format="%.6g")
     plot_attribution_map(result, folder / MAP_FIGURE)
-    plot_layer_attribution(result, layers, folder / LAYER_FIGURE)
+    plot_layer_attribution(layer_shares(table), folder / LAYER_FIGURE)
     return [FEATURES_CSV, MAP_FIGURE, LAYER_FIGURE]

@@ -9,18 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from textvision.explain_figures import FEATURES_CSV, LAYER_FIGURE
+from textvision.explain_figures import FEATURES_CSV, LAYER_FIGURE, layer_shares
 
 INDEX_CSV = "index.csv"
-
-
-def layer_shares(features: pd.DataFrame) -> pd.DataFrame:
-    """Per BERT layer (rows) and class (columns) the share of the class's mean absolute
-    attribution, from a `features.csv` table."""
-    columns = [c for c in features.columns if c.startswith("mean_abs_")]
-    mass = features.groupby("layer")[columns].sum()
-    mass.columns = [c.removeprefix("mean_abs_") for c in columns]
-    return mass / mass.sum().where(mass.sum() > 0, 1.0)
 
 
 def _cell(text) -> str:
