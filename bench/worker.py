@@ -456,7 +456,7 @@ def explain_ours(p: dict) -> dict:
     return {
         **timer.result(),
         "tokens": len(result.tokens.ids),
-        "steps": IG_STEPS,
+        "steps": result.steps,  # IG_STEPS, or more where completeness asked for more
         "completeness_error": result.completeness_error,
     }
 
