@@ -16,7 +16,7 @@ from textvision.dataset import write_dataset
 from textvision.errors import ConfigError, InputError
 from textvision.settings import DataSettings
 from textvision.synthetic import make_corpus
-from textvision.tables import _BR, check_texts, clean_text  # noqa: F401 - textvision.data.clean_text, _BR
+from textvision.tables import check_texts, clean_text
 from textvision.tables import load_table as _load_table
 from textvision.tables import one_line as _one_line
 from textvision.tables import rows as _rows

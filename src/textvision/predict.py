@@ -16,7 +16,7 @@ from textvision.errors import InputError
 from textvision.io import atomic_path
 from textvision.tables import check_texts, clean_text, iter_table, rows
 
-CHUNK = 1024  # texts embedded, imaged and classified at a time
+CHUNK = 1024  # texts read, embedded, imaged and classified at a time
 
 
 def iter_texts(

@@ -19,8 +19,8 @@ _READERS = {  # (path, rows per chunk or None) -> a frame, or an iterator of fra
     ".csv": lambda path, chunk: pd.read_csv(path, encoding="utf-8", chunksize=chunk),
     ".tsv": lambda path, chunk: pd.read_csv(path, sep="\t", encoding="utf-8", chunksize=chunk),
     ".jsonl": lambda path, chunk: pd.read_json(path, lines=True, encoding="utf-8", chunksize=chunk),
-    ".json": lambda path, chunk: pd.read_json(path, lines=True, encoding="utf-8", chunksize=chunk),
 }
+_READERS[".json"] = _READERS[".jsonl"]  # JSON lines too
 
 
 def load_table(path: Path) -> pd.DataFrame:
