@@ -1,3 +1,5 @@
+import os
+
 import numba
 import numpy as np
 import pytest
@@ -78,6 +80,25 @@ def test_layout_is_deterministic_and_independent_of_threads():
         numba.set_num_threads(before)
     assert np.array_equal(one, two)
     assert np.array_equal(one, tsne(points, perplexity=5, max_iter=300, metric="cosine"))
+
+
+def test_layout_is_the_same_from_a_fresh_compilation_for_another_cpu(tmp_path):
+    """A first run compiles the kernels, later runs load them, another machine compiles them for
+    its vector width: the fixed-point sums give the same bits each time."""
+    import subprocess
+    import sys
+
+    points, _ = blobs(n_per=30)
+    np.save(tmp_path / "points.npy", points)
+    code = (
+        "import numpy as np; from textvision.tsne import tsne; "
+        f"p = np.load({str(tmp_path / 'points.npy')!r}); "
+        f"np.save({str(tmp_path / 'layout.npy')!r}, tsne(p, perplexity=5, max_iter=300))"
+    )
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache"), "NUMBA_CPU_NAME": "generic"}
+    subprocess.run([sys.executable, "-c", code], env=env, check=True)
+    here = tsne(points, perplexity=5, max_iter=300)
+    assert np.array_equal(np.load(tmp_path / "layout.npy"), here)
 
 
 def test_too_few_iterations_are_refused():
