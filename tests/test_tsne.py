@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 
 import numba
 import numpy as np
@@ -85,9 +87,6 @@ def test_layout_is_deterministic_and_independent_of_threads():
 def test_layout_is_the_same_from_a_fresh_compilation_for_another_cpu(tmp_path):
     """A first run compiles the kernels, later runs load them, another machine compiles them for
     its vector width: the fixed-point sums give the same bits each time."""
-    import subprocess
-    import sys
-
     points, _ = blobs(n_per=30)
     np.save(tmp_path / "points.npy", points)
     code = (
