@@ -1,6 +1,7 @@
-"""Explaining one 512-token review (`textvision explain`'s integrated gradients, 64 steps, the
-default) through the real run's bundles: the ResNet-18 image model and the logistic baseline.
-No reference: the row gives the time and memory a user waits for per review."""
+"""Explaining one 512-token review (`textvision explain`'s integrated gradients with its default
+steps and reference texts) through the real run's bundles: the ResNet-18 image model and the
+logistic baseline. No reference implementation: the row gives the time and memory a user waits
+for per review."""
 
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ def run(args) -> dict:
                 "-",
                 "none (what a user waits for)",
                 "-",
-                f"integrated gradients, {runs[0]['steps']} steps (from {IG_STEPS}); completeness "
+                f"integrated gradients, {runs[0]['baselines']} reference texts as baselines, "
+                f"{runs[0]['steps']} steps each (from {IG_STEPS}); completeness "
                 f"error {runs[0]['completeness_error']:.2%}; bundle loading untimed",
             ]
         )

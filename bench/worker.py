@@ -441,22 +441,33 @@ def predict_ours(p: dict) -> dict:
 
 @task
 def explain_ours(p: dict) -> dict:
-    """textvision.explain.integrated_gradients (the default steps) of the first of a seeded
-    sample of real reviews that fills the encoder's 512 tokens, through the bundle (loaded
-    before the timed section)."""
+    """textvision.explain.integrated_gradients (the workflow's default steps and number of
+    reference texts) of the first of a seeded sample of real reviews that fills the encoder's
+    512 tokens, through the bundle (loaded before the timed section); the references are other
+    reviews of the sample."""
     from bench.common import imdb_texts
     from textvision.bundle import load_bundle
-    from textvision.explain import IG_STEPS, DifferentiablePath, integrated_gradients
+    from textvision.config import schema_default
+    from textvision.explain import (
+        IG_STEPS,
+        DifferentiablePath,
+        integrated_gradients,
+        reference_tokens,
+    )
 
     _threads(p["threads"])
     path = DifferentiablePath(load_bundle(p["bundle"], device="cpu"))
-    text = next(t for t in imdb_texts(200, Path(p["imdb"]), seed=2) if len(t.split()) > 600)
+    texts = imdb_texts(200, Path(p["imdb"]), seed=2)
+    text = next(t for t in texts if len(t.split()) > 600)
+    others = [t for t in texts if t != text][: schema_default("explain.references")]
     with Timed() as timer:
-        result = integrated_gradients(path, text, steps=IG_STEPS)
+        references = reference_tokens(path, others)
+        result = integrated_gradients(path, text, steps=IG_STEPS, references=references)
     return {
         **timer.result(),
         "tokens": len(result.tokens.ids),
         "steps": result.steps,  # IG_STEPS, or more where completeness asked for more
+        "baselines": result.baselines,
         "completeness_error": result.completeness_error,
     }
 

@@ -110,10 +110,16 @@ def _io_explain(p):
     for key, flag, text in (
         ("steps", "--steps", "integrated-gradients steps per text"),
         ("n_texts", "--n-texts", "with --dataset: validation texts to explain"),
-        ("seed", "--seed", "with --dataset: seed of their sample"),
+        ("seed", "--seed", "seed of the samples of texts"),
+        ("references", "--references", "training texts as baselines (0: the [PAD] baseline)"),
     ):
         default = schema_node(f"explain.{key}")["default"]
         p.add_argument(flag, type=int, default=default, dest=key, help=f"{text} ({default})")
+    p.add_argument(
+        "--reference-dataset",
+        dest="reference_dataset",
+        help="a run's dataset.parquet whose training texts are the baselines (default: --dataset)",
+    )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 
 

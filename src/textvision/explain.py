@@ -13,10 +13,15 @@ without the shift common to all classes, which is no evidence for any; two-class
 regression gives `[-z/2, z/2]` of its decision value z).
 
 Words: integrated gradients (Sundararajan et al. 2017) of one class score (the predicted class's
-unless another is asked) with respect to the input token embeddings. The baseline keeps
-`[CLS]` and `[SEP]` (and any other special token) as they are and puts the `[PAD]` token's
-embedding at every other position: the same length, so position embeddings and attention span
-are the input's, and special tokens get no attribution. The path integral is a Gauss-Legendre
+unless another is asked) with respect to the input token embeddings. A baseline keeps `[CLS]`
+and `[SEP]` (and any other special token) as they are and has the input's length, so position
+embeddings and attention span are the input's and special tokens get no attribution; at every
+other position it puts either the `[PAD]` token's embedding or, with reference texts, a
+training text's tokens in order, and the attributions are averaged over the references
+(expected gradients, Erion et al. 2021). A `[PAD]` sequence lies far from every text a model
+was trained on: on the synthetic corpus an image model scores 23 of 40 texts below their
+`[PAD]` baseline for the very class it predicts, and the words share that swing; real texts
+as baselines keep the path's ends among the training data. The path integral is a Gauss-Legendre
 rule of `steps` nodes; completeness (the attributions sum to score(input) - score(baseline)) is
 checked and a relative error above `COMPLETENESS_TOLERANCE` is logged as a warning. A token's
 attribution is the sum over the embedding dimension; WordPiece pieces of a word are summed.
@@ -46,7 +51,7 @@ log = logging.getLogger(__name__)
 
 IG_STEPS = schema_default("explain.steps")  # Gauss-Legendre nodes of the path integral
 COMPLETENESS_TOLERANCE = 0.05  # relative error of the attributions' sum that is warned about
-IG_REFINE = 2  # doublings of the nodes while the error is above the tolerance (64 -> 256)
+IG_REFINE = 2  # doublings of the nodes while the error is above the tolerance (16 -> 64)
 IG_BATCH_TOKENS = 4096  # tokens (steps x text length) per forward and backward pass
 FEATURE_BATCH = 64  # rows per backward pass of `feature_attributions`
 
@@ -263,7 +268,8 @@ class DifferentiablePath:
 class TokenAttribution:
     """Integrated gradients of one text: per token (`tokens.tokens`) the attribution to the
     score of class `target`; `score - baseline_score` is what they should sum to, and
-    `completeness_error` how far (relative) they are from it."""
+    `completeness_error` how far (relative) they are from it; `baselines`: how many reference
+    texts the baseline score is the mean of (0: the `[PAD]` baseline)."""
 
     tokens: Tokens
     attributions: np.ndarray
@@ -273,6 +279,7 @@ class TokenAttribution:
     baseline_score: float
     completeness_error: float
     steps: int
+    baselines: int = 0
 
 
 def _gauss_legendre(steps: int) -> tuple[np.ndarray, np.ndarray]:
@@ -281,13 +288,32 @@ def _gauss_legendre(steps: int) -> tuple[np.ndarray, np.ndarray]:
     return (nodes + 1) / 2, weights / 2
 
 
-def baseline_embeddings(path: DifferentiablePath, tokens: Tokens) -> torch.Tensor:
-    """The input's word embeddings with the `[PAD]` token's at every non-special position."""
+def baseline_embeddings(
+    path: DifferentiablePath, tokens: Tokens, reference: list[int] | None = None
+) -> torch.Tensor:
+    """The input's word embeddings with, at every non-special position, the `[PAD]` token's
+    (`reference` None) or a reference text's token ids in order (`[PAD]` past its end)."""
     pad = path.tokenizer.pad_token_id
     if pad is None:
         raise InputError(f"encoder {path.bundle.meta['encoder']['model']!r} has no [PAD] token")
-    ids = np.where(tokens.special, tokens.ids, pad)
+    ids = np.asarray(tokens.ids)
+    fill = np.full(int((~tokens.special).sum()), pad)
+    if reference is not None:
+        n = min(len(reference), len(fill))
+        fill[:n] = reference[:n]
+    ids = ids.copy()
+    ids[~tokens.special] = fill
     return path.embed_tokens(ids.tolist())
+
+
+def reference_tokens(path: DifferentiablePath, texts: list[str]) -> list[list[int]]:
+    """The token ids of reference texts, special tokens left out: baselines for
+    `integrated_gradients`."""
+    out = []
+    for text in texts:
+        tokens = path.tokenize(text)
+        out.append([i for i, s in zip(tokens.ids, tokens.special, strict=True) if not s])
+    return out
 
 
 def integrated_gradients(
@@ -297,6 +323,7 @@ def integrated_gradients(
     steps: int = IG_STEPS,
     batch_tokens: int = IG_BATCH_TOKENS,
     refine: int = IG_REFINE,
+    references: list[list[int]] | None = None,
 ) -> TokenAttribution:
     """Integrated gradients of one text's class score with respect to its token embeddings.
 
@@ -308,6 +335,10 @@ def integrated_gradients(
         batch_tokens: about this many tokens (path points x text length) per pass.
         refine: while the completeness error is above `COMPLETENESS_TOLERANCE`, the integral
             is computed again with twice the nodes, at most this many times.
+        references: token ids of reference texts (`reference_tokens`): one baseline each (the
+            text's length, its tokens in their place), the attributions averaged over them and
+            their sum compared with score - mean baseline score (expected gradients, Erion et
+            al. 2021); None or empty: the `[PAD]` baseline.
 
     Returns a `TokenAttribution` (`steps`: the nodes of the last integral); its
     `completeness_error` may still be above the tolerance (the pages warn)."""
@@ -315,15 +346,17 @@ def integrated_gradients(
         raise InputError(f"steps must be >= 1, got {steps}")
     tokens = path.tokenize(text)
     x = path.embed_tokens(tokens.ids)
-    base = baseline_embeddings(path, tokens)
+    bases = [baseline_embeddings(path, tokens, r) for r in (references or [None])]
     with torch.no_grad():
-        ends = path.logits(torch.stack([x, base]))
+        ends = path.logits(torch.stack([x, *bases]))
     target = int(ends[0].argmax()) if target is None else int(target)
     if not 0 <= target < ends.shape[1]:
         raise InputError(f"class {target} out of range for {ends.shape[1]} classes")
-    score, baseline = float(ends[0, target]), float(ends[1, target])
+    score, baseline = float(ends[0, target]), float(ends[1:, target].mean())
     for attempt in range(refine + 1):
-        attributions = _path_integral(path, x, base, target, steps, batch_tokens)
+        attributions = np.mean(
+            [_path_integral(path, x, base, target, steps, batch_tokens) for base in bases], axis=0
+        )
         error = completeness_error(attributions.sum(), score - baseline)
         if error <= COMPLETENESS_TOLERANCE or attempt == refine:
             break
@@ -337,6 +370,7 @@ def integrated_gradients(
         baseline_score=baseline,
         completeness_error=error,
         steps=steps,
+        baselines=len(bases) if references else 0,
     )
 
 

@@ -22,6 +22,7 @@ from textvision.explain import (
     DifferentiablePath,
     TokenAttribution,
     integrated_gradients,
+    reference_tokens,
     word_attributions,
 )
 from textvision.explained import INDEX_CSV
@@ -98,6 +99,7 @@ def text_page(
         for n, p in zip(names, result.proba, strict=True)
     )
     known = f" &middot; label: <b>{e(label)}</b>" if label is not None else ""
+    mean = "mean " if result.baselines else ""
     error = result.completeness_error
     flag = (
         f' <span class="warn">(above {COMPLETENESS_TOLERANCE:.0%}: raise --steps)</span>'
@@ -117,15 +119,24 @@ def text_page(
 <p>Predicted: <b>{e(names[predicted])}</b> ({result.proba[predicted]:.1%}){known}</p>
 <table><tr><th>class</th><th>probability</th></tr>{rows}</table>
 <p class="note">Shading: integrated gradients ({result.steps} steps) of the score (logit) of
-class <b>{e(names[result.target])}</b> with respect to the token embeddings, from a baseline with
-the [PAD] embedding at every token but [CLS] and [SEP]; pieces of a word summed. Red speaks for
+class <b>{e(names[result.target])}</b> with respect to the token embeddings, {_baseline(result)};
+pieces of a word summed. Red speaks for
 {e(names[result.target])}, blue against it; the strongest word is fully coloured (hover: the
 value). The attributions sum to {result.attributions.sum():.4g}; score(text) &minus;
-score(baseline) = {result.score - result.baseline_score:.4g}: relative error
-{error:.2%}{flag}.</p>
+{mean}score(baseline) = {result.score - result.baseline_score:.4g}: relative error {error:.2%}
+{flag}.</p>
 <div class="text">{shaded_text(result.tokens.text, words)}</div>
 {cut}</body></html>
 """
+
+
+def _baseline(result: TokenAttribution) -> str:
+    if result.baselines:
+        return (
+            f"averaged over {result.baselines} baselines, each a training text's tokens in the "
+            "text's [CLS] ... [SEP] frame ([PAD] past its end)"
+        )
+    return "from a baseline with the [PAD] embedding at every token but [CLS] and [SEP]"
 
 
 def write_text(
@@ -220,7 +231,7 @@ def sample_rows(labels: np.ndarray, predicted: np.ndarray, n: int, seed: int) ->
     return np.asarray(picked, dtype=np.int64)
 
 
-def _dataset_texts(dataset, names: list[str]) -> pd.DataFrame:
+def _dataset_rows(dataset, names: list[str], split: str, role: str) -> pd.DataFrame:
     from textvision.dataset import read_dataset
 
     frame, meta = read_dataset(dataset)
@@ -229,10 +240,18 @@ def _dataset_texts(dataset, names: list[str]) -> pd.DataFrame:
             f"{dataset}: classes {meta['label_names']}; the model predicts {names}: not the "
             "dataset it was trained on"
         )
-    val = frame[frame["split"] == "val"].reset_index(drop=True)
-    if len(val) == 0:
-        raise InputError(f"{dataset}: no validation rows (split == 'val') to explain")
-    return val
+    rows = frame[frame["split"] == split].reset_index(drop=True)
+    if len(rows) == 0:
+        raise InputError(f"{dataset}: no {split} rows (split == {split!r}) {role}")
+    return rows
+
+
+def reference_texts(dataset, names: list[str], n: int, seed: int) -> list[str]:
+    """`n` training texts of a run's `dataset.parquet` (a seeded sample balanced over classes):
+    the baselines of the integrated gradients."""
+    frame = _dataset_rows(dataset, names, "train", "as reference texts")
+    labels = frame["label"].to_numpy(np.int64)
+    return frame["text"].iloc[sample_rows(labels, labels, n, seed)].tolist()
 
 
 def explain_texts(
@@ -245,6 +264,8 @@ def explain_texts(
     steps: int = IG_STEPS,
     n_texts: int = 8,
     seed: int = 0,
+    references: int = 0,
+    reference_dataset: str | Path | None = None,
     device: str = "auto",
 ) -> Path:
     """Explain a bundle's predictions of texts as pages in the folder `out` (replaced whole;
@@ -259,7 +280,11 @@ def explain_texts(
             texts (a `seed`ed sample balanced over classes, correct and wrong predictions in
             turn), and an image model's feature attributions over all of them.
         text_column, id_column: columns of `source` (id None or "": row numbers).
-        steps: integrated-gradients steps per text.
+        steps: integrated-gradients steps per text and baseline.
+        references: training texts used as baselines, the attributions averaged over them (a
+            `seed`ed sample balanced over classes); 0: the `[PAD]` baseline.
+        reference_dataset: the run's `dataset.parquet` whose training rows they come from
+            (default: `dataset`).
         device: `auto`, `cpu` or `cuda`.
     """
     from textvision.bundle import load_bundle, read_meta
@@ -270,14 +295,22 @@ def explain_texts(
         raise InputError("explain: give the texts either as --input FILE or as --dataset FILE")
     if steps < 1:
         raise InputError(f"--steps {steps}: expected at least 1")
+    reference_dataset = reference_dataset or dataset
+    if references > 0 and reference_dataset is None:
+        raise InputError(
+            f"--references {references}: reference texts come from a run's dataset.parquet; "
+            "give --reference-dataset FILE (or --references 0 for the [PAD] baseline)"
+        )
     meta = read_meta(model)
     names = list(meta["class_names"])
+    chosen = reference_texts(reference_dataset, names, references, seed) if references else []
     if source is not None:
         frame = read_texts(source, text_column, id_column or None, meta["encoder"]["clean_html"])
     else:
-        frame = _dataset_texts(dataset, names)
+        frame = _dataset_rows(dataset, names, "val", "to explain")
     bundle = load_bundle(model, device=str(resolve_device(device)))
     path = DifferentiablePath(bundle)
+    baselines = reference_tokens(path, chosen) if chosen else None
     result, extras = None, []
     if dataset is not None:
         frame, result = _validation_sample(path, frame, n_texts, seed)
@@ -286,7 +319,7 @@ def explain_texts(
             from textvision.explain_figures import write_feature_outputs
 
             extras = write_feature_outputs(tmp, result, bundle)
-        rows = _write_pages(tmp, path, frame, names, steps)
+        rows = _write_pages(tmp, path, frame, names, steps, baselines)
         pd.DataFrame(rows).to_csv(tmp / INDEX_CSV, index=False, float_format="%.6g")
         (tmp / "index.html").write_text(
             index_page(_model_label(model, meta), rows, names, steps, extras), encoding="utf-8"
@@ -317,7 +350,9 @@ def _model_label(model, meta: dict) -> str:
     return f"{what} ({model})"
 
 
-def _write_pages(folder: Path, path, frame: pd.DataFrame, names, steps: int) -> list[dict]:
+def _write_pages(
+    folder: Path, path, frame: pd.DataFrame, names, steps: int, baselines
+) -> list[dict]:
     from textvision.tables import clean_text
 
     rows = []
@@ -325,7 +360,7 @@ def _write_pages(folder: Path, path, frame: pd.DataFrame, names, steps: int) -> 
     ids, texts = frame["id"].tolist(), frame["text"].tolist()
     for text_id, name, text, label in zip(ids, page_names(ids), texts, labels, strict=True):
         text = clean_text(text) if path.bundle.clean_html else text
-        result = integrated_gradients(path, text, steps=steps)
+        result = integrated_gradients(path, text, steps=steps, references=baselines)
         label = None if label is None else names[int(label)]
         rows.append(write_text(folder, name, text_id, result, names, label))
     return rows

@@ -24,10 +24,12 @@ rule explain_backbone:
         n_texts=config["explain"]["n_texts"],
         steps=config["explain"]["steps"],
         seed=config["explain"]["seed"],
+        references=config["explain"]["references"],
         device=config["device"],
     shell:
         "textvision explain --model {params.model:q} --dataset {input.dataset:q} --out {params.outdir:q}"
         " --n-texts {params.n_texts:q} --steps {params.steps:q} --seed {params.seed:q}"
+        " --references {params.references:q}"
         " --device {params.device:q} --threads {threads} > {log:q} 2>&1"
 
 
@@ -53,8 +55,10 @@ rule explain_logreg:
         n_texts=config["explain"]["n_texts"],
         steps=config["explain"]["steps"],
         seed=config["explain"]["seed"],
+        references=config["explain"]["references"],
         device=config["device"],
     shell:
         "textvision explain --model {params.model:q} --dataset {input.dataset:q} --out {params.outdir:q}"
         " --n-texts {params.n_texts:q} --steps {params.steps:q} --seed {params.seed:q}"
+        " --references {params.references:q}"
         " --device {params.device:q} --threads {threads} > {log:q} 2>&1"
