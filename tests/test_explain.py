@@ -381,13 +381,14 @@ def test_refusals_leave_no_output(learned, tmp_path, capsys):
     texts = tmp_path / "texts.csv"
     pd.DataFrame({"text": ["A fine film."]}).to_csv(texts, index=False)
     out = tmp_path / "pages"
-    err = refused(capsys, learned["logreg"], out, "--input", str(texts), "--text-column", "review")
+    given = ["--input", str(texts), "--references", "0"]  # the [PAD] baseline: no dataset
+    err = refused(capsys, learned["logreg"], out, *given, "--text-column", "review")
     assert "missing text column 'review'" in err
-    err = refused(capsys, tmp_path, out, "--input", str(texts))
+    err = refused(capsys, tmp_path, out, *given)
     assert "not a model bundle" in err
-    err = refused(capsys, learned["logreg"], out, "--input", str(texts), "--steps", "0")
+    err = refused(capsys, learned["logreg"], out, *given, "--steps", "0")
     assert "--steps 0" in err
-    err = refused(capsys, learned["logreg"], out, "--input", str(texts), "--references", "2")
+    err = refused(capsys, learned["logreg"], out, "--input", str(texts))  # 8 references
     assert "--reference-dataset" in err
 
 
