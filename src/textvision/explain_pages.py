@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from textvision.bundle import load_bundle, read_meta
+from textvision.device import resolve_device
 from textvision.errors import InputError
 from textvision.explain import (
     COMPLETENESS_TOLERANCE,
@@ -27,6 +29,7 @@ from textvision.explain import (
 )
 from textvision.explained import INDEX_CSV
 from textvision.io import atomic_folder
+from textvision.predict import read_texts
 
 log = logging.getLogger(__name__)
 
@@ -287,20 +290,8 @@ def explain_texts(
             (default: `dataset`).
         device: `auto`, `cpu` or `cuda`.
     """
-    from textvision.bundle import load_bundle, read_meta
-    from textvision.device import resolve_device
-    from textvision.predict import read_texts
-
-    if (source is None) == (dataset is None):
-        raise InputError("explain: give the texts either as --input FILE or as --dataset FILE")
-    if steps < 1:
-        raise InputError(f"--steps {steps}: expected at least 1")
     reference_dataset = reference_dataset or dataset
-    if references > 0 and reference_dataset is None:
-        raise InputError(
-            f"--references {references}: reference texts come from a run's dataset.parquet; "
-            "give --reference-dataset FILE (or --references 0 for the [PAD] baseline)"
-        )
+    _check_arguments(source, dataset, steps, references, reference_dataset)
     meta = read_meta(model)
     names = list(meta["class_names"])
     chosen = reference_texts(reference_dataset, names, references, seed) if references else []
@@ -325,6 +316,19 @@ def explain_texts(
             index_page(_model_label(model, meta), rows, names, steps, extras), encoding="utf-8"
         )
     return Path(out)
+
+
+def _check_arguments(source, dataset, steps: int, references: int, reference_dataset) -> None:
+    """One source of texts, at least one step, and a dataset to draw reference texts from."""
+    if (source is None) == (dataset is None):
+        raise InputError("explain: give the texts either as --input FILE or as --dataset FILE")
+    if steps < 1:
+        raise InputError(f"--steps {steps}: expected at least 1")
+    if references > 0 and reference_dataset is None:
+        raise InputError(
+            f"--references {references}: reference texts come from a run's dataset.parquet; "
+            "give --reference-dataset FILE (or --references 0 for the [PAD] baseline)"
+        )
 
 
 def _validation_sample(path, frame: pd.DataFrame, n_texts: int, seed: int):
