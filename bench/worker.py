@@ -388,9 +388,9 @@ def train_ref(p: dict) -> dict:
 @task
 def train_ours(p: dict) -> dict:
     """textvision.train's machinery for one epoch: the net placed as train_backbone places it
-    (channels-last on a CPU), FrozenBackbone (no_grad, eval) maps computed once into
-    FeatureSource's cache (inside the timed section), then train_epoch's head and classifier
-    steps, in `precision` (`training.precision`: float32 or bfloat16)."""
+    (channels-last on a CPU) on `device` (default cpu), FrozenBackbone (no_grad, eval) maps
+    computed once into FeatureSource's cache (inside the timed section), then train_epoch's head
+    and classifier steps, in `precision` (`training.precision`: float32 or bfloat16)."""
     import torch
 
     from textvision.backbones import parse_backbone
@@ -403,7 +403,7 @@ def train_ours(p: dict) -> dict:
     images, labels = _training_inputs(p)
     arch, spec = parse_backbone(p["backbone"])
     mu, sigma = float(images.mean()), float(images.std())
-    device = torch.device("cpu")
+    device = torch.device(p.get("device", "cpu"))
     net = TextVisionNet(
         InputAdapter(mu, sigma, upsample=p["upsample"]),
         build_backbone(p["backbone"], "none"),

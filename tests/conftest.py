@@ -1,5 +1,5 @@
-"""Shared fixtures: a tiny offline workflow config, a helper to run the real Snakemake DAG, and
-the location of ../shared (real IMDB data and weights)."""
+"""Shared fixtures: a tiny offline workflow config, a helper to run the real Snakemake DAG, the
+location of ../shared (real IMDB data and weights), and tiny training inputs and jobs."""
 
 from __future__ import annotations
 
@@ -9,11 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
 import yaml
 from filelock import FileLock
 
-from textvision.settings import deep_merge
+from textvision.io import seal, set_attrs, string_array
+from textvision.settings import TrainSettings, deep_merge
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TEXTVISION_SHARED", REPO.parent / "shared"))
@@ -92,6 +95,55 @@ def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
                 break
             counts[parts[0]] = int(parts[1])
     return counts
+
+
+def write_images(path, n=96, pixels=16, seed=0, classes=2):
+    """Images with a learnable class signal: class k brightens block k."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % classes
+    images = rng.normal(0, 0.3, size=(n, pixels, pixels)).astype(np.float32)
+    for k in range(classes):
+        images[labels == k, 4 * k : 4 * k + 4, :6] += 1.5
+    split = np.where(np.arange(n) % 5 == 0, "val", "train")
+    with h5py.File(path, "w") as fh:
+        fh["images"] = images
+        fh["label"] = labels
+        fh["split"] = string_array(split)
+        fh["id"] = string_array(range(n))
+        train = images[split == "train"]
+        fh["pixel_mean"], fh["pixel_std"] = train.mean(0), train.std(0)
+        set_attrs(
+            fh,
+            {
+                "pixels": pixels,
+                "discretization": "bin",
+                "layout": "fitted",
+                "mu": float(train.mean()),
+                "sigma": float(train.std()),
+                "eps": 1e-8,
+                "label_names": [f"c{k}" for k in range(classes)],
+                "synthetic": True,
+            },
+        )
+        seal(fh)
+    return path
+
+
+def train_job(images, outdir, backbone="alexnet", seed=0, mapping=None, **kw):
+    """One `train_backbone` job on `images` (with `mapping`: also its bundle), tiny settings:
+    random weights, 3 epochs, batch 16, on the CPU; `kw` overrides `training` keys or `device`."""
+    from textvision.train import train_backbone
+
+    args = dict(
+        weights="none",
+        lr={backbone: {"head": 1e-3, "classifier": 1e-3}},
+        epochs=3,
+        batch_size=16,
+        upsample=3,
+        device="cpu",
+    )
+    settings = TrainSettings.make(backbone=backbone, **{**args, **kw})
+    return train_backbone(images, outdir, settings, backbone=backbone, seed=seed, mapping=mapping)
 
 
 def made_once(tmp_path_factory, name: str, make) -> Path:

@@ -12,8 +12,8 @@ import h5py
 import numpy as np
 import pytest
 import tqdm
+from conftest import write_images
 from test_reliability import write_embeddings
-from test_train import write_images
 
 from textvision.cli import main
 from textvision.data import prepare_dataset

@@ -9,9 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from conftest import REPO, RESNET18, needs_resnet18
-from test_train import run as run_training
-from test_train import write_images
+from conftest import REPO, RESNET18, needs_resnet18, train_job, write_images
 from torch import nn
 
 from textvision.cli import main
@@ -179,7 +177,7 @@ def test_training_with_adapt_adapts_once_and_never_changes_the_slice(images, tmp
         return out
 
     monkeypatch.setattr(train, "fit_epochs", watched)
-    metrics = run_training(
+    metrics = train_job(
         images, tmp_path / "t", backbone="resnet18", weights=str(weights), epochs=2,
         batchnorm="adapt",
     )  # fmt: skip
@@ -194,14 +192,14 @@ def test_training_with_adapt_adapts_once_and_never_changes_the_slice(images, tmp
             assert not torch.equal(value, original), key  # re-estimated
         elif not key.endswith("num_batches_tracked"):
             assert torch.equal(value, original), key  # weights as loaded
-    frozen = run_training(images, tmp_path / "f", backbone="resnet18", weights=str(weights))
+    frozen = train_job(images, tmp_path / "f", backbone="resnet18", weights=str(weights))
     assert frozen["batchnorm"] == "frozen"
 
 
 def test_adapt_refuses_folded_batchnorm_and_slices_without_it(images, tmp_path, capsys):
     folded = resnet18_file(tmp_path / "folded.pt", folded=True)
     with pytest.raises(InputError, match=r"resnet18 with weights .*folded.pt has folded"):
-        run_training(images, tmp_path / "a", backbone="resnet18", weights=str(folded),
+        train_job(images, tmp_path / "a", backbone="resnet18", weights=str(folded),
                      batchnorm="adapt")  # fmt: skip
     argv = ["train", "--images", str(images), "--outdir", str(tmp_path / "b"), "--backbone",
             "alexnet", "--seed", "0", "--set", "weights=none", "--set", "batchnorm=adapt",
@@ -347,5 +345,5 @@ def test_the_shared_resnet18_file_is_said_folded_and_refused_by_adapt(images, tm
     assert trained["batchnorm"] == FOLDED and random["batchnorm"] == RANDOM_INIT
     assert trained["variants"]["zscore"]["bn_kl"] == FOLDED
     with pytest.raises(InputError, match="resnet18@layer2 with weights .* has folded BatchNorm"):
-        run_training(images, tmp_path / "t", backbone="resnet18@layer2", weights=str(RESNET18),
+        train_job(images, tmp_path / "t", backbone="resnet18@layer2", weights=str(RESNET18),
                      batchnorm="adapt")  # fmt: skip

@@ -11,9 +11,8 @@ import uuid
 
 import h5py
 import pytest
-from conftest import ENV, REPO
+from conftest import ENV, REPO, write_images
 from test_reliability import fit, write_embeddings
-from test_train import write_images
 
 from textvision.cli import main
 from textvision.errors import InputError

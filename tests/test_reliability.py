@@ -11,8 +11,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import ENV, REPO, run_snakemake, write_config
-from test_train import write_images
+from conftest import ENV, REPO, run_snakemake, write_config, write_images
 
 from textvision import embed
 from textvision.cli import main

@@ -14,9 +14,8 @@ import time
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, write_images
 from test_reliability import write_embeddings
-from test_train import write_images
 
 from textvision.backbones import REGISTRY, backbone_names, register_backbone
 from textvision.cli import STEPS, build_parser, main, resolve_settings

@@ -1,15 +1,12 @@
 import json
 
 import h5py
-import numpy as np
 import pytest
 import torch
+from conftest import train_job, write_images
 
 from textvision.device import native_bf16
 from textvision.errors import ConfigError, InputError
-from textvision.io import seal, set_attrs, string_array
-from textvision.settings import TrainSettings
-from textvision.train import train_backbone
 
 METRIC_FIELDS = {
     "val_accuracy_last",
@@ -31,58 +28,13 @@ METRIC_FIELDS = {
 SCORE_FIELDS = {"accuracy", "balanced_accuracy", "macro_f1", "roc_auc", "confusion_matrix"}
 
 
-def write_images(path, n=96, pixels=16, seed=0, classes=2):
-    """Images with a learnable class signal: class k brightens block k."""
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % classes
-    images = rng.normal(0, 0.3, size=(n, pixels, pixels)).astype(np.float32)
-    for k in range(classes):
-        images[labels == k, 4 * k : 4 * k + 4, :6] += 1.5
-    split = np.where(np.arange(n) % 5 == 0, "val", "train")
-    with h5py.File(path, "w") as fh:
-        fh["images"] = images
-        fh["label"] = labels
-        fh["split"] = string_array(split)
-        fh["id"] = string_array(range(n))
-        train = images[split == "train"]
-        fh["pixel_mean"], fh["pixel_std"] = train.mean(0), train.std(0)
-        set_attrs(
-            fh,
-            {
-                "pixels": pixels,
-                "discretization": "bin",
-                "layout": "fitted",
-                "mu": float(train.mean()),
-                "sigma": float(train.std()),
-                "eps": 1e-8,
-                "label_names": [f"c{k}" for k in range(classes)],
-                "synthetic": True,
-            },
-        )
-        seal(fh)
-    return path
-
-
 @pytest.fixture
 def images(tmp_path):
     return write_images(tmp_path / "images.h5")
 
 
-def run(images, outdir, backbone="alexnet", seed=0, **kw):
-    args = dict(
-        weights="none",
-        lr={backbone: {"head": 1e-3, "classifier": 1e-3}},
-        epochs=3,
-        batch_size=16,
-        upsample=3,
-        device="cpu",
-    )
-    settings = TrainSettings.make(backbone=backbone, **{**args, **kw})
-    return train_backbone(images, outdir, settings, backbone=backbone, seed=seed)
-
-
 def test_training_lowers_the_loss_and_writes_every_output(images, tmp_path):
-    metrics = run(images, tmp_path / "a")
+    metrics = train_job(images, tmp_path / "a")
     history = metrics["history"]
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert metrics["val_accuracy_best"] > 0.7
@@ -98,9 +50,9 @@ def test_training_lowers_the_loss_and_writes_every_output(images, tmp_path):
 
 
 def test_same_seed_same_metrics_other_seed_differs(images, tmp_path):
-    a = run(images, tmp_path / "a", epochs=2)
-    b = run(images, tmp_path / "b", epochs=2)
-    c = run(images, tmp_path / "c", epochs=2, seed=1)
+    a = train_job(images, tmp_path / "a", epochs=2)
+    b = train_job(images, tmp_path / "b", epochs=2)
+    c = train_job(images, tmp_path / "c", epochs=2, seed=1)
     strip = lambda m: [{k: v for k, v in h.items() if k != "seconds"} for h in m["history"]]  # noqa: E731
     assert strip(a) == strip(b)
     assert strip(a) != strip(c)
@@ -108,7 +60,7 @@ def test_same_seed_same_metrics_other_seed_differs(images, tmp_path):
 
 def test_three_classes_and_per_batch_normalisation(tmp_path):
     path = write_images(tmp_path / "i3.h5", n=120, classes=3)
-    metrics = run(
+    metrics = train_job(
         path,
         tmp_path / "m",
         epochs=2,
@@ -124,22 +76,22 @@ def test_images_disagreeing_with_the_mapping_are_refused(images, tmp_path):
     with h5py.File(images, "a") as fh:
         fh.attrs["pixels"] = 20
     with pytest.raises(InputError, match="expected \\[N, 20, 20\\]"):
-        run(images, tmp_path / "x")
+        train_job(images, tmp_path / "x")
     assert not (tmp_path / "x" / "metrics.json").exists()
 
 
 def test_too_small_images_explain_which_key_to_raise(images, tmp_path):
     with pytest.raises(InputError, match="deepinsight.pixels or training.upsample"):
-        run(images, tmp_path / "x", upsample=1)
+        train_job(images, tmp_path / "x", upsample=1)
 
 
 def test_per_pixel_normalisation_uses_the_training_maps(images, tmp_path):
-    metrics = run(images, tmp_path / "p", epochs=2, normalization="pixel")
+    metrics = train_job(images, tmp_path / "p", epochs=2, normalization="pixel")
     assert metrics["normalization"] == "pixel" and metrics["feature_cache"] is True
     with h5py.File(images, "a") as fh:
         del fh["pixel_mean"]
     with pytest.raises(InputError, match="no 'pixel_mean'"):
-        run(images, tmp_path / "q", normalization="pixel")
+        train_job(images, tmp_path / "q", normalization="pixel")
 
 
 def test_a_checkpoint_resumes_only_with_the_same_weights_file(
@@ -160,7 +112,7 @@ def test_a_checkpoint_resumes_only_with_the_same_weights_file(
         raise RuntimeError("killed after the epochs")
 
     def run_resnet(**kw):
-        return run(images, out, backbone="resnet18", weights=str(weights), epochs=2, **kw)
+        return train_job(images, out, backbone="resnet18", weights=str(weights), epochs=2, **kw)
 
     monkeypatch.setattr(train, "final_metrics", killed)
     with pytest.raises(RuntimeError):
@@ -183,13 +135,13 @@ def test_a_checkpoint_resumes_only_with_the_same_weights_file(
 def test_a_last_training_batch_of_one_row_is_trained_with_the_one_before(tmp_path):
     """81 training rows in batches of 16: BatchNorm cannot train on a batch of one."""
     path = write_images(tmp_path / "i.h5", n=102)
-    metrics = run(path, tmp_path / "a", epochs=1)
+    metrics = train_job(path, tmp_path / "a", epochs=1)
     assert metrics["n_train"] == 81 and len(metrics["history"]) == 1
 
 
 def test_auto_precision_on_a_cpu_is_float32_bit_for_bit(images, tmp_path):
-    auto = run(images, tmp_path / "auto", epochs=2)
-    fp32 = run(images, tmp_path / "fp32", epochs=2, precision="float32")
+    auto = train_job(images, tmp_path / "auto", epochs=2)
+    fp32 = train_job(images, tmp_path / "fp32", epochs=2, precision="float32")
     assert auto["precision"] == fp32["precision"] == "float32"
     strip = lambda m: [{k: v for k, v in h.items() if k != "seconds"} for h in m["history"]]  # noqa: E731
     assert strip(auto) == strip(fp32)
@@ -199,8 +151,8 @@ def test_auto_precision_on_a_cpu_is_float32_bit_for_bit(images, tmp_path):
 def test_bfloat16_training_tracks_float32(images, tmp_path):
     """Same seed, same batches: bfloat16 autocast's training losses stay within 0.05 of
     float32's, its validation accuracy within 0.1 every epoch."""
-    fp32 = run(images, tmp_path / "fp32", precision="float32")
-    bf16 = run(images, tmp_path / "bf16", precision="bfloat16")
+    fp32 = train_job(images, tmp_path / "fp32", precision="float32")
+    bf16 = train_job(images, tmp_path / "bf16", precision="bfloat16")
     assert bf16["precision"] == "bfloat16"
     for a, b in zip(fp32["history"], bf16["history"], strict=True):
         assert abs(a["train_loss"] - b["train_loss"]) < 0.05, (a, b)
@@ -214,5 +166,5 @@ def test_bfloat16_is_refused_on_a_cpu_without_it(images, tmp_path, monkeypatch):
 
     monkeypatch.setattr(textvision.device, "native_bf16", lambda: False)
     with pytest.raises(ConfigError, match="'training.precision': bfloat16 on this CPU"):
-        run(images, tmp_path / "x", precision="bfloat16")
+        train_job(images, tmp_path / "x", precision="bfloat16")
     assert not (tmp_path / "x/metrics.json").exists()
