@@ -336,6 +336,7 @@ def test_explain_writes_a_page_and_a_table_per_text_and_an_index(learned, tmp_pa
     ]  # fmt: skip
     index = pd.read_csv(out / "index.csv")
     assert index["page"].tolist() == ["r_1", "r_1-2"] and index["top_words"].notna().all()
+    assert index["baselines"].tolist() == [2, 2]
     table = pd.read_csv(out / "r_1.csv")
     assert table.columns.tolist() == [
         "word", "start", "end", "token_start", "token_end", "attribution",

@@ -57,6 +57,7 @@ def test_the_report_links_the_explained_texts(tiny_run):
     assert all((out / "report" / link).resolve().is_file() for link in links), links
     pages = [link for link in links if link.endswith(".html") and "index" not in link]
     assert len(pages) == 4  # two texts per model
+    assert section.count("Baseline: the mean over 8 training texts") == 2  # explain.references
     shares = re.findall(r"^\| (\d+) \| ([\d.]+)% \| ([\d.]+)% \|$", section, flags=re.M)
     assert [layer for layer, *_ in shares] == ["5", "6"]
     for k in (1, 2):

@@ -174,6 +174,7 @@ def write_text(
         "probability": float(result.proba[predicted]),
         "label": label,
         "error": result.completeness_error,
+        "baselines": result.baselines,
         "top_words": " ".join(top),
     }
 
