@@ -106,6 +106,7 @@ def test_report_matches_the_metrics_files(tiny_run):
     assert "SYNTHETIC" in md and "random init: no transfer" in md and "fitted on **train**" in md
     assert "**test acc** [95% CI]" in md and "shuffled layout" in md
     assert "## Cost per rule" in md and "| train_variant | 2 |" in md  # every job's benchmark
+    assert "| explain_backbone | 1 |" in md and "| explain_logreg | 1 |" in md
     for fig in ("accuracy", "learning_curves", "confusion", "comparisons", "costs"):
         assert (out / f"report/{fig}.png").read_bytes()[:4] == b"\x89PNG"
     for fig in ("feature_density", "class_means", "samples", "feature_map"):

@@ -238,6 +238,14 @@ def benchmark_files():
             backbone=vconfig["training"]["backbones"],
             seed=vconfig["training"]["seeds"],
         )
+    files += [
+        (
+            f"{OUT}/benchmarks/explain_logreg/logreg.tsv"
+            if model == "logreg"
+            else f"{OUT}/benchmarks/explain_backbone/{model}.tsv"
+        )
+        for model in (explain_models() if config["explain"]["enabled"] else [])
+    ]
     return files
 
 
