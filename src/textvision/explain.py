@@ -296,12 +296,11 @@ def baseline_embeddings(
     pad = path.tokenizer.pad_token_id
     if pad is None:
         raise InputError(f"encoder {path.bundle.meta['encoder']['model']!r} has no [PAD] token")
-    ids = np.asarray(tokens.ids)
+    ids = np.array(tokens.ids)
     fill = np.full(int((~tokens.special).sum()), pad)
     if reference is not None:
         n = min(len(reference), len(fill))
         fill[:n] = reference[:n]
-    ids = ids.copy()
     ids[~tokens.special] = fill
     return path.embed_tokens(ids.tolist())
 
