@@ -358,13 +358,12 @@ def _model_label(model, meta: dict) -> str:
 def _write_pages(
     folder: Path, path, frame: pd.DataFrame, names, steps: int, baselines
 ) -> list[dict]:
-    from textvision.tables import clean_text
-
+    """One page per row of `frame`, whose texts are cleaned already (`read_texts` and
+    `prepare_dataset` apply the bundle's `clean_html`)."""
     rows = []
     labels = frame["label"].tolist() if "label" in frame else [None] * len(frame)
     ids, texts = frame["id"].tolist(), frame["text"].tolist()
     for text_id, name, text, label in zip(ids, page_names(ids), texts, labels, strict=True):
-        text = clean_text(text) if path.bundle.clean_html else text
         result = integrated_gradients(path, text, steps=steps, references=baselines)
         label = None if label is None else names[int(label)]
         rows.append(write_text(folder, name, text_id, result, names, label))
