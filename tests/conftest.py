@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import h5py
@@ -34,6 +35,25 @@ needs_resnet18 = pytest.mark.skipif(
     not RESNET18.exists(),
     reason=f"shared ResNet-18 weights absent: {RESNET18} (set TEXTVISION_SHARED)",
 )
+
+# Free space the suite needs in the temporary folder: two tiny workflow runs kept for the session
+# (~250 MB each) and the folders of the tests running at the moment (a passed test's is removed).
+MIN_FREE_GB = 3
+
+
+def pytest_sessionstart(session):
+    """Stop before any test, saying why, where the temporary folder is nearly full: a full disk
+    fails tests far from their cause, or stalls a workflow run."""
+    tmp = Path(session.config.option.basetemp or tempfile.gettempdir()).absolute()
+    while not tmp.exists():
+        tmp = tmp.parent
+    free = shutil.disk_usage(tmp).free
+    if free < MIN_FREE_GB * 2**30:
+        raise pytest.UsageError(
+            f"{tmp}: {free / 2**30:.1f} GB free; the tests need at least {MIN_FREE_GB} GB there "
+            "(free some space, or point TMPDIR or --basetemp elsewhere)"
+        )
+
 
 # The tiny config of .test/config/config.yaml (every rule on 48 synthetic texts), written into
 # each test's working directory with outputs under `out/`.

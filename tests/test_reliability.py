@@ -286,7 +286,11 @@ def test_killed_training_resumes_from_its_checkpoint(tmp_path):
     )
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
     checkpoint = out / "checkpoint.pt"
-    assert _kill_when(lambda cmd, cwd: "textvision.cli train" in cmd and checkpoint.exists())
+    assert _kill_when(
+        lambda cmd, cwd: (
+            cwd == str(tmp_path) and "textvision.cli train" in cmd and checkpoint.exists()
+        )
+    )
     proc.wait(timeout=60)
     assert checkpoint.exists() and not (out / "metrics.json").exists()
     done = len(torch.load(checkpoint, weights_only=True)["history"])
