@@ -20,7 +20,7 @@ rule domain_shift:
         f"{OUT}/benchmarks/domain_shift/{{backbone}}.tsv"
     conda:
         "../../envs/train.yaml"
-    threads: 4
+    threads: 1  # mostly single-threaded (CPU time = wall time at 2 threads): jobs side by side
     resources:
         **res("train"),
         gpu=GPU,
