@@ -1,6 +1,8 @@
 """The real Snakemake DAG on tiny data: outputs, incremental rebuilds, report, determinism."""
 
 import json
+import subprocess
+import sys
 
 import h5py
 import numpy as np
@@ -339,6 +341,32 @@ def test_one_core_and_two_cores_give_the_same_outputs(tiny_run, tiny_run_one_cor
             continue
         compared += 1
     assert compared >= 19  # 4 HDF5, dataset, results, 5 metrics, 4 models, 4 histories
+
+
+def test_realrun_compares_two_runs_rule_by_rule(tiny_run, tiny_run_one_core):
+    """`python -m bench.realrun` on the two tiny runs: every rule's jobs from the logs, CPU time
+    and memory from the benchmark files, the accuracies from the metrics files."""
+    runs = []
+    for run in (tiny_run, tiny_run_one_core):
+        logs = sorted((run / ".snakemake/log").glob("*.snakemake.log"))  # the first: the run
+        runs += ["--before" if not runs else "--after", str(logs[0]), str(run / "out")]
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.realrun", *runs], cwd=REPO, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split(" | ")[0].strip("| "): line for line in proc.stdout.splitlines()}
+    out = tiny_run / "out"
+    for rule in {
+        p.relative_to(out / "benchmarks").parts[0] for p in out.glob("benchmarks/**/*.tsv")
+    }:
+        jobs = len(list((out / "benchmarks" / rule).rglob("*.tsv")))
+        cells = rows[rule].split(" | ")
+        assert cells[1] == f"{jobs} / {jobs}" and cells[4] != "-" and cells[5] != "- |", rule
+    accuracy = json.loads((out / "train/alexnet/seed0/metrics.json").read_text())
+    accuracy = f"{accuracy['val_accuracy_best']:.3f}"
+    assert rows["alexnet"].endswith(f"| {accuracy} | {accuracy} |")
+    assert "**the whole run (Snakemake's elapsed time)**" in rows
+    assert float(rows["**after / before**"].split("**")[3]) > 0
 
 
 @pytest.mark.parametrize(
