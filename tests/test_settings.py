@@ -9,6 +9,7 @@ import resource
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -30,7 +31,7 @@ from textvision.settings import (
     build_settings,
     step_params,
 )
-from textvision.threads import thread_counts
+from textvision.threads import share, thread_counts
 
 PAPER = yaml.safe_load((REPO / "config/paper.yaml").read_text())
 
@@ -213,6 +214,32 @@ def test_every_step_runs_on_the_thread_count_it_is_given(tmp_path, monkeypatch):
     for counts in seen:
         assert set(counts.values()) == {1}, counts
     assert thread_counts().get("numba") != 1 or numba.config.NUMBA_NUM_THREADS == 1  # restored
+
+
+def test_shared_items_go_to_the_free_thread_once_each():
+    """A thread held up takes fewer items; every item is taken exactly once; an error in a
+    thread reaches the caller."""
+    taken, release = {}, threading.Event()
+
+    def work(take):
+        name = threading.current_thread().name
+        while (item := take()) is not None:
+            taken.setdefault(name, []).append(item)
+            if item == 0:  # the first item's thread is held until the others are done
+                release.wait(timeout=10)
+            elif item == 99:
+                release.set()
+
+    share(range(100), 2, work)
+    assert sorted(i for items in taken.values() for i in items) == list(range(100))
+    assert sorted(len(items) for items in taken.values()) == [1, 99]
+
+    def fail(take):
+        take()
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        share(range(4), 2, fail)
 
 
 @pytest.mark.skipif(os.cpu_count() < 2, reason="needs 2 cores to tell 1 thread from 2")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from joblib import effective_n_jobs
@@ -24,6 +23,7 @@ from sklearn.utils.validation import check_array, check_is_fitted
 from threadpoolctl import threadpool_limits
 
 from textvision.config import schema_default
+from textvision.threads import share
 from textvision.tsne import tsne
 
 SCALERS = ("log", "minmax", "zscore", "none")
@@ -207,19 +207,14 @@ class DeepInsightTransformer(TransformerMixin, BaseEstimator):
         out = np.empty((len(X), self.pixels, self.pixels), dtype=np.float32)
         flat = out.reshape(len(X), -1)
         step = max(1, min(self.chunk_size, BLOCK_ROWS))
-        blocks = np.arange(0, len(X), step)
-        groups = [g for g in np.array_split(blocks, self._threads()) if len(g)]
+        starts = range(0, len(X), step)
 
-        def render(starts):  # one thread: consecutive blocks, one buffer
+        def render(take):  # one thread: blocks as they come free, one buffer
             means = np.empty((step, len(self._pixel_index)), dtype=np.float32)
-            for lo in starts:
+            while (lo := take()) is not None:
                 self._render_block(X[lo : lo + step], flat[lo : lo + step], means)
 
-        if len(groups) > 1:  # numpy releases the GIL in its loops
-            with ThreadPoolExecutor(len(groups)) as pool:
-                list(pool.map(render, groups))
-        elif groups:
-            render(groups[0])
+        share(starts, min(self._threads(), len(starts)), render)  # numpy releases the GIL
         return out
 
     def _render_block(self, rows: np.ndarray, dst: np.ndarray, means: np.ndarray) -> None:

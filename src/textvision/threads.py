@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 _ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
@@ -44,6 +46,24 @@ def limit_threads(threads: int | None) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def share(items: Iterable, threads: int, work: Callable[[Callable[[], object]], None]) -> None:
+    """Run `work(take)` on `threads` threads at once (in this thread for one): `take()` hands the
+    next of `items` to whichever thread asks first (None when none is left), so a thread that
+    runs slower takes fewer. An exception in any thread is raised here."""
+    remaining, lock = iter(items), threading.Lock()
+
+    def take():
+        with lock:
+            return next(remaining, None)
+
+    if threads <= 1:
+        work(take)
+        return
+    with ThreadPoolExecutor(threads) as pool:
+        for future in [pool.submit(work, take) for _ in range(threads)]:
+            future.result()
 
 
 def _torch():
