@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import threading
@@ -167,8 +166,7 @@ def embed_texts(
 ) -> np.ndarray:
     """`[CLS]` vectors `[len(texts), len(layers), H]` float32, in the order of `texts`: padded
     batches on a GPU (`embed_padded`), equal-length batches on a CPU (`embed_unpadded`);
-    `precision` bfloat16/float16 runs the encoder in that precision (`check_precision` says
-    where)."""
+    `precision` bfloat16/float16 autocasts the encoder (`check_precision` says where)."""
     encoded = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
     if next(model.parameters()).device.type == "cpu":
         return embed_unpadded(encoded, model, layers, batch_size, progress, precision)
@@ -217,18 +215,17 @@ def embed_unpadded(
     threads, T batches run at once, each on one thread (a text's small matrix products scale
     poorly across cores, whole texts in parallel do not), the thread setting restored afterwards.
     Each batch is computed by a single thread in a fixed way, so the vectors do not depend on
-    scheduling or on the number of threads. `precision` bfloat16 runs a bfloat16 copy of the
-    encoder (with AMX or AVX-512-BF16: `check_precision`)."""
+    scheduling or on the number of threads. `precision` bfloat16 autocasts the encoder (with
+    AMX or AVX-512-BF16: `check_precision`)."""
     lengths = np.array([len(ids) for ids in encoded], dtype=np.int64)
     order = np.argsort(lengths, kind="stable")[::-1]
     out = np.empty((len(encoded), len(layers), model.config.hidden_size), dtype=np.float32)
     lock = threading.Lock()
-    if precision == "bfloat16":  # a bfloat16 copy of the whole encoder: no casts between ops
-        model = copy.deepcopy(model).to(torch.bfloat16)
     plan = BertCLSForward(model, layers) if bert_like(model) else None
 
-    def run(take) -> None:
-        with torch.inference_mode():
+    def run(take) -> None:  # one autocast context per thread: its cache casts weights once
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16")
+        with torch.inference_mode(), autocast:
             while (idx := take()) is not None:
                 ids = torch.tensor([encoded[i] for i in idx], dtype=torch.long)
                 batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
