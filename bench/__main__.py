@@ -56,7 +56,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--embed-n", type=int, default=200, help="reviews, embedding vs reference")
     p.add_argument("--embed-scale", type=_sizes, default=[200, 1000], help="scaling sizes")
     p.add_argument(
-        "--quality-n", type=int, default=10000, help="reviews, bfloat16 baseline-accuracy guard"
+        "--quality-n", type=int, default=10000, help="reviews, opt-in precisions' accuracy guard"
     )
     p.add_argument("--fit-rows", type=int, default=10000)
     p.add_argument("--tsne-iter", type=int, default=1000)

@@ -16,6 +16,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from textvision.costs import per_rule, read_costs
@@ -57,8 +58,8 @@ def read_log(path: Path) -> dict:
 
 def per_rule_wall(jobs: list[dict]) -> dict[str, tuple[int, float]]:
     """rule -> (jobs, sum of their wall times), through `per_rule` (no CPU time, no memory)."""
-    frame = pd.DataFrame(jobs, columns=["rule", "wall_s"]).assign(cpu_s=None, max_rss_mb=None)
-    table = per_rule(frame.astype({"cpu_s": float, "max_rss_mb": float}))
+    frame = pd.DataFrame(jobs, columns=["rule", "wall_s"]).assign(cpu_s=np.nan, max_rss_mb=np.nan)
+    table = per_rule(frame)
     return {row.rule: (row.jobs, row.wall_s_total) for row in table.itertuples()}
 
 

@@ -71,9 +71,9 @@ def embed_ours(p: dict) -> dict:
 
     _threads(p["threads"])
     texts = imdb_texts(p["n"], Path(p["imdb"]))
-    tokenizer, model, _ = load_encoder(p["model"], p.get("device", "cpu"))
-    layers = layer_indices(p["layers"], model.config.num_hidden_layers)
     settings = {**EMBED_SETTINGS, "precision": p.get("precision", "float32")}
+    tokenizer, model, _ = load_encoder(p["model"], p.get("device", "cpu"), settings["precision"])
+    layers = layer_indices(p["layers"], model.config.num_hidden_layers)
     with Timed() as timer:
         vectors = embed_texts(texts, tokenizer, model, layers, **settings)
     if p.get("save"):

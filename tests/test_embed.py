@@ -176,6 +176,35 @@ def test_bfloat16_on_the_cpu_stays_within_its_tolerance_and_float32_is_unchanged
     assert cosine.min() >= 0.995
 
 
+def test_int8_on_the_cpu_stays_within_its_tolerance_whatever_the_thread_count():
+    """int8 (opt-in): each text's [CLS] vectors (its chosen layers together, the classifier's
+    input) within cosine 0.995 of float32, the stated tolerance, and each layer's within 0.99
+    (the last layer's least here: 0.9946); the same bits run to run and on one or two threads."""
+    import torch
+
+    from textvision.int8 import Int8Linear
+
+    tokenizer, model, _ = load_encoder(OFFLINE_MODEL, "cpu")
+    int8 = load_encoder(OFFLINE_MODEL, "cpu", "int8")[1]
+    assert isinstance(int8.encoder.layer[0].intermediate.dense, Int8Linear)
+    encoded = tokenizer(TEXTS * 3, truncation=True, max_length=128)["input_ids"]
+    exact = embed_unpadded(encoded, model, [1, 3, 6], 2)
+    threads = torch.get_num_threads()
+    try:
+        runs = []
+        for n in (1, 2, 2):
+            torch.set_num_threads(n)
+            runs.append(embed_unpadded(encoded, int8, [1, 3, 6], 2, precision="int8"))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(np.array_equal(runs[0], run) for run in runs[1:])
+    assert not np.array_equal(runs[0], exact)  # it did run in int8
+    for shape, least in (((len(exact), -1), 0.995), ((-1, 384), 0.99)):
+        a, b = exact.reshape(shape), runs[0].reshape(shape)
+        cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+        assert cosine.min() >= least, shape
+
+
 def test_precisions_a_cpu_cannot_run_are_refused(monkeypatch):
     import textvision.device
 
@@ -187,3 +216,6 @@ def test_precisions_a_cpu_cannot_run_are_refused(monkeypatch):
     with pytest.raises(ConfigError, match="lacks native bfloat16"):
         check_precision("bfloat16", "cpu")
     check_precision("bfloat16", "cuda:0")
+    check_precision("int8", "cpu")
+    with pytest.raises(ConfigError, match="int8 runs on a CPU only"):
+        check_precision("int8", "cuda:0")

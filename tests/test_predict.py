@@ -68,6 +68,26 @@ def test_a_copied_bundle_predicts_the_recorded_validation_probabilities(tiny_run
 
 
 @slow
+def test_a_bundle_of_int8_embeddings_predicts_with_the_int8_encoder(tiny_run, tmp_path):
+    """The encoder precision recorded in the bundle is the one it predicts in: int8 gives
+    probabilities near the float32 run's, not the same bits."""
+    out = tiny_run / "out"
+    bundle = shutil.copytree(out / MODELS["logreg"] / "bundle", tmp_path / "bundle")
+    edit_meta(bundle, lambda m: m["encoder"].update(precision="int8"))
+    val = val_texts(out)
+    texts = tmp_path / "val.csv"
+    val[["id", "text"]].to_csv(texts, index=False)
+    assert predict(bundle, texts, tmp_path / "p.csv", "--id-column", "id") == 0
+    names = json.loads((bundle / META).read_text())["class_names"]
+    proba = pd.read_csv(tmp_path / "p.csv")[[f"prob_{n}" for n in names]].to_numpy()
+    recorded = read_predictions(out / MODELS["logreg"] / "predictions.parquet")
+    recorded = class_probabilities(recorded.query("split == 'val'"), names)
+    difference = np.abs(proba - recorded)
+    assert 0 < difference.max() < 0.05
+    assert (proba.argmax(1) == recorded.argmax(1)).mean() >= 0.9
+
+
+@slow
 def test_the_bundle_holds_no_pickle_and_the_run_declares_it(tiny_run):
     out = tiny_run / "out"
     for model in ("train/alexnet/seed0", "train/shufflenet_v2_x1_0/seed1", "baselines/logreg"):

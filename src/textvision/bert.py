@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
+
+from textvision.int8 import Int8Linear
 
 
 def bert_like(model) -> bool:
@@ -45,23 +49,20 @@ class BertCLSForward:
     def __init__(self, model, layers: list[int]):
         self.model, self.layers = model, list(layers)
         self.deepest = max(layers)
-        self.qkv = []
         with torch.no_grad():
-            self._fuse(model)
+            self.projections = [
+                self._fuse(layer.attention.self, index)
+                for index, layer in enumerate(model.encoder.layer[: self.deepest], start=1)
+            ]
         first = model.encoder.layer[0].attention.self
         self.heads, self.size = first.num_attention_heads, first.attention_head_size
 
-    def _fuse(self, model) -> None:
-        for layer in model.encoder.layer[: self.deepest]:
-            attention = layer.attention.self
-            self.qkv.append(
-                (
-                    torch.cat(
-                        [attention.query.weight, attention.key.weight, attention.value.weight]
-                    ),
-                    torch.cat([attention.query.bias, attention.key.bias, attention.value.bias]),
-                )
-            )
+    def _fuse(self, attention, index: int) -> tuple:
+        """(Q|K|V) below the deepest layer, in it (Q, K|V): `|` one product for several."""
+        query, key, value = attention.query, attention.key, attention.value
+        if index < self.deepest:
+            return (_side_by_side([query, key, value]),)
+        return _side_by_side([query]), _side_by_side([key, value])
 
     def __call__(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.from_embeddings(self.model.embeddings(input_ids=input_ids))
@@ -70,12 +71,12 @@ class BertCLSForward:
         """The chosen layers' `[CLS]` rows from the embedding layer's output `[B, T, H]`."""
         rows = {}
         for index, layer in enumerate(self.model.encoder.layer[: self.deepest], start=1):
-            weight, bias = self.qkv[index - 1]
+            projections = self.projections[index - 1]
             if index < self.deepest:
-                hidden = self._layer(layer, weight, bias, hidden)
+                hidden = self._layer(layer, *projections, hidden)
                 rows[index] = hidden[:, 0]
             else:
-                rows[index] = self._cls_layer(layer, weight, bias, hidden)[:, 0]
+                rows[index] = self._cls_layer(layer, *projections, hidden)[:, 0]
         return torch.stack([rows[i] for i in self.layers], dim=1)
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
@@ -90,14 +91,21 @@ class BertCLSForward:
         attended = layer.attention.output(context, residual)
         return layer.output(layer.intermediate(attended), attended)
 
-    def _layer(self, layer, weight, bias, hidden):
-        query, key, value = torch.nn.functional.linear(hidden, weight, bias).chunk(3, dim=-1)
+    def _layer(self, layer, qkv, hidden):
+        query, key, value = qkv(hidden).chunk(3, dim=-1)
         return self._attend(layer, query, key, value, hidden)
 
-    def _cls_layer(self, layer, weight, bias, hidden):
+    def _cls_layer(self, layer, q, kv, hidden):
         """The layer's output for the first token only: `[B, 1, H]`."""
-        h = hidden.shape[-1]
         first = hidden[:, :1]
-        query = torch.nn.functional.linear(first, weight[:h], bias[:h])
-        key, value = torch.nn.functional.linear(hidden, weight[h:], bias[h:]).chunk(2, dim=-1)
-        return self._attend(layer, query, key, value, first)
+        key, value = kv(hidden).chunk(2, dim=-1)
+        return self._attend(layer, q(first), key, value, first)
+
+
+def _side_by_side(linears: list):
+    """One callable whose output is those of `linears` concatenated (one matrix product)."""
+    if all(isinstance(linear, Int8Linear) for linear in linears):
+        return Int8Linear.concat(linears)
+    weight = torch.cat([linear.weight for linear in linears])
+    bias = torch.cat([linear.bias for linear in linears])
+    return partial(torch.nn.functional.linear, weight=weight, bias=bias)

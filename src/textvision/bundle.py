@@ -312,8 +312,9 @@ class Bundle:
                 f"weights (sha256 {sha[:12]}…) than the bundle was trained with "
                 f"({str(encoder['weights_sha256'])[:12]}…)"
             )
-        check_precision(encoder.get("precision", "float32"), device)
-        self.tokenizer, self.encoder, _ = load_encoder(encoder["model"], device)
+        precision = encoder.get("precision", "float32")
+        check_precision(precision, device)
+        self.tokenizer, self.encoder, _ = load_encoder(encoder["model"], device, precision)
         config = self.encoder.config
         self.layers = list(encoder["layers"])
         layer_indices(self.layers, config.num_hidden_layers)  # in range

@@ -17,6 +17,7 @@ from textvision.bert import BertCLSForward, bert_like
 from textvision.dataset import read_dataset
 from textvision.device import encoder_kernels, require_native_bf16, resolve_device
 from textvision.errors import ConfigError, InputError
+from textvision.int8 import quantize_linears
 from textvision.io import (
     atomic_path,
     attrs_dict,
@@ -72,8 +73,9 @@ def weights_hash(folder: Path) -> str:
     return files_sha256(sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin")))
 
 
-def load_encoder(name: str, device: str):
-    """Return (tokenizer, model, folder) with hidden states switched on, in eval mode."""
+def load_encoder(name: str, device: str, precision: str = "float32"):
+    """Return (tokenizer, model, folder) with hidden states switched on, in eval mode; with
+    `precision` int8 its linear layers quantised (`textvision.int8`)."""
     from transformers import AutoModel, AutoTokenizer
 
     folder = resolve_model(name)
@@ -84,6 +86,8 @@ def load_encoder(name: str, device: str):
         )
     except (OSError, ValueError) as err:
         raise InputError(f"embedding.model {name!r} ({folder}): cannot load ({err})") from err
+    if precision == "int8":
+        quantize_linears(model)
     return tokenizer, model.eval().to(device), folder
 
 
@@ -142,8 +146,14 @@ CPU_BATCH_TOKENS = 512  # on a CPU, batches hold texts of one length and at most
 
 def check_precision(precision: str, device: str) -> None:
     """`embedding.precision` where it can run: float32 anywhere, bfloat16 on CUDA or a CPU with
-    native bfloat16, float16 on CUDA only."""
-    if precision == "float32" or str(device).startswith("cuda"):
+    native bfloat16, float16 on CUDA only, int8 on a CPU only."""
+    on_cuda = str(device).startswith("cuda")
+    if precision == "int8" and on_cuda:
+        raise ConfigError(
+            "config key 'embedding.precision': int8 runs on a CPU only; on CUDA use bfloat16, "
+            "float16 or float32"
+        )
+    if precision in ("float32", "int8") or on_cuda:
         return
     if precision == "float16":
         raise ConfigError(
@@ -166,7 +176,8 @@ def embed_texts(
 ) -> np.ndarray:
     """`[CLS]` vectors `[len(texts), len(layers), H]` float32, in the order of `texts`: padded
     batches on a GPU (`embed_padded`), equal-length batches on a CPU (`embed_unpadded`);
-    `precision` bfloat16/float16 autocasts the encoder (`check_precision` says where)."""
+    `precision` bfloat16/float16 autocasts the encoder (`check_precision` says where); int8 is
+    the encoder's own (`load_encoder`)."""
     encoded = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
     if next(model.parameters()).device.type == "cpu":
         return embed_unpadded(encoded, model, layers, batch_size, progress, precision)
@@ -220,8 +231,8 @@ def embed_unpadded(
     lengths = np.array([len(ids) for ids in encoded], dtype=np.int64)
     order = np.argsort(lengths, kind="stable")[::-1]
     out = np.empty((len(encoded), len(layers), model.config.hidden_size), dtype=np.float32)
-    lock = threading.Lock()
     plan = BertCLSForward(model, layers) if bert_like(model) else None
+    lock = threading.Lock()
 
     def run(take) -> None:  # one autocast context per thread: its cache casts weights once
         autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16")
@@ -278,7 +289,7 @@ def embed_dataset(
     check_precision(precision, device)
     start, stop = shard_bounds(len(frame), shard, n_shards)
     texts = frame["text"].tolist()[start:stop]
-    tokenizer, encoder, folder = load_encoder(model, device)
+    tokenizer, encoder, folder = load_encoder(model, device, precision)
     check_max_length(max_length, token_limit(tokenizer, encoder), model)
     index = layer_indices(layers, encoder.config.num_hidden_layers)
     hidden = encoder.config.hidden_size
