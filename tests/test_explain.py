@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 
 import numpy as np
@@ -195,6 +196,30 @@ def test_the_differentiable_path_gives_the_bundles_probabilities(learned, model)
     path = explainer(learned, model, batch_size=1)
     with limit_threads(1):
         assert np.abs(path.predict_proba(texts) - path.bundle.predict_proba(texts)).max() < 1e-5
+
+
+@slow
+def test_a_bundle_of_int8_embeddings_is_explained_through_float32(learned, tmp_path):
+    """int8 products have no gradients: the path runs a float32 copy of the encoder (the same
+    probabilities as the bundle in float32), and the attributions add up."""
+    from textvision.bundle import META, load_bundle
+    from textvision.int8 import Int8Linear
+    from textvision.threads import limit_threads
+
+    bundle = shutil.copytree(learned["logreg"], tmp_path / "int8")
+    meta = json.loads((bundle / META).read_text())
+    meta["encoder"]["precision"] = "int8"
+    (bundle / META).write_text(json.dumps(meta))
+    loaded = load_bundle(bundle, batch_size=1)
+    assert isinstance(loaded.encoder.encoder.layer[0].intermediate.dense, Int8Linear)
+    path = DifferentiablePath(loaded)
+    texts = learned["val"]["text"].tolist()[:8]
+    with limit_threads(1):
+        exact = load_bundle(learned["logreg"], batch_size=1).predict_proba(texts)
+        assert np.abs(path.predict_proba(texts) - exact).max() < 1e-5
+    result = integrated_gradients(path, texts[0])
+    assert result.completeness_error < COMPLETENESS_TOLERANCE
+    assert np.abs(result.attributions).sum() > 0
 
 
 @slow

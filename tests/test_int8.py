@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from textvision.int8 import Int8Linear, quantize_linears
+from textvision.int8 import Int8Linear, float_linears, quantize_linears
 
 
 @pytest.fixture
@@ -56,3 +56,14 @@ def test_quantize_linears_replaces_every_linear_in_place():
     kinds = [type(m) for m in model.modules()]
     assert torch.nn.Linear not in kinds and kinds.count(Int8Linear) == 2
     assert model(torch.randn(3, 8)).shape == (3, 2)
+
+
+def test_float_linears_gives_back_the_float32_model_as_a_copy():
+    torch.manual_seed(2)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.GELU(), torch.nn.Linear(8, 2))
+    x = torch.randn(3, 8)
+    expected = model(x)
+    int8 = quantize_linears(model)
+    restored = float_linears(int8)
+    assert torch.equal(restored(x), expected) and isinstance(int8[0], Int8Linear)
+    assert [type(m) for m in restored.modules()].count(torch.nn.Linear) == 2

@@ -46,6 +46,7 @@ from textvision.bert import BertCLSForward, bert_like
 from textvision.config import schema_default
 from textvision.device import encoder_kernels
 from textvision.errors import InputError
+from textvision.int8 import float_linears
 
 log = logging.getLogger(__name__)
 
@@ -167,14 +168,18 @@ class DifferentiablePath:
             (only the inputs' gradients are computed). Bundles with per-batch normalisation
             (`training.normalization: batch`) are refused: a text's score there depends on its
             batch. The path computes in float32, also for bundles whose encoder runs in bfloat16
-            (`embedding.precision`): their probabilities then differ by bfloat16 rounding.
+            or int8 (`embedding.precision`; int8: a float32 copy of the encoder): their
+            probabilities then differ by that rounding.
     """
 
     def __init__(self, bundle):
         self.bundle = bundle
         self.kind = bundle.meta["kind"]
         self.class_names = list(bundle.class_names)
-        self.tokenizer, self.encoder = bundle.tokenizer, bundle.encoder.requires_grad_(False)
+        self.tokenizer, encoder = bundle.tokenizer, bundle.encoder.requires_grad_(False)
+        if bundle.meta["encoder"].get("precision") == "int8":
+            encoder = float_linears(encoder).requires_grad_(False)
+        self.encoder = encoder
         self.layers = list(bundle.layers)
         self.max_length = int(bundle.meta["encoder"]["max_length"])
         self.device = bundle.device

@@ -4,6 +4,8 @@ each sequence's first position (the `[CLS]` token) stays in float32."""
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 LEVELS = 127  # symmetric int8: -127..127
@@ -47,6 +49,16 @@ class Int8Linear(torch.nn.Module):
             None if any(b is None for b in biases) else torch.cat(biases),
         )
 
+    def to_float(self) -> torch.nn.Linear:
+        """The float32 layer this one was made from."""
+        linear = torch.nn.utils.skip_init(
+            torch.nn.Linear, self.in_features, self.out_features, bias=self.bias is not None
+        )
+        linear.weight.data.copy_(self.weight)
+        if self.bias is not None:
+            linear.bias.data.copy_(self.bias)
+        return linear
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features).float()
         values, row_scale = _symmetric(rows)
@@ -62,11 +74,21 @@ class Int8Linear(torch.nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8"
 
 
+def _swap(module: torch.nn.Module, kind: type, make) -> torch.nn.Module:
+    for name, child in module.named_children():
+        if type(child) is kind:
+            setattr(module, name, make(child))
+        else:
+            _swap(child, kind, make)
+    return module
+
+
 def quantize_linears(module: torch.nn.Module) -> torch.nn.Module:
     """`module` with every `torch.nn.Linear` in it replaced by an `Int8Linear`, in place."""
-    for name, child in module.named_children():
-        if type(child) is torch.nn.Linear:
-            setattr(module, name, Int8Linear.from_float(child))
-        else:
-            quantize_linears(child)
-    return module
+    return _swap(module, torch.nn.Linear, Int8Linear.from_float)
+
+
+def float_linears(module: torch.nn.Module) -> torch.nn.Module:
+    """A copy of `module` with every `Int8Linear` back to the float32 `torch.nn.Linear` it was
+    made from (for gradients, which int8 products have none of)."""
+    return _swap(copy.deepcopy(module), Int8Linear, Int8Linear.to_float)
