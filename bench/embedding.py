@@ -253,30 +253,45 @@ def opt_in_rows(args, common: dict, t_ref: float) -> tuple[list, dict, dict]:
     speed against the original loop (the same reviews as the float32 row), [CLS] cosine
     similarity to float32, and the logistic baseline's validation accuracy on `quality_n`
     reviews embedded both ways. The target holds when one of them meets all three."""
+    import h5py
+    import torch
+
     from bench.common import ensure_embeddings
     from textvision.device import native_bf16
 
     fp32 = ensure_embeddings(
         None, args.quality_n, args.out, args.imdb, args.threads, workflow=False
     )
+    torch.set_num_threads(args.threads)
+    with h5py.File(fp32) as fh:
+        reference = {"cls": fh["cls"][:]}
+    reference["accuracy"] = _logreg_accuracy(fp32, args.out, "float32")
     rows, raw, met = [], {}, []
     if not native_bf16():
         rows.append(
             ["embedding, CPU, bfloat16", *["-"] * 6, "not run: no native bfloat16 on this CPU"]
         )
     for precision in ["bfloat16"] * native_bf16() + ["int8"]:
-        row, raw[precision] = _opt_in_row(args, common, t_ref, fp32, precision)
+        row, raw[precision] = _opt_in_row(args, common, t_ref, reference, precision)
         rows.append(row)
         met.append(row[6] == "yes")
     return rows, {"embedding opt-in precision": any(met)}, raw
 
 
-def _opt_in_row(args, common: dict, t_ref: float, fp32, precision: str) -> tuple[list, dict]:
-    import h5py
-    import torch
-
+def _logreg_accuracy(embeddings, out, name: str) -> float:
+    """The logistic baseline's validation accuracy (best) on an `embeddings.h5`."""
     from textvision.baseline import train_logreg
     from textvision.settings import BaselineSettings
+
+    metrics = train_logreg(embeddings, out / f"logreg_{name}" / "metrics.json",
+                           BaselineSettings.make())  # fmt: skip
+    return metrics["val_best"]["accuracy"]
+
+
+def _opt_in_row(args, common: dict, t_ref: float, reference: dict, precision: str):
+    """One opt-in precision's row and raw figures, against the float32 `reference` (its
+    [CLS] tensor and baseline accuracy on the same `quality_n` reviews)."""
+    import h5py
 
     out, n, n_quality = args.out, args.embed_n, args.quality_n
     runs = [
@@ -289,14 +304,12 @@ def _opt_in_row(args, common: dict, t_ref: float, fp32, precision: str) -> tuple
     other = out / f"embeddings_{n_quality}_{precision}.h5"
     worker("embed_file", args.threads, dataset=str(out / f"dataset_{n_quality}.parquet"),
            out=str(other), precision=precision)  # fmt: skip
-    torch.set_num_threads(args.threads)
     accuracy = {
-        name: train_logreg(path, out / f"logreg_{name}" / "metrics.json",
-                           BaselineSettings.make())["val_best"]["accuracy"]
-        for name, path in (("float32", fp32), (precision, other))
-    }  # fmt: skip
-    with h5py.File(fp32) as a, h5py.File(other) as b:
-        x, y = a["cls"][:], b["cls"][:]
+        "float32": reference["accuracy"],
+        precision: _logreg_accuracy(other, out, precision),
+    }
+    with h5py.File(other) as fh:
+        x, y = reference["cls"], fh["cls"][:]
     big, per_layer = _cosine(x, y), _cosine(x.reshape(-1, x.shape[-1]), y.reshape(-1, x.shape[-1]))
     spread = ((x - x.mean(0)) ** 2).sum(-1).mean(0)
     error = float((((y - x) ** 2).sum(-1).mean(0) / spread).max())

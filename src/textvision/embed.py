@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from textvision import __version__
 from textvision.bert import BertCLSForward, bert_like
 from textvision.dataset import read_dataset
-from textvision.device import encoder_kernels, require_native_bf16, resolve_device
+from textvision.device import autocast, encoder_kernels, require_native_bf16, resolve_device
 from textvision.errors import ConfigError, InputError
 from textvision.int8 import quantize_linears
 from textvision.io import (
@@ -201,7 +201,7 @@ def embed_padded(
     order = np.argsort([len(ids) for ids in encoded], kind="stable")[::-1]
     out = np.empty((len(encoded), len(layers), model.config.hidden_size), dtype=np.float32)
     plan = BertCLSForward(model, layers) if bert_like(model) else None
-    autocast = torch.autocast(
+    mixed = torch.autocast(
         device.type,
         dtype=getattr(torch, precision),
         enabled=device.type == "cuda" and precision != "float32",
@@ -210,7 +210,7 @@ def embed_padded(
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             batch = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt")
-            with autocast:
+            with mixed:
                 cls = _cls_rows(model, plan, layers, {k: v.to(device) for k, v in batch.items()})
             out[idx] = cls.float().cpu().numpy()
             if progress is not None:
@@ -235,8 +235,7 @@ def embed_unpadded(
     lock = threading.Lock()
 
     def run(take) -> None:  # one autocast context per thread: its cache casts weights once
-        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16")
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), autocast(precision, torch.device("cpu")):
             while (idx := take()) is not None:
                 ids = torch.tensor([encoded[i] for i in idx], dtype=torch.long)
                 batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
