@@ -168,7 +168,7 @@ def imdb_texts(n: int, imdb: Path = IMDB, seed: int = 0) -> list[str]:
     workflow's `prepare_data` does."""
     import pandas as pd
 
-    from textvision.tables import clean_text
+    from textvision.data.tables import clean_text
 
     if not Path(imdb).exists():
         raise FileNotFoundError(f"{imdb}: real IMDB reviews not found (set TEXTVISION_SHARED)")
@@ -198,9 +198,9 @@ def ensure_embeddings(
     log.info("embedding %d IMDB reviews from %s into %s", n_rows, imdb, made)
     import torch
 
-    from textvision.data import prepare_dataset
-    from textvision.embed import embed_dataset, merge_shards
-    from textvision.settings import DataSettings, EmbedSettings, MergeSettings
+    from textvision.config.settings import DataSettings, EmbedSettings, MergeSettings
+    from textvision.data.prepare import prepare_dataset
+    from textvision.embed.step import embed_dataset, merge_shards
 
     torch.set_num_threads(threads)
     dataset = out / f"dataset_{n_rows}.parquet"

@@ -44,9 +44,9 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def embedding_rows(model: str, n: int, device: str, precisions: list[str]) -> list[list[str]]:
-    from textvision.config import schema_default
-    from textvision.embed import embed_texts, layer_indices, load_encoder
-    from textvision.synthetic import make_corpus
+    from textvision.config.schema import schema_default
+    from textvision.data.synthetic import make_corpus
+    from textvision.embed.step import embed_texts, layer_indices, load_encoder
 
     settings = schema_default("embedding")
     size, max_length = settings["batch_size"], settings["max_length"]
@@ -111,7 +111,7 @@ def training_rows(n: int, device: str, precisions: list[str]) -> list[list[str]]
 def main(argv=None) -> int:
     import torch
 
-    from textvision.device import native_bf16
+    from textvision.core.device import native_bf16
 
     args = parse_args(argv)
     if torch.cuda.is_available():

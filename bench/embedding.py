@@ -1,4 +1,4 @@
-"""Embedding: the original code's one-review-at-a-time loop against textvision.embed, on real
+"""Embedding: the original code's one-review-at-a-time loop against textvision.embed.step, on real
 IMDB reviews with the offline MiniLM; scaling of ours; the arithmetic floor and the fraction of
 this CPU's fp32 peak."""
 
@@ -257,7 +257,7 @@ def opt_in_rows(args, common: dict, t_ref: float) -> tuple[list, dict, dict]:
     import torch
 
     from bench.common import ensure_embeddings
-    from textvision.device import native_bf16
+    from textvision.core.device import native_bf16
 
     fp32 = ensure_embeddings(
         None, args.quality_n, args.out, args.imdb, args.threads, workflow=False
@@ -280,8 +280,8 @@ def opt_in_rows(args, common: dict, t_ref: float) -> tuple[list, dict, dict]:
 
 def _logreg_accuracy(embeddings, out, name: str) -> float:
     """The logistic baseline's validation accuracy (best) on an `embeddings.h5`."""
-    from textvision.baseline import train_logreg
-    from textvision.settings import BaselineSettings
+    from textvision.config.settings import BaselineSettings
+    from textvision.train.baseline import train_logreg
 
     metrics = train_logreg(embeddings, out / f"logreg_{name}" / "metrics.json",
                            BaselineSettings.make())  # fmt: skip

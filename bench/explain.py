@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from bench.common import REPO, median, worker
 from bench.predict import ensure_bundle
-from textvision.explain import IG_STEPS
+from textvision.explain.attribution import IG_STEPS
 
 LOGREG = REPO / "results" / "imdb" / "baselines" / "logreg" / "bundle"
 

@@ -21,10 +21,10 @@ def ensure_bundle(args) -> Path:
     if (BUNDLE / "bundle.json").exists():
         return BUNDLE
     from bench.common import ensure_embeddings
-    from textvision.mapping import fit_mapping
-    from textvision.render import render_images
-    from textvision.settings import MappingSettings, TrainSettings
-    from textvision.train import train_backbone
+    from textvision.config.settings import MappingSettings, TrainSettings
+    from textvision.deepinsight.fit import fit_mapping
+    from textvision.deepinsight.render import render_images
+    from textvision.train.step import train_backbone
 
     out = args.out / "predict_model"
     bundle = out / "train" / "bundle"

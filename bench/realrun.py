@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from textvision.costs import per_rule, read_costs
+from textvision.report.costs import per_rule, read_costs
 
 STAMP = re.compile(r"\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]")
 RULE = re.compile(r"(?:local)?(?:rule|checkpoint) (\w+):")

@@ -55,8 +55,8 @@ def run(args, mapping, embeddings) -> dict:
             "step_ref",
             "step_ours",
             f"embeddings.h5 ({rows_n:,} rows) -> images.h5: read, log-scale, render, write "
-            "(ours: textvision.render.render_images, 1,024-row chunks, plus the training "
-            "pixels' statistics)",
+            "(ours: textvision.deepinsight.render.render_images, 1,024-row chunks, plus the "
+            "training pixels' statistics)",
         ),
     ):
         speed = s[ref_key]["seconds"] / s[ours_key]["seconds"]

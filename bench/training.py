@@ -1,13 +1,13 @@
 """Training throughput per backbone: the original code's loop (backbone in train mode with
-autograd, recomputed every step) against textvision.train's machinery (frozen, no_grad, eval,
+autograd, recomputed every step) against textvision.train.step's machinery (frozen, no_grad, eval,
 feature cache), one whole epoch on 150x150 inputs (50x50 images upsampled x3); in float32 (the
 default on a CPU) and, where the CPU has native bfloat16, with `training.precision: bfloat16`."""
 
 from __future__ import annotations
 
 from bench.common import geomean, median, ratio, repeat
-from textvision.backbones import paper_backbones
-from textvision.device import native_bf16
+from textvision.core.backbones import paper_backbones
+from textvision.core.device import native_bf16
 
 BACKBONES = tuple(paper_backbones())  # from the registry
 # precision -> (each backbone's least ratio, the geometric mean's least ratio)

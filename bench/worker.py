@@ -42,7 +42,7 @@ def embed_ref(p: dict) -> dict:
     from transformers import AutoModel, AutoTokenizer
 
     from bench.common import imdb_texts
-    from textvision.embed import resolve_model
+    from textvision.embed.step import resolve_model
 
     _threads(p["threads"])
     texts = imdb_texts(p["n"], Path(p["imdb"]))
@@ -65,9 +65,9 @@ def embed_ref(p: dict) -> dict:
 
 @task
 def embed_ours(p: dict) -> dict:
-    """textvision.embed.embed_texts as the workflow calls it (batch 32, fp32, 512 tokens)."""
+    """textvision.embed.step.embed_texts as the workflow calls it (batch 32, fp32, 512 tokens)."""
     from bench.common import imdb_texts
-    from textvision.embed import embed_texts, layer_indices, load_encoder
+    from textvision.embed.step import embed_texts, layer_indices, load_encoder
 
     _threads(p["threads"])
     texts = imdb_texts(p["n"], Path(p["imdb"]))
@@ -84,10 +84,10 @@ def embed_ours(p: dict) -> dict:
 
 @task
 def embed_file(p: dict) -> dict:
-    """textvision.embed.embed_dataset + merge_shards of a dataset.parquet (the workflow's
+    """textvision.embed.step.embed_dataset + merge_shards of a dataset.parquet (the workflow's
     embedding step) in `p["precision"]`."""
-    from textvision.embed import embed_dataset, merge_shards
-    from textvision.settings import EmbedSettings, MergeSettings
+    from textvision.config.settings import EmbedSettings, MergeSettings
+    from textvision.embed.step import embed_dataset, merge_shards
 
     _threads(p["threads"])
     out = Path(p["out"])
@@ -109,7 +109,7 @@ def embed_profile(p: dict) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
     from bench.common import imdb_texts
-    from textvision.embed import embed_texts, layer_indices, load_encoder
+    from textvision.embed.step import embed_texts, layer_indices, load_encoder
 
     _threads(1)
     texts = imdb_texts(p["n"], Path(p["imdb"]))
@@ -155,7 +155,7 @@ def _log_scaled(path: str, rows: int) -> tuple[np.ndarray, np.ndarray]:
     """The raw rows and the log-scaled rows (textvision's log scaler; pyDeepInsight's
     Norm2Scaler gives the same array, checked in bench/README.md)."""
     from bench.common import read_matrix
-    from textvision.deepinsight import apply_scaler, fit_scaler
+    from textvision.deepinsight.transformer import apply_scaler, fit_scaler
 
     X = read_matrix(Path(path), rows)
     return X, apply_scaler(X, "log", fit_scaler(X, "log"))
@@ -197,7 +197,7 @@ def fit_ref(p: dict) -> dict:
 def fit_ours(p: dict) -> dict:
     """textvision DeepInsightTransformer(scaler="none", metric="cosine", backend=...).fit on the
     same log-scaled matrix; the mapping saved (run 0) carries the log scaler's statistics."""
-    from textvision.deepinsight import DeepInsightTransformer, fit_scaler
+    from textvision.deepinsight.transformer import DeepInsightTransformer, fit_scaler
 
     _threads(p["threads"])
     X, scaled = _log_scaled(p["embeddings"], p["rows"])
@@ -221,7 +221,7 @@ def fit_ours(p: dict) -> dict:
         layout = transformer.embedding_
         result["trust"] = {k: _trustworthiness(scaled.T, layout, k) for k in p["quality"]}
     if p.get("save_mapping") and p.get("run", 0) == 0:
-        from textvision.mapping import save_mapping
+        from textvision.deepinsight.fit import save_mapping
 
         transformer.set_params(scaler="log")
         transformer.scale_ = fit_scaler(X, "log")
@@ -264,7 +264,7 @@ def render_ref(p: dict) -> dict:
     """pyDeepInsight transform(X, img_format="scalar") of the log-scaled rows (scaling before
     the timed section)."""
     from bench.common import read_matrix
-    from textvision.mapping import load_mapping
+    from textvision.deepinsight.fit import load_mapping
 
     transformer, _ = load_mapping(p["mapping"])
     ref = _pydeepinsight(transformer)
@@ -282,7 +282,7 @@ def render_ref(p: dict) -> dict:
 def render_ours(p: dict) -> dict:
     """textvision DeepInsightTransformer.transform(X) of the raw rows (scaling inside)."""
     from bench.common import read_matrix
-    from textvision.mapping import load_mapping
+    from textvision.deepinsight.fit import load_mapping
 
     transformer, _ = load_mapping(p["mapping"])
     transformer.set_params(n_jobs=p["threads"])
@@ -301,7 +301,7 @@ def render_step_ref(p: dict) -> dict:
     (Norm2Scaler), transform, write float32 images."""
     import h5py
 
-    from textvision.mapping import load_mapping
+    from textvision.deepinsight.fit import load_mapping
 
     transformer, _ = load_mapping(p["mapping"])
     ref, scaler = _pydeepinsight(transformer), _norm2(transformer)
@@ -322,8 +322,8 @@ def render_step_ref(p: dict) -> dict:
 
 @task
 def render_step_ours(p: dict) -> dict:
-    """textvision.render.render_images (the workflow's render_images rule)."""
-    from textvision.render import render_images
+    """textvision.deepinsight.render.render_images (the workflow's render_images rule)."""
+    from textvision.deepinsight.render import render_images
 
     with Timed() as timer:
         render_images(p["embeddings"], p["mapping"], p["out"], threads=p["threads"])
@@ -351,8 +351,8 @@ def train_ref(p: dict) -> dict:
     import torch
     from torch import nn
 
-    from textvision.backbones import parse_backbone
-    from textvision.models import InputAdapter, build_backbone, build_head
+    from textvision.core.backbones import parse_backbone
+    from textvision.models.network import InputAdapter, build_backbone, build_head
 
     _threads(p["threads"])
     torch.manual_seed(0)
@@ -387,16 +387,16 @@ def train_ref(p: dict) -> dict:
 
 @task
 def train_ours(p: dict) -> dict:
-    """textvision.train's machinery for one epoch: the net placed as train_backbone places it
+    """textvision.train.step's machinery for one epoch: the net placed as train_backbone places it
     (channels-last on a CPU) on `device` (default cpu), FrozenBackbone (no_grad, eval) maps
     computed once into FeatureSource's cache (inside the timed section), then train_epoch's head
     and classifier steps, in `precision` (`training.precision`: float32 or bfloat16)."""
     import torch
 
-    from textvision.backbones import parse_backbone
-    from textvision.device import autocast, training_precision
-    from textvision.models import InputAdapter, TextVisionNet, build_backbone, build_head
-    from textvision.train import FeatureSource, place, train_epoch
+    from textvision.core.backbones import parse_backbone
+    from textvision.core.device import autocast, training_precision
+    from textvision.models.network import InputAdapter, TextVisionNet, build_backbone, build_head
+    from textvision.train.step import FeatureSource, place, train_epoch
 
     _threads(p["threads"])
     torch.manual_seed(0)
@@ -427,10 +427,10 @@ def train_ours(p: dict) -> dict:
 # -- prediction --------------------------------------------------------------------------------
 @task
 def predict_ours(p: dict) -> dict:
-    """textvision.predict.predict_texts: the `n` real reviews of the Parquet file `source`
+    """textvision.predict.step.predict_texts: the `n` real reviews of the Parquet file `source`
     (written by the harness) -> predictions.csv through the bundle, loaded inside the timed
     section as a user's command loads it."""
-    from textvision.predict import predict_texts
+    from textvision.predict.step import predict_texts
 
     _threads(p["threads"])
     out = Path(p["out"]) / f"predictions_{p['n']}.csv"
@@ -441,14 +441,14 @@ def predict_ours(p: dict) -> dict:
 
 @task
 def explain_ours(p: dict) -> dict:
-    """textvision.explain.integrated_gradients (the workflow's default steps and number of
-    reference texts) of the first of a seeded sample of real reviews that fills the encoder's
-    512 tokens, through the bundle (loaded before the timed section); the references are other
-    reviews of the sample."""
+    """textvision.explain.attribution.integrated_gradients (the workflow's default steps and
+    number of reference texts) of the first of a seeded sample of real reviews that fills the
+    encoder's 512 tokens, through the bundle (loaded before the timed section); the references are
+    other reviews of the sample."""
     from bench.common import imdb_texts
-    from textvision.bundle import load_bundle
-    from textvision.config import schema_default
-    from textvision.explain import (
+    from textvision.bundle.store import load_bundle
+    from textvision.config.schema import schema_default
+    from textvision.explain.attribution import (
         IG_STEPS,
         DifferentiablePath,
         integrated_gradients,

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from bench.common import FOREIGN, REPO, log, run_measured
-from textvision.config import prepare_config
+from textvision.config.schema import prepare_config
 
 CHANGES = {
     "perplexity": 'deepinsight={"tsne":{"perplexity":7}}',

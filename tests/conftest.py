@@ -16,8 +16,8 @@ import pytest
 import yaml
 from filelock import FileLock
 
-from textvision.io import seal, set_attrs, string_array
-from textvision.settings import TrainSettings, deep_merge
+from textvision.config.settings import TrainSettings, deep_merge
+from textvision.core.io import seal, set_attrs, string_array
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TEXTVISION_SHARED", REPO.parent / "shared"))
@@ -152,7 +152,7 @@ def write_images(path, n=96, pixels=16, seed=0, classes=2):
 def train_job(images, outdir, backbone="alexnet", seed=0, mapping=None, **kw):
     """One `train_backbone` job on `images` (with `mapping`: also its bundle), tiny settings:
     random weights, 3 epochs, batch 16, on the CPU; `kw` overrides `training` keys or `device`."""
-    from textvision.train import train_backbone
+    from textvision.train.step import train_backbone
 
     args = dict(
         weights="none",

@@ -6,9 +6,9 @@ import torchvision
 from conftest import RESNET18, needs_resnet18
 from torch.nn import functional as F
 
-from textvision.backbones import REGISTRY
-from textvision.errors import InputError
-from textvision.models import InputAdapter, TextVisionNet, build_backbone, build_head
+from textvision.core.backbones import REGISTRY
+from textvision.core.errors import InputError
+from textvision.models.network import InputAdapter, TextVisionNet, build_backbone, build_head
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))

@@ -16,8 +16,8 @@ from conftest import write_images
 from test_reliability import write_embeddings
 
 from textvision.cli import main
-from textvision.data import prepare_dataset
-from textvision.settings import DataSettings
+from textvision.config.settings import DataSettings
+from textvision.data.prepare import prepare_dataset
 
 MINILM_LIMIT = 512  # max_position_embeddings of the packaged all-MiniLM-L6-v2
 

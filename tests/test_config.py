@@ -2,10 +2,10 @@ import pytest
 import yaml
 from conftest import REPO, run_snakemake, write_config
 
-from textvision.config import learning_rates, load_schema, prepare_config, weights_for
-from textvision.errors import ConfigError
+from textvision.config.schema import learning_rates, load_schema, prepare_config, weights_for
+from textvision.core.errors import ConfigError
 
-SCHEMA = load_schema(REPO / "workflow/schemas/config.schema.yaml")
+SCHEMA = load_schema()
 
 
 def prepared(config: dict) -> dict:
@@ -112,8 +112,8 @@ def test_snakemake_stops_before_any_job_on_a_bad_value(tmp_path):
 
 
 def test_comparisons_must_name_rows_of_the_run():
-    from textvision.settings import ReportSettings
-    from textvision.variants import (
+    from textvision.config.settings import ReportSettings
+    from textvision.config.variants import (
         check_comparisons,
         default_comparisons,
         row_names,

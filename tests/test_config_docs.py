@@ -5,7 +5,8 @@ from __future__ import annotations
 import yaml
 from conftest import REPO
 
-from textvision.config_docs import SCHEMA_PATH, render_config_readme, write_config_readme
+from textvision.config.docs import render_config_readme, write_config_readme
+from textvision.config.schema import SCHEMA_PATH
 
 
 def _schema() -> dict:
@@ -13,7 +14,7 @@ def _schema() -> dict:
 
 
 def test_readme_is_generated_from_schema():
-    assert SCHEMA_PATH == REPO / "workflow/schemas/config.schema.yaml"
+    assert SCHEMA_PATH == REPO / "src/textvision/config/config.schema.yaml"
     committed = (REPO / "config/README.md").read_text(encoding="utf-8")
     assert committed == render_config_readme(_schema()), (
         "config/README.md is out of date: run `textvision config-docs --out config/README.md`"

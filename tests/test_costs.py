@@ -2,8 +2,8 @@
 
 import pytest
 
-from textvision.costs import costs_markdown, per_rule, read_costs
-from textvision.errors import InputError
+from textvision.core.errors import InputError
+from textvision.report.costs import costs_markdown, per_rule, read_costs
 
 HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 

@@ -24,21 +24,27 @@ import pytest
 import torch
 from conftest import train_job, write_images
 
-from textvision.bundle import load_bundle
-from textvision.data import prepare_dataset
-from textvision.embed import OFFLINE_MODEL, embed_dataset, embed_texts, load_encoder, merge_shards
-from textvision.explain import (
+from textvision.bundle.store import load_bundle
+from textvision.config.settings import DataSettings, EmbedSettings, MappingSettings, MergeSettings
+from textvision.data.prepare import prepare_dataset
+from textvision.data.synthetic import make_corpus
+from textvision.deepinsight.fit import fit_mapping
+from textvision.deepinsight.render import render_images
+from textvision.embed.step import (
+    OFFLINE_MODEL,
+    embed_dataset,
+    embed_texts,
+    load_encoder,
+    merge_shards,
+)
+from textvision.explain.attribution import (
     COMPLETENESS_TOLERANCE,
     DifferentiablePath,
     feature_attributions,
     integrated_gradients,
 )
-from textvision.mapping import fit_mapping
-from textvision.predict import predict_texts
-from textvision.predictions import read_predictions
-from textvision.render import render_images
-from textvision.settings import DataSettings, EmbedSettings, MappingSettings, MergeSettings
-from textvision.synthetic import make_corpus
+from textvision.predict.step import predict_texts
+from textvision.train.predictions import read_predictions
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="no CUDA device on this machine"

@@ -8,11 +8,11 @@ import pytest
 from conftest import IMDB, needs_imdb
 
 from textvision.cli import main
-from textvision.data import prepare_dataset, split_rows
-from textvision.dataset import read_dataset
-from textvision.errors import ConfigError, InputError
-from textvision.settings import DataSettings
-from textvision.synthetic import make_corpus
+from textvision.config.settings import DataSettings
+from textvision.core.errors import ConfigError, InputError
+from textvision.data.prepare import prepare_dataset, split_rows
+from textvision.data.store import read_dataset
+from textvision.data.synthetic import make_corpus
 
 
 def frame(n=20, labels=("neg", "pos")):

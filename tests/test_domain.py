@@ -13,8 +13,11 @@ from conftest import REPO, RESNET18, needs_resnet18, train_job, write_images
 from torch import nn
 
 from textvision.cli import main
-from textvision.config import prepare_config
-from textvision.domain import (
+from textvision.config.schema import prepare_config
+from textvision.config.settings import DomainSettings, step_params
+from textvision.core.errors import ConfigError, InputError
+from textvision.domain.figures import DOMAIN_FIGURES
+from textvision.domain.step import (
     FOLDED,
     NO_BATCHNORM,
     RANDOM_INIT,
@@ -27,10 +30,7 @@ from textvision.domain import (
     slice_statistics,
     trace_sqrt_product,
 )
-from textvision.domain_figures import DOMAIN_FIGURES
-from textvision.errors import ConfigError, InputError
-from textvision.models import adapt_batchnorm, batchnorm_layers, build_backbone
-from textvision.settings import DomainSettings, step_params
+from textvision.models.network import adapt_batchnorm, batchnorm_layers, build_backbone
 
 VARIANTS = ("raw", "zscore", "pixel", "adapted")
 PIXEL_VARIANTS = ("raw", "zscore", "pixel", "natural")
@@ -163,7 +163,7 @@ def test_adapt_sets_the_running_statistics_to_the_images_and_keeps_every_weight(
 
 
 def test_training_with_adapt_adapts_once_and_never_changes_the_slice(images, tmp_path, monkeypatch):
-    from textvision import train
+    from textvision.train.step import step as train
 
     weights = resnet18_file(tmp_path / "w.pt")
     loaded = torch.load(weights, weights_only=True)

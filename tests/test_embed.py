@@ -4,9 +4,12 @@ import pandas as pd
 import pytest
 from conftest import IMDB, needs_imdb
 
-from textvision.data import prepare_dataset
-from textvision.device import native_bf16
-from textvision.embed import (
+from textvision.config.settings import DataSettings, EmbedSettings, MergeSettings
+from textvision.core.device import native_bf16
+from textvision.core.errors import ConfigError, InputError
+from textvision.core.io import attrs_dict
+from textvision.data.prepare import prepare_dataset
+from textvision.embed.step import (
     OFFLINE_MODEL,
     check_precision,
     embed_dataset,
@@ -17,9 +20,6 @@ from textvision.embed import (
     load_encoder,
     merge_shards,
 )
-from textvision.errors import ConfigError, InputError
-from textvision.io import attrs_dict
-from textvision.settings import DataSettings, EmbedSettings, MergeSettings
 
 
 def embed(texts, encoder, layers, max_length, batch_size=32):
@@ -182,7 +182,7 @@ def test_int8_on_the_cpu_stays_within_its_tolerance_whatever_the_thread_count():
     (the last layer's least here: 0.9946); the same bits run to run and on one or two threads."""
     import torch
 
-    from textvision.int8 import Int8Linear
+    from textvision.embed.int8 import Int8Linear
 
     tokenizer, model, _ = load_encoder(OFFLINE_MODEL, "cpu")
     int8 = load_encoder(OFFLINE_MODEL, "cpu", "int8")[1]
@@ -206,13 +206,13 @@ def test_int8_on_the_cpu_stays_within_its_tolerance_whatever_the_thread_count():
 
 
 def test_precisions_a_cpu_cannot_run_are_refused(monkeypatch):
-    import textvision.device
+    import textvision.core.device
 
     check_precision("float32", "cpu")
     check_precision("float16", "cuda")
     with pytest.raises(ConfigError, match="float16 runs on CUDA only"):
         check_precision("float16", "cpu")
-    monkeypatch.setattr(textvision.device, "native_bf16", lambda: False)
+    monkeypatch.setattr(textvision.core.device, "native_bf16", lambda: False)
     with pytest.raises(ConfigError, match="lacks native bfloat16"):
         check_precision("bfloat16", "cpu")
     check_precision("bfloat16", "cuda:0")

@@ -16,8 +16,9 @@ import torch
 from conftest import ENV, planned_jobs, write_config
 
 from textvision.cli import main
-from textvision.deepinsight import SCALERS, DeepInsightTransformer, apply_scaler
-from textvision.explain import (
+from textvision.data.synthetic import PLOT, SENTIMENT, SUBJECTS
+from textvision.deepinsight.transformer import SCALERS, DeepInsightTransformer, apply_scaler
+from textvision.explain.attribution import (
     COMPLETENESS_TOLERANCE,
     DifferentiablePath,
     PixelAveraging,
@@ -29,8 +30,7 @@ from textvision.explain import (
     torch_scaler,
     word_attributions,
 )
-from textvision.explain_pages import page_names, reference_texts, sample_rows
-from textvision.synthetic import PLOT, SENTIMENT, SUBJECTS
+from textvision.explain.step import page_names, reference_texts, sample_rows
 
 slow = pytest.mark.slow
 
@@ -180,7 +180,7 @@ def learned(tmp_path_factory):
 
 
 def explainer(learned, model, **kw) -> DifferentiablePath:
-    from textvision.bundle import load_bundle
+    from textvision.bundle.store import load_bundle
 
     return DifferentiablePath(load_bundle(learned[model], **kw))
 
@@ -188,7 +188,7 @@ def explainer(learned, model, **kw) -> DifferentiablePath:
 @slow
 @pytest.mark.parametrize("model", ["alexnet", "logreg"])
 def test_the_differentiable_path_gives_the_bundles_probabilities(learned, model):
-    from textvision.threads import limit_threads
+    from textvision.core.threads import limit_threads
 
     texts = learned["val"]["text"].tolist()[:24]
     # like with like: one text per batch on one thread, as `embed` computes a batch on a CPU (a
@@ -202,9 +202,9 @@ def test_the_differentiable_path_gives_the_bundles_probabilities(learned, model)
 def test_a_bundle_of_int8_embeddings_is_explained_through_float32(learned, tmp_path):
     """int8 products have no gradients: the path runs a float32 copy of the encoder (the same
     probabilities as the bundle in float32), and the attributions add up."""
-    from textvision.bundle import META, load_bundle
-    from textvision.int8 import Int8Linear
-    from textvision.threads import limit_threads
+    from textvision.bundle.store import META, load_bundle
+    from textvision.core.threads import limit_threads
+    from textvision.embed.int8 import Int8Linear
 
     bundle = shutil.copytree(learned["logreg"], tmp_path / "int8")
     meta = json.loads((bundle / META).read_text())
@@ -327,7 +327,7 @@ def test_the_words_with_the_most_attribution_are_sentiment_words(learned, model)
 
 @slow
 def test_feature_attributions_add_up_per_pixel_and_name_layer_and_pixel(learned):
-    from textvision.explain_figures import feature_table, layer_shares
+    from textvision.explain.figures import feature_table, layer_shares
 
     path = explainer(learned, "alexnet")
     bundle, val = path.bundle, learned["val"]

@@ -15,8 +15,8 @@ from conftest import ENV, REPO, write_images
 from test_reliability import fit, write_embeddings
 
 from textvision.cli import main
-from textvision.errors import InputError
-from textvision.lock import LOCK_NAME, acquire_outdir, release_outdir
+from textvision.core.errors import InputError
+from textvision.core.lock import LOCK_NAME, acquire_outdir, release_outdir
 
 
 @contextlib.contextmanager
@@ -121,7 +121,7 @@ def test_a_damaged_mapping_names_the_command_that_rebuilds_it(tmp_path, capsys):
 
 
 def test_rendered_images_carry_a_checksum_that_verifies(tmp_path):
-    from textvision.io import verify_sealed
+    from textvision.core.io import verify_sealed
 
     emb = write_embeddings(tmp_path / "e.h5")
     assert fit(emb, tmp_path / "m.h5") == 0

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from test_reliability import fit, write_embeddings
 
-from textvision.deepinsight import DeepInsightTransformer
-from textvision.render import PixelMoments, render_images
+from textvision.deepinsight.render import PixelMoments, render_images
+from textvision.deepinsight.transformer import DeepInsightTransformer
 
 
 def test_pixel_statistics_are_those_of_the_training_images(tmp_path):

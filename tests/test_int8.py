@@ -1,9 +1,9 @@
-"""textvision.int8: int8 linear layers against float32, fused layers against separate ones."""
+"""textvision.embed.int8: int8 linear layers against float32, fused layers against separate ones."""
 
 import pytest
 import torch
 
-from textvision.int8 import Int8Linear, float_linears, quantize_linears
+from textvision.embed.int8 import Int8Linear, float_linears, quantize_linears
 
 
 @pytest.fixture

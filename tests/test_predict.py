@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from conftest import planned_jobs, run_snakemake
 
-from textvision.bundle import META, TENSORS
+from textvision.bundle.store import META, TENSORS
 from textvision.cli import main
-from textvision.predictions import class_probabilities, read_predictions
+from textvision.train.predictions import class_probabilities, read_predictions
 
 slow = pytest.mark.slow
 
@@ -142,7 +142,7 @@ def test_a_bundle_of_another_encoder_or_version_is_refused(copied, tmp_path, cap
 def test_a_tampered_bundle_is_refused(copied, tmp_path, capsys):
     from safetensors.numpy import load_file, save_file
 
-    from textvision.io import file_sha256
+    from textvision.core.io import file_sha256
 
     bundle, texts = copied
     out = tmp_path / "p.csv"
@@ -182,8 +182,8 @@ def test_snakemake_predict_target(tiny_run, tmp_path):
 
 def test_write_bundle_replaces_a_bundle_whole_and_read_meta_checks_it(tmp_path):
     from textvision import __version__
-    from textvision.bundle import read_meta, write_bundle
-    from textvision.errors import InputError
+    from textvision.bundle.store import read_meta, write_bundle
+    from textvision.core.errors import InputError
 
     folder = tmp_path / "run" / "bundle"
     write_bundle(folder, {"kind": "logreg", "n": 1}, {"a": np.arange(3.0)})
@@ -203,8 +203,8 @@ def test_write_bundle_replaces_a_bundle_whole_and_read_meta_checks_it(tmp_path):
 
 @pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl", ".parquet"])
 def test_texts_are_read_in_chunks_with_rows_counted_over_the_whole_file(tmp_path, suffix):
-    from textvision.errors import InputError
-    from textvision.predict import iter_texts, read_texts
+    from textvision.core.errors import InputError
+    from textvision.predict.step import iter_texts, read_texts
 
     frame = pd.DataFrame({"key": list("abcde"), "text": [f"text<br />{i}" for i in range(5)]})
     path = tmp_path / f"texts{suffix}"

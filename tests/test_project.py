@@ -89,7 +89,7 @@ def test_every_rule_has_a_conda_env_that_exists():
 
 
 def test_config_readme_documents_every_key():
-    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    schema = yaml.safe_load((REPO / "src/textvision/config/config.schema.yaml").read_text())
     readme = (REPO / "config/README.md").read_text()
 
     def keys(node, prefix=""):

@@ -13,11 +13,11 @@ import pytest
 import torch
 from conftest import ENV, REPO, run_snakemake, write_config, write_images
 
-from textvision import embed
 from textvision.cli import main
-from textvision.data import prepare_dataset
-from textvision.io import set_attrs, string_array
-from textvision.settings import DataSettings, EmbedSettings
+from textvision.config.settings import DataSettings, EmbedSettings
+from textvision.core.io import set_attrs, string_array
+from textvision.data.prepare import prepare_dataset
+from textvision.embed.step import step as embed
 
 
 def write_embeddings(path, n=40, layers=2, hidden=16, seed=0, cls=None):
@@ -185,10 +185,10 @@ def test_rule_shell_commands_quote_every_value():
 
 
 def test_config_cannot_write_outside_outdir():
-    from textvision.config import load_schema, prepare_config
-    from textvision.errors import ConfigError
+    from textvision.config.schema import load_schema, prepare_config
+    from textvision.core.errors import ConfigError
 
-    schema = load_schema(REPO / "workflow/schemas/config.schema.yaml")
+    schema = load_schema()
     for bad in (
         {"outdir": "../elsewhere"},
         {"training": {"backbones": ["../../etc"]}},
@@ -338,7 +338,7 @@ def test_rendering_memory_stays_flat_as_n_grows(tmp_path):
         cls = np.random.default_rng(1).normal(size=(n, 2, 384)).astype(np.float32)
         write_embeddings(tmp_path / f"e{n}.h5", n=n, cls=cls)
         peaks[n] = _peak_rss_mb(
-            "from textvision.render import render_images\n"
+            "from textvision.deepinsight.render import render_images\n"
             f"render_images('{tmp_path}/e{n}.h5', '{tmp_path}/m.h5', '{tmp_path}/i{n}.h5')"
         )
     # 8x the rows: 28,672 more images (287 MB) and inputs (88 MB) must not be held at once

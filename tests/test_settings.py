@@ -18,12 +18,9 @@ import yaml
 from conftest import REPO, write_images
 from test_reliability import write_embeddings
 
-from textvision.backbones import REGISTRY, backbone_names, register_backbone
 from textvision.cli import STEPS, build_parser, main, resolve_settings
-from textvision.config import prepare_config
-from textvision.errors import ConfigError, InputError
-from textvision.io import atomic_path
-from textvision.settings import (
+from textvision.config.schema import prepare_config
+from textvision.config.settings import (
     DataSettings,
     EmbedSettings,
     MappingSettings,
@@ -31,7 +28,10 @@ from textvision.settings import (
     build_settings,
     step_params,
 )
-from textvision.threads import share, thread_counts
+from textvision.core.backbones import REGISTRY, backbone_names, register_backbone
+from textvision.core.errors import ConfigError, InputError
+from textvision.core.io import atomic_path
+from textvision.core.threads import share, thread_counts
 
 PAPER = yaml.safe_load((REPO / "config/paper.yaml").read_text())
 
@@ -142,7 +142,7 @@ def test_imagenet_loader_reports_the_download_error(tmp_path, monkeypatch):
         raise ConnectionError("network unreachable (test)")
 
     monkeypatch.setattr(torchvision.models.WeightsEnum, "get_state_dict", refuse)
-    from textvision.models import imagenet_state_dict
+    from textvision.models.network import imagenet_state_dict
 
     with pytest.raises(InputError, match="ConnectionError: network unreachable") as err:
         imagenet_state_dict("alexnet")
@@ -182,7 +182,10 @@ def _record_threads(monkeypatch, module, function, seen):
 def test_every_step_runs_on_the_thread_count_it_is_given(tmp_path, monkeypatch):
     import numba
 
-    from textvision import baseline, mapping, render, train
+    from textvision.deepinsight.transformer import fit as mapping
+    from textvision.deepinsight.transformer import render
+    from textvision.train.step import baseline
+    from textvision.train.step import step as train
 
     emb = write_embeddings(tmp_path / "e.h5", n=60, hidden=32)
     images = write_images(tmp_path / "i.h5")
@@ -264,7 +267,7 @@ def test_one_thread_fit_uses_one_core(tmp_path):
 
 def test_cli_modules_import_no_heavy_library():
     code = (
-        "import sys, textvision.cli, textvision.settings;"
+        "import sys, textvision.cli, textvision.config.settings;"
         "print(sorted(m for m in ('torch', 'numba', 'sklearn', 'transformers')"
         " if m in sys.modules))"
     )

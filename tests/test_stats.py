@@ -1,4 +1,5 @@
-"""textvision.stats (seed intervals, paired bootstrap, McNemar) and the comparisons forest plot."""
+"""textvision.report.stats (seed intervals, paired bootstrap, McNemar) and the comparisons
+forest plot."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import struct
 import numpy as np
 import pytest
 
-from textvision.plots import plot_comparisons
-from textvision.stats import mcnemar, paired_bootstrap, seed_interval
+from textvision.report.figures import plot_comparisons
+from textvision.report.stats import mcnemar, paired_bootstrap, seed_interval
 
 T_975_DF2 = 0.95 * math.sqrt(2 / (4 * 0.975 * 0.025))  # closed form for 2 degrees of freedom
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 from conftest import train_job, write_images
 
-from textvision.device import native_bf16
-from textvision.errors import ConfigError, InputError
+from textvision.core.device import native_bf16
+from textvision.core.errors import ConfigError, InputError
 
 METRIC_FIELDS = {
     "val_accuracy_last",
@@ -101,7 +101,7 @@ def test_a_checkpoint_resumes_only_with_the_same_weights_file(
 
     import torchvision
 
-    from textvision import train
+    from textvision.train.step import step as train
 
     weights = tmp_path / "w.pt"
     torch.manual_seed(0)
@@ -118,14 +118,14 @@ def test_a_checkpoint_resumes_only_with_the_same_weights_file(
     with pytest.raises(RuntimeError):
         run_resnet()
     assert (out / "checkpoint.pt").exists()
-    with pytest.raises(RuntimeError), caplog.at_level(logging.INFO, logger="textvision.train"):
+    with pytest.raises(RuntimeError), caplog.at_level(logging.INFO, logger="textvision.train.step"):
         run_resnet()  # same weights: resumes after the last epoch
     assert "resuming resnet18 seed 0 from epoch 2" in caplog.text
     torch.manual_seed(1)
     torch.save(torchvision.models.resnet18().state_dict(), weights)  # replaced in between
     monkeypatch.undo()
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="textvision.train"):
+    with caplog.at_level(logging.INFO, logger="textvision.train.step"):
         metrics = run_resnet()
     assert "was written with other weights: starting afresh" in caplog.text
     assert "resuming" not in caplog.text
@@ -162,9 +162,9 @@ def test_bfloat16_training_tracks_float32(images, tmp_path):
 
 
 def test_bfloat16_is_refused_on_a_cpu_without_it(images, tmp_path, monkeypatch):
-    import textvision.device
+    import textvision.core.device
 
-    monkeypatch.setattr(textvision.device, "native_bf16", lambda: False)
+    monkeypatch.setattr(textvision.core.device, "native_bf16", lambda: False)
     with pytest.raises(ConfigError, match="'training.precision': bfloat16 on this CPU"):
         train_job(images, tmp_path / "x", precision="bfloat16")
     assert not (tmp_path / "x/metrics.json").exists()

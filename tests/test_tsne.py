@@ -10,7 +10,7 @@ from sklearn.manifold import TSNE, trustworthiness
 from sklearn.manifold._t_sne import _joint_probabilities_nn, _kl_divergence_bh
 from sklearn.neighbors import NearestNeighbors
 
-from textvision.tsne import affinities, initial_layout, kl_gradient, tsne
+from textvision.deepinsight.tsne import affinities, initial_layout, kl_gradient, tsne
 
 
 def blobs(n_per: int = 60, dims: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -90,7 +90,7 @@ def test_layout_is_the_same_from_a_fresh_compilation_for_another_cpu(tmp_path):
     points, _ = blobs(n_per=30)
     np.save(tmp_path / "points.npy", points)
     code = (
-        "import numpy as np; from textvision.tsne import tsne; "
+        "import numpy as np; from textvision.deepinsight.tsne import tsne; "
         f"p = np.load({str(tmp_path / 'points.npy')!r}); "
         f"np.save({str(tmp_path / 'layout.npy')!r}, tsne(p, perplexity=5, max_iter=300))"
     )
@@ -118,7 +118,7 @@ def test_early_exaggeration_reaches_both_backends_from_the_config(tmp_path):
     from test_reliability import write_embeddings
 
     from textvision.cli import main
-    from textvision.io import attrs_dict, open_h5
+    from textvision.core.io import attrs_dict, open_h5
 
     points, _ = blobs(n_per=30)
     assert not np.array_equal(

@@ -11,9 +11,9 @@ import pytest
 from conftest import REPO, SNAKEMAKE, planned_jobs, run_snakemake, write_config
 from scipy import stats
 
-from textvision.metrics import classification_metrics
-from textvision.predictions import class_probabilities, read_predictions
-from textvision.report import COLUMNS
+from textvision.report.step import COLUMNS
+from textvision.train.metrics import classification_metrics
+from textvision.train.predictions import class_probabilities, read_predictions
 
 pytestmark = pytest.mark.slow
 

@@ -18,9 +18,8 @@ from dataclasses import dataclass
 
 import yaml
 
-from textvision.config import schema_node
-from textvision.errors import ConfigError, TextVisionError
-from textvision.settings import (
+from textvision.config.schema import schema_node
+from textvision.config.settings import (
     BaselineSettings,
     DataSettings,
     DomainSettings,
@@ -35,7 +34,8 @@ from textvision.settings import (
     deep_merge,
     set_key,
 )
-from textvision.threads import limit_threads
+from textvision.core.errors import ConfigError, TextVisionError
+from textvision.core.threads import limit_threads
 
 
 def _io_prepare(p):
@@ -174,61 +174,62 @@ class Step:
 
 STEPS: dict[str, Step] = {
     "prepare-data": Step(
-        "textvision.data:prepare_dataset", "labelled texts -> dataset.parquet", _io_prepare,
+        "textvision.data.prepare:prepare_dataset", "labelled texts -> dataset.parquet", _io_prepare,
         DataSettings,
     ),
     "embed": Step(
-        "textvision.embed:embed_dataset", "dataset.parquet -> [CLS] vectors of one shard",
+        "textvision.embed.step:embed_dataset", "dataset.parquet -> [CLS] vectors of one shard",
         _io_embed, EmbedSettings,
     ),
     "merge-embeddings": Step(
-        "textvision.embed:merge_shards", "shard files -> embeddings.h5", _io_merge, MergeSettings
+        "textvision.embed.step:merge_shards", "shard files -> embeddings.h5", _io_merge,
+        MergeSettings,
     ),
     "fit-mapping": Step(
-        "textvision.mapping:fit_mapping", "embeddings.h5 -> DeepInsight mapping.h5", _io_fit,
-        MappingSettings,
+        "textvision.deepinsight.fit:fit_mapping", "embeddings.h5 -> DeepInsight mapping.h5",
+        _io_fit, MappingSettings,
     ),
     "render-images": Step(
-        "textvision.render:render_images", "embeddings.h5 + mapping.h5 -> images.h5",
+        "textvision.deepinsight.render:render_images", "embeddings.h5 + mapping.h5 -> images.h5",
         _io_render,
     ),
     "plot-mapping": Step(
-        "textvision.mapping_figures:plot_mapping", "DeepInsight figures (PNG)", _io_plot
+        "textvision.deepinsight.figures:plot_mapping", "DeepInsight figures (PNG)", _io_plot
     ),
     "train": Step(
-        "textvision.train:train_backbone", "images.h5 -> one trained backbone and seed",
+        "textvision.train.step:train_backbone", "images.h5 -> one trained backbone and seed",
         _io_train, TrainSettings, threads_option=False,
     ),
     "domain-shift": Step(
-        "textvision.domain:domain_shift",
+        "textvision.domain.step:domain_shift",
         "images.h5 -> how far text images are from natural ones, for one backbone slice",
         _io_domain, DomainSettings,
     ),
     "baseline": Step(
-        "textvision.baseline:train_logreg", "logistic regression on the raw embeddings",
+        "textvision.train.baseline:train_logreg", "logistic regression on the raw embeddings",
         _io_baseline, BaselineSettings,
     ),
     "predict": Step(
-        "textvision.predict:predict_texts",
+        "textvision.predict.step:predict_texts",
         "classify new texts with a model bundle -> predictions.csv", _io_predict,
     ),
     "explain": Step(
-        "textvision.explain_pages:explain_texts",
+        "textvision.explain.step:explain_texts",
         "word, pixel and feature attributions of a model bundle's predictions -> HTML pages",
         _io_explain,
     ),
     "report": Step(
-        "textvision.report:build_report",
+        "textvision.report.step:build_report",
         "metrics.json files (predictions.parquet beside each) -> results, comparisons, figures",
         _io_report, ReportSettings,
     ),
     "prefetch": Step(
-        "textvision.prefetch:prefetch",
+        "textvision.prefetch.step:prefetch",
         "fill the Hugging Face and torch caches for a config (a cluster's login node)",
         lambda p: None, PrefetchSettings,
     ),
     "config-docs": Step(
-        "textvision.config_docs:write_config_readme",
+        "textvision.config.docs:write_config_readme",
         "write config/README.md from the schema",
         _io_config_docs,
     ),

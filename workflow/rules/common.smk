@@ -1,10 +1,10 @@
 import re
 from pathlib import Path
 
-from textvision.backbones import backbone_names
-from textvision.config import load_schema, prepare_config, weights_for
-from textvision.lock import acquire_outdir, release_outdir
-from textvision.settings import (
+from textvision.core.backbones import backbone_names
+from textvision.config.schema import load_schema, prepare_config, weights_for
+from textvision.core.lock import acquire_outdir, release_outdir
+from textvision.config.settings import (
     BaselineSettings,
     DataSettings,
     DomainSettings,
@@ -16,12 +16,10 @@ from textvision.settings import (
     TrainSettings,
     step_params,
 )
-from textvision.variants import check_comparisons, shares_images, variant_config
+from textvision.config.variants import check_comparisons, shares_images, variant_config
 
 # Validate at start-up (types coerced first: `--config` values arrive as strings), defaults filled.
-_validated = prepare_config(
-    config, load_schema(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
-)
+_validated = prepare_config(config, load_schema())
 config.clear()
 config.update(_validated)
 
@@ -203,7 +201,7 @@ def predictions_files():
 
 DEEPINSIGHT_FIGURES = ["feature_density", "class_means", "samples", "feature_map"]
 REPORT_FIGURES = ["accuracy", "learning_curves", "confusion", "comparisons", "costs"]
-# the names textvision.domain_figures.DOMAIN_FIGURES writes (tests/test_domain.py checks)
+# the names textvision.domain.figures.DOMAIN_FIGURES writes (tests/test_domain.py checks)
 DOMAIN_FIGURES = ["inputs", "normalisation", "histograms", "frechet"]
 
 
@@ -301,7 +299,7 @@ onerror:
     release_outdir(OUT)
 
 
-# the names textvision.explain_figures writes beside features.csv (tests/test_explain.py checks)
+# the names textvision.explain.figures writes beside features.csv (tests/test_explain.py checks)
 EXPLAIN_FIGURES = ["attribution_map", "layer_attribution"]
 
 

@@ -1,0 +1,7 @@
+"""`python -m textvision`: the same command line as the `textvision` script."""
+
+import sys
+
+from textvision.cli import main
+
+sys.exit(main())

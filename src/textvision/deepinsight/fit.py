@@ -1,0 +1,121 @@
+"""The `fit_mapping` step: DeepInsight fitted on the chosen rows, stored as `mapping.h5`."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from textvision.config.settings import MappingSettings
+from textvision.core.errors import ConfigError, InputError
+from textvision.core.io import atomic_path, attrs_dict, open_h5, seal, set_attrs, verify_sealed
+from textvision.deepinsight.transformer import DeepInsightTransformer
+from textvision.embed.store import n_features, read_embeddings, read_splits
+
+log = logging.getLogger(__name__)
+
+_STATE = ("embedding_", "rotation_", "coords_", "pixels_", "feature_counts_")
+
+
+def transformer_params(settings: MappingSettings) -> dict:
+    """The DeepInsightTransformer parameters of the `deepinsight` settings: every key but
+    `fit_on`, those of `tsne` included, `tsne.seed` as `random_state`."""
+    params = settings.to_dict()
+    del params["fit_on"]
+    tsne = params.pop("tsne")
+    random_state = tsne.pop("seed")
+    return {**params, **tsne, "random_state": random_state}
+
+
+MIN_FEATURES_PER_PIXEL = 0.1  # a grid with 10x more pixels than features is refused
+
+
+def check_against_features(settings: MappingSettings, features: int, embeddings) -> None:
+    """Stop before the fit when the settings cannot work for this many features."""
+    perplexity = settings.tsne.perplexity
+    if settings.projector == "tsne" and perplexity >= features:
+        raise ConfigError(
+            f"config key 'deepinsight.tsne.perplexity': {perplexity} is not below the "
+            f"{features} features of {embeddings} (t-SNE places the features; lower it)"
+        )
+    pixels = settings.pixels
+    if features < MIN_FEATURES_PER_PIXEL * pixels**2:
+        limit = int((features / MIN_FEATURES_PER_PIXEL) ** 0.5)
+        raise ConfigError(
+            f"config key 'deepinsight.pixels': {pixels}x{pixels} = {pixels**2} pixels for the "
+            f"{features} features of {embeddings}, over 10 pixels per feature; at most {limit}"
+        )
+
+
+def fit_mapping(
+    embeddings: str | Path,
+    out: str | Path,
+    settings: MappingSettings,
+    threads: int | None = None,
+) -> DeepInsightTransformer:
+    """Fit a DeepInsightTransformer on the training rows (or all rows, `fit_on: all`) and save
+    it as HDF5."""
+    fit_on = settings.fit_on
+    check_against_features(settings, n_features(embeddings), embeddings)
+    split = read_splits(embeddings)
+    if fit_on == "all":
+        log.warning(
+            "deepinsight.fit_on=all: scaler and projection see the validation/test rows; "
+            "this reproduces the original code and leaks into validation accuracy"
+        )
+        rows = np.ones(len(split), bool)
+    else:
+        rows = split == "train"
+    if rows.sum() < 2:
+        raise InputError(f"{embeddings}: {rows.sum()} rows to fit on (fit_on={fit_on})")
+    X, attrs = read_embeddings(embeddings, rows)
+    transformer = DeepInsightTransformer(**transformer_params(settings), n_jobs=threads).fit(X)
+    save_mapping(
+        transformer,
+        out,
+        {
+            "fit_on": fit_on,
+            "n_fit_rows": int(rows.sum()),
+            "layers": attrs["layers"],
+            "model": attrs["model"],
+            "hidden_size": X.shape[1] // len(attrs["layers"]),
+        },
+    )
+    log.info("mapping %s: %s", out, transformer.occupancy_)
+    return transformer
+
+
+def save_mapping(transformer: DeepInsightTransformer, out: str | Path, info: dict) -> None:
+    with atomic_path(out) as tmp, h5py.File(tmp, "w") as fh:
+        for name in _STATE:
+            fh[name.rstrip("_")] = getattr(transformer, name)
+        scale = fh.create_group("scale")
+        for key, value in transformer.scale_.items():
+            scale[key] = value
+        set_attrs(
+            fh,
+            {
+                # how it was fitted; not the thread count, which changes nothing
+                "params": {k: v for k, v in transformer.get_params().items() if k != "n_jobs"},
+                "occupancy": transformer.occupancy_,
+                "n_features": transformer.n_features_in_,
+                **info,
+            },
+        )
+        seal(fh)
+
+
+def load_mapping(path: str | Path) -> tuple[DeepInsightTransformer, dict]:
+    """The fitted transformer stored in `mapping.h5`, and the file's attributes; the file's
+    content checksum is verified first."""
+    verify_sealed(path, "fit_mapping")
+    with open_h5(path, *(name.rstrip("_") for name in _STATE), "scale") as fh:
+        attrs = attrs_dict(fh)
+        transformer = DeepInsightTransformer(**attrs["params"])
+        for name in _STATE:
+            setattr(transformer, name, fh[name.rstrip("_")][()])
+        transformer.scale_ = {key: fh["scale"][key][()] for key in fh["scale"]}
+    transformer.n_features_in_ = attrs["n_features"]
+    return transformer, attrs

@@ -1,0 +1,372 @@
+"""DeepInsight (Sharma et al., 2019) as a scikit-learn transformer: feature vectors -> images.
+
+Features are points: a 2-D projection of the transposed (scaled) matrix places every feature,
+the convex hull's minimum-area bounding rectangle is rotated axis-parallel, and positions are
+discretised onto a P x P grid, by binning (DeepInsight, pyDeepInsight `bin`) or by an optimal
+one-to-one assignment of features to pixel centres. A sample's image holds, in each pixel, the
+mean of its scaled features that landed there.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+from joblib import effective_n_jobs
+from scipy.optimize import linear_sum_assignment
+from scipy.spatial import ConvexHull
+from scipy.spatial.distance import cdist
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.decomposition import PCA, KernelPCA
+from sklearn.utils.validation import check_array, check_is_fitted
+from threadpoolctl import threadpool_limits
+
+from textvision.config.schema import schema_default
+from textvision.core.threads import share
+from textvision.deepinsight.tsne import tsne
+
+SCALERS = ("log", "minmax", "zscore", "none")
+PROJECTORS = ("tsne", "pca", "kpca")
+DISCRETIZATIONS = ("bin", "assignment")
+LAYOUTS = ("fitted", "shuffled")
+BACKENDS = ("sklearn", "numba")  # t-SNE implementations
+BLOCK_ROWS = 64  # rows scaled and binned at a time (at most chunk_size): the block stays in cache
+
+
+_DEFAULTS = schema_default("deepinsight")  # the config schema declares every default
+
+
+class DeepInsightTransformer(TransformerMixin, BaseEstimator):
+    """Map `[n_samples, n_features]` vectors to `[n_samples, pixels, pixels]` float32 images.
+
+    Parameters are the `deepinsight` config keys (`deepinsight.tsne.seed` is `random_state`),
+    with the schema's defaults; config/README.md describes each.
+
+    `layout="shuffled"` is the no-structure control: the fitted pixels and their occupancy are
+    kept, but features are dealt to them by a random permutation (`layout_seed`), so that
+    neighbouring pixels no longer hold similar features.
+
+    `n_jobs`: threads of the numba t-SNE and of `transform` (None: every CPU this process may
+    use); the results are the same for any number. Fitted attributes: `scale_` (scaler
+    statistics), `embedding_` (2-D feature positions), `rotation_` (2x2), `coords_` (rotated
+    positions), `pixels_` (`[n_features, 2]` row and column of every feature),
+    `feature_counts_` (`[P, P]` features per pixel), `occupancy_`.
+    """
+
+    def __init__(
+        self,
+        pixels=_DEFAULTS["pixels"],
+        scaler=_DEFAULTS["scaler"],
+        projector=_DEFAULTS["projector"],
+        *,
+        perplexity=_DEFAULTS["tsne"]["perplexity"],
+        early_exaggeration=_DEFAULTS["tsne"]["early_exaggeration"],
+        metric=_DEFAULTS["tsne"]["metric"],
+        init=_DEFAULTS["tsne"]["init"],
+        learning_rate=_DEFAULTS["tsne"]["learning_rate"],
+        max_iter=_DEFAULTS["tsne"]["max_iter"],
+        backend=_DEFAULTS["tsne"]["backend"],
+        pca_components=_DEFAULTS["pca_components"],
+        discretization=_DEFAULTS["discretization"],
+        empty_value=_DEFAULTS["empty_value"],
+        layout=_DEFAULTS["layout"],
+        layout_seed=_DEFAULTS["layout_seed"],
+        random_state=_DEFAULTS["tsne"]["seed"],
+        chunk_size=_DEFAULTS["chunk_size"],
+        n_jobs=None,
+    ):
+        self.pixels = pixels
+        self.scaler = scaler
+        self.projector = projector
+        self.perplexity = perplexity
+        self.early_exaggeration = early_exaggeration
+        self.metric = metric
+        self.init = init
+        self.learning_rate = learning_rate
+        self.max_iter = max_iter
+        self.backend = backend
+        self.pca_components = pca_components
+        self.discretization = discretization
+        self.empty_value = empty_value
+        self.layout = layout
+        self.layout_seed = layout_seed
+        self.random_state = random_state
+        self.chunk_size = chunk_size
+        self.n_jobs = n_jobs
+
+    # -- fitting ---------------------------------------------------------------------------
+    def fit(self, X, y=None):
+        self._check_params()
+        X = check_array(X, dtype=np.float32)
+        self.n_features_in_ = X.shape[1]
+        # one BLAS thread: matrix products (t-SNE's neighbours and PCA start, PCA) then give the
+        # same bits for any thread count, and t-SNE would amplify a last-bit difference
+        with threadpool_limits(limits=1, user_api="blas"):
+            if self.scaler == "log":  # statistics and scaled rows from one logarithm pass
+                self.scale_, scaled = _fit_log_scaler(X)
+            else:
+                self.scale_ = fit_scaler(X, self.scaler)
+                scaled = apply_scaler(X, self.scaler, self.scale_)
+            self.embedding_ = self._project(scaled.T)
+        self.rotation_ = min_area_rotation(self.embedding_)
+        self.coords_ = self.embedding_ @ self.rotation_.T
+        if self.discretization == "bin":
+            self.pixels_ = bin_coordinates(self.coords_, self.pixels)
+        else:
+            self.pixels_ = assign_coordinates(self.coords_, self.pixels)
+        if self.layout == "shuffled":  # same pixels, same counts; features dealt at random
+            self.pixels_ = self.pixels_[
+                np.random.default_rng(self.layout_seed).permutation(len(self.pixels_))
+            ]
+        self.feature_counts_ = feature_counts(self.pixels_, self.pixels)
+        self._build_plan()
+        return self
+
+    def _check_params(self):
+        for name, allowed in (
+            ("scaler", SCALERS),
+            ("projector", PROJECTORS),
+            ("discretization", DISCRETIZATIONS),
+            ("layout", LAYOUTS),
+            ("backend", BACKENDS),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if not isinstance(self.pixels, (int, np.integer)) or self.pixels < 2:
+            raise ValueError(f"pixels must be an integer >= 2, got {self.pixels!r}")
+
+    def _project(self, points: np.ndarray) -> np.ndarray:
+        """2-D positions of the features (rows of `points`)."""
+        if self.pca_components and self.pca_components < min(points.shape):
+            points = PCA(self.pca_components, random_state=self.random_state).fit_transform(points)
+        if self.projector == "pca":
+            return PCA(2, random_state=self.random_state).fit_transform(points).astype(np.float64)
+        if self.projector == "kpca":
+            return KernelPCA(2, kernel="rbf", random_state=self.random_state).fit_transform(points)
+        if self.perplexity >= len(points):
+            raise ValueError(
+                f"t-SNE perplexity ({self.perplexity}) must be below the number of features "
+                f"({len(points)})"
+            )
+        settings = {
+            "perplexity": self.perplexity,
+            "early_exaggeration": self.early_exaggeration,
+            "metric": self.metric,
+            "init": self.init,
+            "learning_rate": self.learning_rate,
+            "max_iter": self.max_iter,
+            "random_state": self.random_state,
+        }
+        if self.backend == "numba":
+            return tsne(points, **settings, n_jobs=self._threads())
+        from sklearn.manifold import TSNE
+
+        with threadpool_limits(limits=1, user_api="openmp"):  # its gradient sums over threads
+            return TSNE(2, **settings).fit_transform(points).astype(np.float64)
+
+    def _build_plan(self):
+        """Gather plan for `transform`. Pixels are grouped by their number `c` of features;
+        `_gather` lists the features group after group, each group slot-major (every pixel's
+        first feature, then every pixel's second, ...), so a pixel's mean is a sum over `c`
+        contiguous slabs of the gathered row, times `1/c`."""
+        flat = self.pixels_[:, 0] * self.pixels + self.pixels_[:, 1]
+        counts = self.feature_counts_.ravel()
+        order = np.argsort(flat, kind="stable")
+        sorted_flat = flat[order]
+        starts = np.flatnonzero(np.r_[True, sorted_flat[1:] != sorted_flat[:-1]])
+        used = sorted_flat[starts]
+        gather, pixels, self._spans = [], [], []
+        at_gather = at_pixel = 0
+        for c in np.unique(counts[used]):
+            pick = counts[used] == c
+            members = order[starts[pick][:, None] + np.arange(c)]  # [pixels, c] features
+            gather.append(members.T.ravel())
+            pixels.append(used[pick])
+            self._spans.append((int(c), int(pick.sum()), at_gather, at_pixel))
+            at_gather, at_pixel = at_gather + members.size, at_pixel + int(pick.sum())
+        self._gather = np.concatenate(gather) if gather else np.zeros(0, np.int64)
+        self._pixel_index = np.concatenate(pixels) if pixels else np.zeros(0, np.int64)
+        self._inverse = (1.0 / counts[self._pixel_index]).astype(np.float32)
+
+    @property
+    def occupancy_(self) -> dict:
+        check_is_fitted(self, "pixels_")
+        return occupancy(self.feature_counts_)
+
+    # -- transforming ----------------------------------------------------------------------
+    def transform(self, X) -> np.ndarray:
+        check_is_fitted(self, "pixels_")
+        X = check_array(X, dtype=np.float32)
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {X.shape[1]} features, the mapping was fitted on {self.n_features_in_}"
+            )
+        if not hasattr(self, "_gather"):
+            self._build_plan()
+        out = np.empty((len(X), self.pixels, self.pixels), dtype=np.float32)
+        flat = out.reshape(len(X), -1)
+        step = max(1, min(self.chunk_size, BLOCK_ROWS))
+        starts = range(0, len(X), step)
+
+        def render(take):  # one thread: blocks as they come free, one buffer
+            means = np.empty((step, len(self._pixel_index)), dtype=np.float32)
+            while (lo := take()) is not None:
+                self._render_block(X[lo : lo + step], flat[lo : lo + step], means)
+
+        share(starts, min(self._threads(), len(starts)), render)  # numpy releases the GIL
+        return out
+
+    def _render_block(self, rows: np.ndarray, dst: np.ndarray, means: np.ndarray) -> None:
+        """Images of a block of rows into `dst` (`[rows, P*P]`)."""
+        block = apply_scaler(rows, self.scaler, self.scale_)
+        gathered = block.take(self._gather, axis=1)
+        mean = means[: len(block)]
+        for c, n, at_gather, at_pixel in self._spans:
+            slabs = gathered[:, at_gather : at_gather + c * n]
+            if c == 1:
+                mean[:, at_pixel : at_pixel + n] = slabs
+            else:
+                np.sum(
+                    slabs.reshape(len(block), c, n), axis=1, out=mean[:, at_pixel : at_pixel + n]
+                )
+        mean *= self._inverse
+        dst.fill(self.empty_value)  # then every used pixel is overwritten
+        dst[:, self._pixel_index] = mean
+
+    def _threads(self) -> int:
+        if self.n_jobs is None:
+            return len(os.sched_getaffinity(0))
+        return effective_n_jobs(self.n_jobs)
+
+    def inverse_transform(self, images) -> np.ndarray:
+        """Images -> feature vectors (each feature reads its pixel; the scaler is undone)."""
+        check_is_fitted(self, "pixels_")
+        images = np.asarray(images, dtype=np.float32)
+        if images.shape[-2:] != (self.pixels, self.pixels):
+            raise ValueError(
+                f"expected images [..., {self.pixels}, {self.pixels}], got {images.shape}"
+            )
+        values = images[..., self.pixels_[:, 0], self.pixels_[:, 1]]
+        return invert_scaler(values, self.scaler, self.scale_)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        for name in ("_gather", "_pixel_index", "_inverse", "_spans"):
+            state.pop(name, None)
+        return state
+
+
+def feature_counts(pixels: np.ndarray, size: int) -> np.ndarray:
+    """`[size, size]` number of features in each pixel, from their `[n, 2]` pixel coordinates."""
+    counts = np.zeros((size, size), dtype=np.int64)
+    np.add.at(counts, (pixels[:, 0], pixels[:, 1]), 1)
+    return counts
+
+
+def occupancy(counts: np.ndarray) -> dict:
+    """How a discretisation uses the grid: pixels used, most and mean features per used pixel."""
+    return {
+        "pixels_used": int((counts > 0).sum()),
+        "pixels_total": int(counts.size),
+        "max_features_per_pixel": int(counts.max()),
+        "mean_features_per_used_pixel": float(counts[counts > 0].mean()),
+        "n_features": int(counts.sum()),
+    }
+
+
+# -- scalers: fitted on the fit rows only, applied to all --------------------------------------
+def fit_scaler(X: np.ndarray, kind: str) -> dict:
+    if kind == "log":  # DeepInsight's norm-2 / pyDeepInsight's LogScaler
+        return _fit_log_scaler(X)[0]
+    if kind == "minmax":
+        lo, hi = X.min(axis=0), X.max(axis=0)
+        return {"min": lo, "range": np.where(hi > lo, hi - lo, 1).astype(np.float32)}
+    if kind == "zscore":
+        std = X.std(axis=0)
+        return {"mean": X.mean(axis=0), "std": np.where(std > 0, std, 1).astype(np.float32)}
+    return {}
+
+
+def _fit_log_scaler(X: np.ndarray) -> tuple[dict, np.ndarray]:
+    """The log scaler's statistics of the fit rows, and those rows scaled (what `apply_scaler`
+    gives them: on them the clipping at 1 and at 0 changes nothing), from one logarithm pass."""
+    min0 = X.min(axis=0)
+    logged = X + np.abs(min0)
+    logged += 1
+    np.log(logged, out=logged)
+    top = np.float32(logged.max())
+    logged /= top
+    np.clip(logged, 0, 1, out=logged)
+    return {"min": min0, "max": top}, logged.astype(np.float32, copy=False)
+
+
+def apply_scaler(X: np.ndarray, kind: str, stats: dict) -> np.ndarray:
+    """Scaled copy of `X` (float32), computed in place on one new array."""
+    if kind == "log":
+        # values below the fit data's minimum (unseen rows) clip to 0 instead of log(<1) or NaN
+        out = X + np.abs(stats["min"])
+        out += 1
+        np.maximum(out, 1, out=out)
+        np.log(out, out=out)
+        out /= stats["max"]
+        np.clip(out, 0, 1, out=out)
+        return out.astype(np.float32, copy=False)
+    if kind == "minmax":
+        out = X - stats["min"]
+        out /= stats["range"]
+        return out.astype(np.float32, copy=False)
+    if kind == "zscore":
+        out = X - stats["mean"]
+        out /= stats["std"]
+        return out.astype(np.float32, copy=False)
+    return X.astype(np.float32)
+
+
+def invert_scaler(values: np.ndarray, kind: str, stats: dict) -> np.ndarray:
+    if kind == "log":
+        return (np.exp(values * stats["max"]) - np.abs(stats["min"]) - 1).astype(np.float32)
+    if kind == "minmax":
+        return (values * stats["range"] + stats["min"]).astype(np.float32)
+    if kind == "zscore":
+        return (values * stats["std"] + stats["mean"]).astype(np.float32)
+    return values
+
+
+# -- geometry ----------------------------------------------------------------------------------
+def min_area_rotation(points: np.ndarray) -> np.ndarray:
+    """Rotation matrix R making the minimum-area bounding rectangle of `points @ R.T`
+    axis-aligned (the rectangle is flush with one convex-hull edge)."""
+    hull = points[ConvexHull(points).vertices]
+    edges = np.diff(np.vstack([hull, hull[:1]]), axis=0)
+    angles = np.unique(np.mod(np.arctan2(edges[:, 1], edges[:, 0]), np.pi / 2))
+    cos, sin = np.cos(angles), np.sin(angles)
+    rotations = np.stack([np.stack([cos, sin], -1), np.stack([-sin, cos], -1)], 1)
+    rotated = np.einsum("kij,nj->kni", rotations, hull)
+    extent = rotated.max(axis=1) - rotated.min(axis=1)
+    return rotations[np.argmin(extent[:, 0] * extent[:, 1])]
+
+
+def scale_to_grid(coords: np.ndarray, pixels: int) -> np.ndarray:
+    """Min-max scale each axis of `coords` onto [0, pixels]."""
+    lo, hi = coords.min(axis=0), coords.max(axis=0)
+    return (coords - lo) / np.where(hi > lo, hi - lo, 1) * pixels
+
+
+def bin_coordinates(coords: np.ndarray, pixels: int) -> np.ndarray:
+    """Pixel (row, column) of each point: floor of the grid position; the maximum goes to the
+    last row/column, so no point falls outside."""
+    return np.minimum(np.floor(scale_to_grid(coords, pixels)).astype(np.int64), pixels - 1)
+
+
+def assign_coordinates(coords: np.ndarray, pixels: int) -> np.ndarray:
+    """Optimal assignment of points to pixel centres minimising the total displacement, at most
+    ceil(n / pixels**2) points per pixel (one each where pixels**2 >= n)."""
+    grid = scale_to_grid(coords, pixels)
+    rows, cols = np.meshgrid(np.arange(pixels), np.arange(pixels), indexing="ij")
+    centres = np.stack([rows.ravel(), cols.ravel()], 1) + 0.5
+    slots = math.ceil(len(coords) / pixels**2)
+    cost = np.tile(cdist(grid, centres), (1, slots))
+    _, col = linear_sum_assignment(cost)
+    pixel = col % (pixels * pixels)
+    return np.stack([pixel // pixels, pixel % pixels], 1).astype(np.int64)

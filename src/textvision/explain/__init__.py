@@ -1,0 +1,1 @@
+"""`explain`: word, pixel, layer and feature attributions of a bundle's predictions."""

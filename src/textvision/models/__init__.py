@@ -1,0 +1,1 @@
+"""The network: a frozen ImageNet slice from the registry -> conv head -> dense classifier."""

@@ -1,0 +1,1 @@
+"""`predict`: classify new texts with a bundle."""
