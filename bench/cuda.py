@@ -46,7 +46,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def embedding_rows(model: str, n: int, device: str, precisions: list[str]) -> list[list[str]]:
     from textvision.config.schema import schema_default
     from textvision.data.synthetic import make_corpus
-    from textvision.embed.step import embed_texts, layer_indices, load_encoder
+    from textvision.embed.encoder import embed_texts, layer_indices, load_encoder
 
     settings = schema_default("embedding")
     size, max_length = settings["batch_size"], settings["max_length"]

@@ -42,7 +42,7 @@ def embed_ref(p: dict) -> dict:
     from transformers import AutoModel, AutoTokenizer
 
     from bench.common import imdb_texts
-    from textvision.embed.step import resolve_model
+    from textvision.embed.encoder import resolve_model
 
     _threads(p["threads"])
     texts = imdb_texts(p["n"], Path(p["imdb"]))
@@ -67,7 +67,7 @@ def embed_ref(p: dict) -> dict:
 def embed_ours(p: dict) -> dict:
     """textvision.embed.step.embed_texts as the workflow calls it (batch 32, fp32, 512 tokens)."""
     from bench.common import imdb_texts
-    from textvision.embed.step import embed_texts, layer_indices, load_encoder
+    from textvision.embed.encoder import embed_texts, layer_indices, load_encoder
 
     _threads(p["threads"])
     texts = imdb_texts(p["n"], Path(p["imdb"]))
@@ -109,7 +109,7 @@ def embed_profile(p: dict) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
     from bench.common import imdb_texts
-    from textvision.embed.step import embed_texts, layer_indices, load_encoder
+    from textvision.embed.encoder import embed_texts, layer_indices, load_encoder
 
     _threads(1)
     texts = imdb_texts(p["n"], Path(p["imdb"]))
@@ -221,7 +221,7 @@ def fit_ours(p: dict) -> dict:
         layout = transformer.embedding_
         result["trust"] = {k: _trustworthiness(scaled.T, layout, k) for k in p["quality"]}
     if p.get("save_mapping") and p.get("run", 0) == 0:
-        from textvision.deepinsight.fit import save_mapping
+        from textvision.deepinsight.store import save_mapping
 
         transformer.set_params(scaler="log")
         transformer.scale_ = fit_scaler(X, "log")
@@ -264,7 +264,7 @@ def render_ref(p: dict) -> dict:
     """pyDeepInsight transform(X, img_format="scalar") of the log-scaled rows (scaling before
     the timed section)."""
     from bench.common import read_matrix
-    from textvision.deepinsight.fit import load_mapping
+    from textvision.deepinsight.store import load_mapping
 
     transformer, _ = load_mapping(p["mapping"])
     ref = _pydeepinsight(transformer)
@@ -282,7 +282,7 @@ def render_ref(p: dict) -> dict:
 def render_ours(p: dict) -> dict:
     """textvision DeepInsightTransformer.transform(X) of the raw rows (scaling inside)."""
     from bench.common import read_matrix
-    from textvision.deepinsight.fit import load_mapping
+    from textvision.deepinsight.store import load_mapping
 
     transformer, _ = load_mapping(p["mapping"])
     transformer.set_params(n_jobs=p["threads"])
@@ -301,7 +301,7 @@ def render_step_ref(p: dict) -> dict:
     (Norm2Scaler), transform, write float32 images."""
     import h5py
 
-    from textvision.deepinsight.fit import load_mapping
+    from textvision.deepinsight.store import load_mapping
 
     transformer, _ = load_mapping(p["mapping"])
     ref, scaler = _pydeepinsight(transformer), _norm2(transformer)
@@ -446,7 +446,7 @@ def explain_ours(p: dict) -> dict:
     encoder's 512 tokens, through the bundle (loaded before the timed section); the references are
     other reviews of the sample."""
     from bench.common import imdb_texts
-    from textvision.bundle.store import load_bundle
+    from textvision.bundle.model import load_bundle
     from textvision.config.schema import schema_default
     from textvision.explain.attribution import (
         IG_STEPS,

@@ -24,19 +24,14 @@ import pytest
 import torch
 from conftest import train_job, write_images
 
-from textvision.bundle.store import load_bundle
+from textvision.bundle.model import load_bundle
 from textvision.config.settings import DataSettings, EmbedSettings, MappingSettings, MergeSettings
 from textvision.data.prepare import prepare_dataset
 from textvision.data.synthetic import make_corpus
 from textvision.deepinsight.fit import fit_mapping
 from textvision.deepinsight.render import render_images
-from textvision.embed.step import (
-    OFFLINE_MODEL,
-    embed_dataset,
-    embed_texts,
-    load_encoder,
-    merge_shards,
-)
+from textvision.embed.encoder import OFFLINE_MODEL, embed_texts, load_encoder
+from textvision.embed.step import embed_dataset, merge_shards
 from textvision.explain.attribution import (
     COMPLETENESS_TOLERANCE,
     DifferentiablePath,

@@ -141,7 +141,7 @@ class _Fixed:
 
 
 def test_shuffled_layout_keeps_occupancy_and_moves_features(tmp_path):
-    from textvision.deepinsight.fit import load_mapping, save_mapping
+    from textvision.deepinsight.store import load_mapping, save_mapping
 
     X = np.random.default_rng(0).normal(size=(60, 300)).astype(np.float32)
     fitted = DeepInsightTransformer(pixels=12, projector="pca").fit(X)

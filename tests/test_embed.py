@@ -9,17 +9,16 @@ from textvision.core.device import native_bf16
 from textvision.core.errors import ConfigError, InputError
 from textvision.core.io import attrs_dict
 from textvision.data.prepare import prepare_dataset
-from textvision.embed.step import (
+from textvision.embed.encoder import (
     OFFLINE_MODEL,
     check_precision,
-    embed_dataset,
     embed_padded,
     embed_texts,
     embed_unpadded,
     layer_indices,
     load_encoder,
-    merge_shards,
 )
+from textvision.embed.step import embed_dataset, merge_shards
 
 
 def embed(texts, encoder, layers, max_length, batch_size=32):

@@ -180,7 +180,7 @@ def learned(tmp_path_factory):
 
 
 def explainer(learned, model, **kw) -> DifferentiablePath:
-    from textvision.bundle.store import load_bundle
+    from textvision.bundle.model import load_bundle
 
     return DifferentiablePath(load_bundle(learned[model], **kw))
 
@@ -202,7 +202,8 @@ def test_the_differentiable_path_gives_the_bundles_probabilities(learned, model)
 def test_a_bundle_of_int8_embeddings_is_explained_through_float32(learned, tmp_path):
     """int8 products have no gradients: the path runs a float32 copy of the encoder (the same
     probabilities as the bundle in float32), and the attributions add up."""
-    from textvision.bundle.store import META, load_bundle
+    from textvision.bundle.model import load_bundle
+    from textvision.bundle.store import META
     from textvision.core.threads import limit_threads
     from textvision.embed.int8 import Int8Linear
 

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from textvision.core.errors import InputError  # noqa: E402
 from textvision.core.figures import robust_max, save_figure  # noqa: E402
 from textvision.core.io import attrs_dict, decode, open_h5, verify_sealed  # noqa: E402
-from textvision.deepinsight.fit import load_mapping  # noqa: E402
+from textvision.deepinsight.store import load_mapping  # noqa: E402
 from textvision.deepinsight.transformer import (  # noqa: E402
     assign_coordinates,
     bin_coordinates,

@@ -5,18 +5,15 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from textvision.config.settings import MappingSettings
 from textvision.core.errors import ConfigError, InputError
-from textvision.core.io import atomic_path, attrs_dict, open_h5, seal, set_attrs, verify_sealed
+from textvision.deepinsight.store import save_mapping
 from textvision.deepinsight.transformer import DeepInsightTransformer
 from textvision.embed.store import n_features, read_embeddings, read_splits
 
 log = logging.getLogger(__name__)
-
-_STATE = ("embedding_", "rotation_", "coords_", "pixels_", "feature_counts_")
 
 
 def transformer_params(settings: MappingSettings) -> dict:
@@ -85,37 +82,3 @@ def fit_mapping(
     )
     log.info("mapping %s: %s", out, transformer.occupancy_)
     return transformer
-
-
-def save_mapping(transformer: DeepInsightTransformer, out: str | Path, info: dict) -> None:
-    with atomic_path(out) as tmp, h5py.File(tmp, "w") as fh:
-        for name in _STATE:
-            fh[name.rstrip("_")] = getattr(transformer, name)
-        scale = fh.create_group("scale")
-        for key, value in transformer.scale_.items():
-            scale[key] = value
-        set_attrs(
-            fh,
-            {
-                # how it was fitted; not the thread count, which changes nothing
-                "params": {k: v for k, v in transformer.get_params().items() if k != "n_jobs"},
-                "occupancy": transformer.occupancy_,
-                "n_features": transformer.n_features_in_,
-                **info,
-            },
-        )
-        seal(fh)
-
-
-def load_mapping(path: str | Path) -> tuple[DeepInsightTransformer, dict]:
-    """The fitted transformer stored in `mapping.h5`, and the file's attributes; the file's
-    content checksum is verified first."""
-    verify_sealed(path, "fit_mapping")
-    with open_h5(path, *(name.rstrip("_") for name in _STATE), "scale") as fh:
-        attrs = attrs_dict(fh)
-        transformer = DeepInsightTransformer(**attrs["params"])
-        for name in _STATE:
-            setattr(transformer, name, fh[name.rstrip("_")][()])
-        transformer.scale_ = {key: fh["scale"][key][()] for key in fh["scale"]}
-    transformer.n_features_in_ = attrs["n_features"]
-    return transformer, attrs

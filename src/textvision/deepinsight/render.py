@@ -21,7 +21,7 @@ from textvision.core.io import (
     string_array,
 )
 from textvision.core.paper import NORMALISATION_EPS
-from textvision.deepinsight.fit import load_mapping
+from textvision.deepinsight.store import load_mapping
 
 CHUNK = 1024  # rows rendered at a time: larger chunks fragment the heap and grow memory with N
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from textvision.bundle.store import load_bundle, read_meta
+from textvision.bundle.model import load_bundle
+from textvision.bundle.store import read_meta
 from textvision.core.device import resolve_device
 from textvision.core.errors import InputError
 from textvision.core.io import atomic_folder

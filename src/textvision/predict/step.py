@@ -84,7 +84,8 @@ def predict_texts(
 ) -> Path:
     """Write `out` (CSV): id, predicted class name, prob_<class> per class, one row per text of
     `source`, from the bundle folder `model`. Nothing is written when a check fails."""
-    from textvision.bundle.store import load_bundle, read_meta
+    from textvision.bundle.model import load_bundle
+    from textvision.bundle.store import read_meta
     from textvision.core.device import resolve_device
 
     id_column = id_column or None  # "" (what the rule passes for row numbers) too

@@ -15,7 +15,7 @@ def prefetch(settings: PrefetchSettings) -> None:
     """Fetch the encoder, an `hf:` dataset and the ImageNet weights of the backbones that use
     them (local files need no fetching)."""
     from textvision.core.backbones import parse_backbone
-    from textvision.embed.step import resolve_model
+    from textvision.embed.encoder import resolve_model
     from textvision.models.network import imagenet_state_dict
 
     log.info("encoder %s: %s", settings.model, resolve_model(settings.model))

@@ -66,7 +66,8 @@ def write_model(outdir: Path, model, attrs: dict, predictions) -> None:
     """`predictions.parquet` (validation and test predictions) and `bundle/`, the fitted
     pipeline as a portable model (`textvision predict`); no bundle for
     embeddings that do not name their encoder (not written by `textvision embed`)."""
-    from textvision.bundle.store import ENCODER_KEYS, logreg_bundle, write_bundle
+    from textvision.bundle.model import logreg_bundle
+    from textvision.bundle.store import ENCODER_KEYS, write_bundle
 
     write_predictions(outdir / "predictions.parquet", predictions)
     missing = [k for k in ENCODER_KEYS if k not in attrs]

@@ -20,15 +20,12 @@ from textvision.core.device import autocast, resolve_device, training_precision
 from textvision.core.errors import InputError
 from textvision.core.io import (
     atomic_path,
-    attrs_dict,
-    check_finite,
-    decode,
     file_sha256,
-    open_h5,
     verify_sealed,
     write_json,
 )
 from textvision.core.threads import limit_threads
+from textvision.deepinsight.images import load_images
 from textvision.models.network import (
     InputAdapter,
     TextVisionNet,
@@ -43,29 +40,6 @@ from textvision.train.metrics import classification_metrics
 from textvision.train.predictions import prediction_table, write_predictions
 
 log = logging.getLogger(__name__)
-
-
-def load_images(path: str | Path) -> dict:
-    """Images, labels and splits from `images.h5`, checked against the file's own attributes."""
-    with open_h5(path, "images", "id", "label", "split") as fh:
-        attrs = attrs_dict(fh)
-        images = fh["images"][:]
-        pixels = attrs.get("pixels")
-        if images.ndim != 3 or images.shape[1:] != (pixels, pixels):
-            raise InputError(
-                f"{path}: dataset 'images' has shape {images.shape}; the mapping gives "
-                f"{pixels}x{pixels} pixels (expected [N, {pixels}, {pixels}])"
-            )
-        check_finite(images, path, "images")
-        stats = {k: fh[k][:] for k in ("pixel_mean", "pixel_std") if k in fh}
-        return {
-            **stats,
-            "images": images,
-            "id": decode(fh["id"][:]),
-            "label": fh["label"][:].astype(np.int64),
-            "split": decode(fh["split"][:]),
-            "attrs": attrs,
-        }
 
 
 def _batches(n: int, batch_size: int, generator: torch.Generator | None = None):
@@ -396,7 +370,7 @@ def write_outputs(outdir: Path, metrics: dict, settings: dict, run: Run, last_st
 def check_mapping(mapping: str | Path, attrs: dict):
     """The fitted DeepInsight transformer of `mapping`, which must be the one the images were
     rendered with (same grid and discretisation): checked before training."""
-    from textvision.deepinsight.fit import load_mapping
+    from textvision.deepinsight.store import load_mapping
 
     transformer, _ = load_mapping(mapping)
     rendered = (attrs["pixels"], attrs.get("discretization", transformer.discretization))
@@ -411,7 +385,8 @@ def check_mapping(mapping: str | Path, attrs: dict):
 
 def write_bundle_files(outdir: Path, job: dict, transformer, recorded: dict) -> None:
     """`bundle/`: everything needed to classify new texts with the best epoch."""
-    from textvision.bundle.store import cnn_bundle, write_bundle
+    from textvision.bundle.model import cnn_bundle
+    from textvision.bundle.store import write_bundle
 
     meta, tensors = cnn_bundle(job["net"], job["data"]["attrs"], transformer, recorded)
     write_bundle(outdir / "bundle", meta, tensors)
