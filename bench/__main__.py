@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from bench import deepinsight_fit, embedding, explain, predict, render, training, workflow
-from bench.common import FOREIGN, IMDB, REPO, log, markdown_table, setup_logging
+from bench.common import FOREIGN, IMDB, REPO, log, setup_logging
 from bench.machine import describe
 from bench.machine import markdown as machine_markdown
+from textvision.core.markdown import markdown_table
 
 BENCHMARKS = ("embed", "fit", "render", "train", "predict", "explain", "workflow")
 HEADER = ["step", "inputs", "reference", "ours", "ratio", "target", "met", "notes"]

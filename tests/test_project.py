@@ -101,19 +101,6 @@ def test_config_readme_documents_every_key():
     assert missing == []
 
 
-def test_no_function_in_the_package_is_over_60_lines():
-    import ast
-
-    long = []
-    for path in sorted((REPO / "src/textvision").glob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                lines = node.end_lineno - node.lineno + 1
-                if lines > 60:
-                    long.append(f"{path.name}:{node.name} ({lines} lines)")
-    assert long == []
-
-
 def test_the_project_describes_the_software_and_the_machine():
     pattern = re.compile(r"\blent\b|not drawn", re.IGNORECASE)
     files = [REPO / "README.md", *(REPO / "docs").rglob("*.md"), *(REPO / "bench").rglob("*")]

@@ -17,7 +17,7 @@ from textvision.cli import main
 from textvision.config.settings import DataSettings, EmbedSettings
 from textvision.core.io import set_attrs, string_array
 from textvision.data.prepare import prepare_dataset
-from textvision.embed.step import step as embed
+from textvision.embed import step as embed
 
 
 def write_embeddings(path, n=40, layers=2, hidden=16, seed=0, cls=None):

@@ -182,10 +182,10 @@ def _record_threads(monkeypatch, module, function, seen):
 def test_every_step_runs_on_the_thread_count_it_is_given(tmp_path, monkeypatch):
     import numba
 
-    from textvision.deepinsight.transformer import fit as mapping
-    from textvision.deepinsight.transformer import render
-    from textvision.train.step import baseline
-    from textvision.train.step import step as train
+    from textvision.deepinsight import fit as mapping
+    from textvision.deepinsight import render
+    from textvision.train import baseline
+    from textvision.train import step as train
 
     emb = write_embeddings(tmp_path / "e.h5", n=60, hidden=32)
     images = write_images(tmp_path / "i.h5")

@@ -101,7 +101,7 @@ def test_a_checkpoint_resumes_only_with_the_same_weights_file(
 
     import torchvision
 
-    from textvision.train.step import step as train
+    from textvision.train import step as train
 
     weights = tmp_path / "w.pt"
     torch.manual_seed(0)

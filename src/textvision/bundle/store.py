@@ -23,7 +23,7 @@ from textvision.core.io import atomic_folder, atomic_path, file_sha256, write_js
 
 FORMAT = 1
 META, TENSORS = "bundle.json", "tensors.safetensors"
-ENCODER_KEYS = ("model", "weights_sha256", "layers", "max_length", "clean_html")
+ENCODER_KEYS = ("model", "weights_sha256", "layers", "max_length", "clean_html", "precision")
 
 
 def encoder_meta(attrs: dict) -> dict:
@@ -34,8 +34,7 @@ def encoder_meta(attrs: dict) -> dict:
             f"no model bundle: the inputs lack the encoder's {missing} (not made by "
             "`textvision embed`)"
         )
-    # the precision the vectors were computed in (older embeddings: float32)
-    return {**{k: attrs[k] for k in ENCODER_KEYS}, "precision": attrs.get("precision", "float32")}
+    return {k: attrs[k] for k in ENCODER_KEYS}
 
 
 def _numpy(value) -> np.ndarray:
@@ -115,6 +114,3 @@ def require_tensors(folder: Path, tensors: dict, names) -> None:
     missing = [n for n in names if n not in tensors]
     if missing:
         raise InputError(f"{folder / TENSORS}: missing tensor(s) {missing}")
-
-
-# -- the two kinds: CNN (DeepInsight + network) and logistic regression ------------------------

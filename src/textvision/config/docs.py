@@ -11,10 +11,11 @@ import yaml
 from textvision.config.schema import SCHEMA_PATH
 from textvision.core import backbones
 from textvision.core.io import atomic_path
+from textvision.core.markdown import cell, markdown_table
 
 # name shown for the free key of a mapping (`additionalProperties` schema); default `<name>`
 PLACEHOLDERS = {"training.lr": "<backbone>"}
-_HEADER = "| key | type | default | meaning |\n|---|---|---|---|"
+_COLUMNS = ["key", "type", "default", "meaning"]
 
 
 def _resolve(node: dict, defs: dict) -> dict:
@@ -62,17 +63,13 @@ def _type(node: dict, detail: bool = True) -> str:
     return " or ".join(_type_name(t, node, detail) for t in types) or "any"
 
 
-def _cell(text: str) -> str:
-    return " ".join(str(text).split()).replace("|", "\\|")
-
-
-def _row(name: str, node: dict) -> str:
+def _row(name: str, node: dict) -> list[str]:
     default = f"`{json.dumps(node['default'])}`" if "default" in node else "-"
-    meaning = _cell(node.get("description", ""))
-    return f"| `{name}` | {_cell(_type(node))} | {_cell(default)} | {meaning} |"
+    texts = (_type(node), default, node.get("description", ""))
+    return [f"`{name}`", *(cell(text, fold=True) for text in texts)]
 
 
-def _rows(node: dict, name: str, defs: dict) -> Iterator[str]:
+def _rows(node: dict, name: str, defs: dict) -> Iterator[list[str]]:
     """Table rows of `node` and everything under it; objects get a row when described."""
     node = _resolve(node, defs)
     props = node.get("properties")
@@ -93,21 +90,20 @@ def _backbone_section() -> str:
         mantissa, exponent = f"{x:e}".split("e")
         return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
+    rows = []
+    for b in backbones.backbone_table():
+        paper = "yes" if b["paper"] else "no"
+        rows.append(
+            [f"`{b['name']}`", b["feature_maps"], lr(b["lr_head"]), lr(b["lr_classifier"]), paper]
+        )
     lines = [
         "## Backbones",
         "",
         "Generated from the registry (`textvision.core.backbones`): output maps of each frozen "
         "slice and the learning rates used where `training.lr` sets none.",
         "",
-        "| backbone | feature maps | lr head | lr classifier | paper |",
-        "|---|---|---|---|---|",
+        markdown_table(["backbone", "feature maps", "lr head", "lr classifier", "paper"], rows),
     ]
-    for b in backbones.backbone_table():
-        paper = "yes" if b["paper"] else "no"
-        lines.append(
-            f"| `{b['name']}` | {b['feature_maps']} | {lr(b['lr_head'])} "
-            f"| {lr(b['lr_classifier'])} | {paper} |"
-        )
     return "\n".join(lines)
 
 
@@ -127,13 +123,14 @@ def render_config_readme(schema: dict) -> str:
         parts.append(schema["description"].strip())
     if top:
         rows = [r for key in top for r in _rows(props[key], key, defs)]
-        parts.append("\n".join(["## Top level", "", _HEADER, *rows]))
+        parts.append("\n".join(["## Top level", "", markdown_table(_COLUMNS, rows)]))
     for key, node in sections.items():
         lines = [f"## `{key}`", ""]
         if node.get("description"):
             lines += [node["description"].strip(), ""]
         children = node["properties"].items()
-        lines += [_HEADER, *(r for c, sub in children for r in _rows(sub, f"{key}.{c}", defs))]
+        rows = [r for c, sub in children for r in _rows(sub, f"{key}.{c}", defs)]
+        lines.append(markdown_table(_COLUMNS, rows))
         parts.append("\n".join(lines))
     parts.append(_backbone_section())
     return "\n\n".join(parts) + "\n"

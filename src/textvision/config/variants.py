@@ -4,16 +4,15 @@ one report. Report rows are named `backbone` (the main run), `variant/backbone` 
 
 from __future__ import annotations
 
+from textvision.config.schema import prepare_config
+from textvision.config.settings import deep_merge
 from textvision.core.errors import ConfigError
 
-SECTIONS = ("deepinsight", "training")
 BASELINE = "logreg"
 
 
 def variant_config(config: dict, name: str) -> dict:
     """The validated config of variant `name`: the main config with its overrides merged in."""
-    from textvision.config.schema import prepare_config
-    from textvision.config.settings import deep_merge
 
     base = {k: v for k, v in config.items() if k not in ("variants", "report")}
     try:

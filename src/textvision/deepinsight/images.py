@@ -3,20 +3,31 @@ training pixels' moments and the file's attributes, checked against each other."
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from textvision.core.errors import InputError
-from textvision.core.io import (
-    attrs_dict,
-    check_finite,
-    decode,
-    open_h5,
-)
+from textvision.core.io import attrs_dict, check_finite, decode, open_h5
 
 
-def load_images(path: str | Path) -> dict:
+@dataclass(frozen=True)
+class Images:
+    """The contents of `images.h5`: one image per text, its id, label and split; the training
+    pixels' moments (`pixel_mean`, `pixel_std`, None in files without them) and the attributes
+    (grid, discretisation, label names, the Z-normalisation's `mu`, `sigma`, `eps`)."""
+
+    images: np.ndarray
+    id: np.ndarray
+    label: np.ndarray
+    split: np.ndarray
+    attrs: dict
+    pixel_mean: np.ndarray | None = None
+    pixel_std: np.ndarray | None = None
+
+
+def load_images(path: str | Path) -> Images:
     """Images, labels and splits from `images.h5`, checked against the file's own attributes."""
     with open_h5(path, "images", "id", "label", "split") as fh:
         attrs = attrs_dict(fh)
@@ -29,11 +40,11 @@ def load_images(path: str | Path) -> dict:
             )
         check_finite(images, path, "images")
         stats = {k: fh[k][:] for k in ("pixel_mean", "pixel_std") if k in fh}
-        return {
+        return Images(
+            images=images,
+            id=decode(fh["id"][:]),
+            label=fh["label"][:].astype(np.int64),
+            split=decode(fh["split"][:]),
+            attrs=attrs,
             **stats,
-            "images": images,
-            "id": decode(fh["id"][:]),
-            "label": fh["label"][:].astype(np.int64),
-            "split": decode(fh["split"][:]),
-            "attrs": attrs,
-        }
+        )

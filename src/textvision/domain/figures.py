@@ -9,16 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from textvision.core.figures import plt, save_figure
+from textvision.core.registry import DOMAIN_FIGURES, DOMAIN_INPUTS, DOMAIN_VARIANTS, TEXT_VARIANTS
 
-DOMAIN_FIGURES = ("inputs", "normalisation", "histograms", "frechet")
-FEATURE_VARIANTS = ("raw", "zscore", "pixel", "adapted")
-COLOURS = {
-    "raw": "#8c8c8c",
-    "zscore": "#4c72b0",
-    "pixel": "#55a868",
-    "adapted": "#dd8452",
-    "natural": "#c44e52",
-}
+# the figures' names, the variants compared and their colours: the registry's
+COLOURS = {name: spec.colour for name, spec in DOMAIN_INPUTS.items()}
 
 
 def provenance(result: dict) -> str:
@@ -95,10 +89,10 @@ def plot_frechet(slices: list[dict], path: Path, title: str) -> None:
     """Fréchet distance to the natural crops per slice (weights) and variant; the dashed line
     is the distance between two halves of the natural crops."""
     fig, ax = plt.subplots(figsize=(max(5.0, 3.2 * len(slices)), 3.8))
-    width = 0.8 / len(FEATURE_VARIANTS)
+    width = 0.8 / len(DOMAIN_VARIANTS)
     for i, sl in enumerate(slices):
-        for j, variant in enumerate(FEATURE_VARIANTS):
-            x = i + (j - (len(FEATURE_VARIANTS) - 1) / 2) * width
+        for j, variant in enumerate(DOMAIN_VARIANTS):
+            x = i + (j - (len(DOMAIN_VARIANTS) - 1) / 2) * width
             value = sl["variants"][variant]["frechet"]
             if isinstance(value, str):
                 ax.text(x, 0.5, "n/a", ha="center", fontsize=7, transform=ax.get_xaxis_transform())
@@ -134,7 +128,7 @@ def write_domain_figures(result: dict, sample: dict[str, np.ndarray], outdir: Pa
     names = {fig: f"{backbone}_{fig}.png" for fig in DOMAIN_FIGURES}
     title = f"{backbone}: {provenance(result)}"
     plot_inputs(sample["received"], sample["natural"], outdir / names["inputs"], title)
-    variants = {name: sample[name] for name in ("raw", "zscore", "pixel")}
+    variants = {name: sample[name] for name in TEXT_VARIANTS}
     plot_normalisation(variants, outdir / names["normalisation"], title)
     plot_histograms(result["pixel_level"], outdir / names["histograms"], title)
     plot_frechet(result["slices"], outdir / names["frechet"], title)

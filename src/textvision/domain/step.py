@@ -31,6 +31,8 @@ from textvision.core.backbones import parse_backbone
 from textvision.core.device import resolve_device
 from textvision.core.errors import InputError
 from textvision.core.io import attrs_dict, check_finite, decode, open_h5, verify_sealed, write_json
+from textvision.core.registry import DOMAIN_INPUTS, RANDOM_WEIGHTS, TEXT_VARIANTS
+from textvision.domain.figures import write_domain_figures
 from textvision.models.network import (
     InputAdapter,
     adapt_batchnorm,
@@ -47,19 +49,6 @@ BATCH = 32  # images per forward pass
 HISTOGRAM_BINS = 40
 DIGITS = 6  # significant digits of every number written: the same on any thread count
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-
-TEXT_VARIANTS = {
-    "raw": "text images as rendered, no normalisation",
-    "zscore": "the paper's scalar Z-normalisation (training mu and sigma)",
-    "pixel": "per-pixel normalisation (training mean and std maps)",
-}
-ADAPTED = (
-    "Z-normalised text images through the slice with its BatchNorm statistics re-estimated on "
-    "them (AdaBN), against the natural crops through the slice as loaded (random weights: "
-    "through the slice adapted on the natural crops); BN KL against the re-estimated statistics"
-)
-NATURAL = "natural crops after ImageNet's normalisation (mean (0.485, 0.456, 0.406), std (0.229, "
-NATURAL += "0.224, 0.225))"
 
 NO_BATCHNORM = "no BatchNorm"
 RANDOM_INIT = "random init: no running statistics"
@@ -159,7 +148,7 @@ def batchnorm_status(body: nn.Module, weights: str) -> str:
     """Whether the slice's BatchNorm layers hold statistics worth comparing with."""
     if not batchnorm_layers(body):
         return NO_BATCHNORM
-    if weights == "none":
+    if weights == RANDOM_WEIGHTS:
         return RANDOM_INIT
     return FOLDED if has_initial_statistics(body) else RUNNING
 
@@ -329,9 +318,12 @@ def pixel_level(text: dict, natural_raw: torch.Tensor, natural: torch.Tensor) ->
     with torch.no_grad():
         for name, adapter in text_adapters(text, upsample=1).items():
             values = adapter(x)[:, 0].numpy()
-            out[name] = {"description": TEXT_VARIANTS[name], **value_summary(values, empty)}
+            out[name] = {
+                "description": DOMAIN_INPUTS[name].description,
+                **value_summary(values, empty),
+            }
     out["natural"] = {
-        "description": NATURAL,
+        "description": DOMAIN_INPUTS["natural"].description,
         **value_summary(natural.numpy(), natural_raw.numpy() == 0),
     }
     return out
@@ -389,7 +381,7 @@ def compare_slice(body: nn.Module, weights: str, inputs: Inputs) -> dict:
     half = len(natural) // 2
     return {
         "weights": weights,
-        "role": "random init (no transfer)" if weights == "none" else "configured",
+        "role": "random init (no transfer)" if weights == RANDOM_WEIGHTS else "configured",
         "batchnorm": status,
         "feature_dim": int(natural.shape[1]),
         "natural_halves_frechet": frechet_distance(natural[:half], natural[half:]),
@@ -462,7 +454,6 @@ def domain_shift(
         settings: `DomainSettings` (reference, sample sizes, seed, weights, upsampling, device).
         backbone: registry name, e.g. `resnet18@layer2`.
     """
-    from textvision.domain.figures import write_domain_figures
 
     tic = time.perf_counter()
     arch, _ = parse_backbone(backbone)
@@ -484,7 +475,7 @@ def domain_shift(
         "text": _text_info(images, text, settings),
         "input_size": size,
         "device": str(dev),
-        "variant_descriptions": {**TEXT_VARIANTS, "adapted": ADAPTED, "natural": NATURAL},
+        "variant_descriptions": {name: spec.description for name, spec in DOMAIN_INPUTS.items()},
         "pixel_level": pixel_level(text, natural_raw, natural),
         "slices": _slices(backbone, settings, inputs),
     }

@@ -45,6 +45,7 @@ from torch import nn
 from textvision.config.schema import schema_default
 from textvision.core.device import encoder_kernels
 from textvision.core.errors import InputError
+from textvision.data.tables import clean_text
 from textvision.embed.forward import BertCLSForward, bert_like
 from textvision.embed.int8 import float_linears
 
@@ -177,7 +178,7 @@ class DifferentiablePath:
         self.kind = bundle.meta["kind"]
         self.class_names = list(bundle.class_names)
         self.tokenizer, encoder = bundle.tokenizer, bundle.encoder.requires_grad_(False)
-        if bundle.meta["encoder"].get("precision") == "int8":
+        if bundle.meta["encoder"]["precision"] == "int8":
             encoder = float_linears(encoder).requires_grad_(False)
         self.encoder = encoder
         self.layers = list(bundle.layers)
@@ -193,12 +194,14 @@ class DifferentiablePath:
                     "(training.normalization 'batch'): a text's score depends on the other texts "
                     "of its batch, so it has no explanation of its own"
                 )
-            transformer = bundle.transformer
+            transformer = bundle.classifier.transformer
             self.scale = torch_scaler(transformer.scaler, transformer.scale_, self.device)
             self.averaging = PixelAveraging(transformer).to(self.device)
-            self.net = bundle.net.eval()
+            self.net = bundle.classifier.net.eval()
         else:
-            self.linear = _logreg_logits(bundle.scaler, bundle.logreg, self.device)
+            self.linear = _logreg_logits(
+                bundle.classifier.scaler, bundle.classifier.logreg, self.device
+            )
 
     def tokenize(self, text: str) -> Tokens:
         """The bundle's tokenisation of one (already cleaned) text, truncated like `embed`."""
@@ -257,7 +260,6 @@ class DifferentiablePath:
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """Class probabilities of raw texts, one text at a time through this path."""
-        from textvision.data.tables import clean_text
 
         out = []
         with torch.no_grad():
@@ -456,7 +458,6 @@ def feature_attributions(
         progress: a tqdm bar the embedding step advances, or None.
 
     Returns a `FeatureAttributions` (with every row's probabilities)."""
-    from textvision.data.tables import clean_text
 
     path = DifferentiablePath(bundle)
     if path.kind != "cnn":

@@ -17,6 +17,7 @@ from textvision.core.figures import save_figure  # noqa: E402
 from textvision.core.io import atomic_path  # noqa: E402
 
 FEATURES_CSV = "features.csv"
+INDEX_CSV = "index.csv"  # one row per explained text, beside the pages
 MAP_FIGURE = "attribution_map.png"
 LAYER_FIGURE = "layer_attribution.png"
 
@@ -89,7 +90,7 @@ def plot_layer_attribution(shares: pd.DataFrame, path: str | Path) -> None:
 def write_feature_outputs(folder: str | Path, result, bundle) -> list[str]:
     """`features.csv` and the two figures into `folder`; their file names."""
     folder = Path(folder)
-    table = feature_table(result, list(bundle.layers), bundle.transformer.pixels_)
+    table = feature_table(result, list(bundle.layers), bundle.classifier.transformer.pixels_)
     with atomic_path(folder / FEATURES_CSV) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6g")
     plot_attribution_map(result, folder / MAP_FIGURE)

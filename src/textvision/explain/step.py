@@ -20,17 +20,19 @@ from textvision.bundle.store import read_meta
 from textvision.core.device import resolve_device
 from textvision.core.errors import InputError
 from textvision.core.io import atomic_folder
+from textvision.data.store import read_dataset
 from textvision.explain.attribution import (
     COMPLETENESS_TOLERANCE,
     IG_STEPS,
     DifferentiablePath,
     TokenAttribution,
+    feature_attributions,
     integrated_gradients,
     reference_tokens,
     word_attributions,
 )
+from textvision.explain.figures import INDEX_CSV, write_feature_outputs
 from textvision.predict.step import read_texts
-from textvision.report.explained import INDEX_CSV
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +239,6 @@ def sample_rows(labels: np.ndarray, predicted: np.ndarray, n: int, seed: int) ->
 
 
 def _dataset_rows(dataset, names: list[str], split: str, role: str) -> pd.DataFrame:
-    from textvision.data.store import read_dataset
 
     frame, meta = read_dataset(dataset)
     if list(meta["label_names"]) != list(names):
@@ -309,8 +310,6 @@ def explain_texts(
         frame, result = _validation_sample(path, frame, n_texts, seed)
     with atomic_folder(out) as tmp:
         if result is not None:
-            from textvision.explain.figures import write_feature_outputs
-
             extras = write_feature_outputs(tmp, result, bundle)
         rows = _write_pages(tmp, path, frame, names, steps, baselines)
         pd.DataFrame(rows).to_csv(tmp / INDEX_CSV, index=False, float_format="%.6g")
@@ -341,8 +340,6 @@ def _validation_sample(path, frame: pd.DataFrame, n_texts: int, seed: int):
     labels, texts, result = frame["label"].to_numpy(np.int64), frame["text"].tolist(), None
     with tqdm(total=len(texts), unit="text", desc="validation texts", mininterval=2) as bar:
         if path.kind == "cnn":
-            from textvision.explain.attribution import feature_attributions
-
             result = feature_attributions(path.bundle, texts, labels, progress=bar)
             proba = result.proba
         else:

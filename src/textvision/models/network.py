@@ -276,3 +276,11 @@ def build_backbone(name: str, weights: str) -> FrozenBackbone:
     else:
         body = nn.Sequential(*(getattr(model, m) for m in spec.modules))
     return FrozenBackbone(body, spec.channels)
+
+
+def place(net: TextVisionNet, dev: torch.device) -> TextVisionNet:
+    """`net` on `dev`; on a CPU in channels-last layout (oneDNN's convolutions run faster)."""
+    net.to(dev)
+    if dev.type == "cpu":
+        net.to(memory_format=torch.channels_last)
+    return net

@@ -12,6 +12,9 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from textvision.bundle.model import load_bundle
+from textvision.bundle.store import read_meta
+from textvision.core.device import resolve_device
 from textvision.core.errors import InputError
 from textvision.core.io import atomic_path
 from textvision.data.tables import check_texts, clean_text, iter_table, rows
@@ -84,9 +87,6 @@ def predict_texts(
 ) -> Path:
     """Write `out` (CSV): id, predicted class name, prob_<class> per class, one row per text of
     `source`, from the bundle folder `model`. Nothing is written when a check fails."""
-    from textvision.bundle.model import load_bundle
-    from textvision.bundle.store import read_meta
-    from textvision.core.device import resolve_device
 
     id_column = id_column or None  # "" (what the rule passes for row numbers) too
     meta = read_meta(model)  # version and checksum first: cheap

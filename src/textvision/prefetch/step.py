@@ -6,7 +6,10 @@ from __future__ import annotations
 import logging
 
 from textvision.config.settings import PrefetchSettings
+from textvision.core.backbones import parse_backbone
 from textvision.core.errors import InputError
+from textvision.embed.encoder import resolve_model
+from textvision.models.network import imagenet_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -14,9 +17,6 @@ log = logging.getLogger(__name__)
 def prefetch(settings: PrefetchSettings) -> None:
     """Fetch the encoder, an `hf:` dataset and the ImageNet weights of the backbones that use
     them (local files need no fetching)."""
-    from textvision.core.backbones import parse_backbone
-    from textvision.embed.encoder import resolve_model
-    from textvision.models.network import imagenet_state_dict
 
     log.info("encoder %s: %s", settings.model, resolve_model(settings.model))
     name = settings.source

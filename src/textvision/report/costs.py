@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from textvision.core.errors import InputError
+from textvision.core.markdown import markdown_table
 
 COLUMNS = ["rule", "job", "wall_s", "cpu_s", "max_rss_mb"]
 HEADROOM = 1.5  # suggested resources: the largest job's peak memory and wall time times this
@@ -79,8 +80,29 @@ def per_rule(costs: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index()
 
 
-def _cell(value, digits: int = 1) -> str:
+def _amount(value, digits: int = 1) -> str:
+    """`value` with thousands separators and `digits` decimals; blank where missing."""
     return "" if value is None or pd.isna(value) else f"{value:,.{digits}f}"
+
+
+RULE_COLUMNS = [
+    "rule", "jobs", "wall s (total)", "wall s (largest job)", "CPU s (total)", "peak RSS MB",
+    "mem_mb", "runtime",
+]  # fmt: skip
+
+
+def _rule_cells(row: dict) -> list:
+    """A row of `per_rule` as the cells of RULE_COLUMNS."""
+    return [
+        row["rule"],
+        row["jobs"],
+        _amount(row["wall_s_total"]),
+        _amount(row["wall_s_max"]),
+        _amount(row["cpu_s_total"]),
+        _amount(row["max_rss_mb"], 0),
+        row["mem_mb"],
+        row["runtime"],
+    ]
 
 
 def costs_markdown(costs: pd.DataFrame, missing: int = 0) -> str:
@@ -96,16 +118,8 @@ def costs_markdown(costs: pd.DataFrame, missing: int = 0) -> str:
         f"(minutes) are the largest job's times {HEADROOM}: what to put in the config's "
         "`resources:` for a cluster run of the same size. Figure: `costs.png`.",
         "",
-        "| rule | jobs | wall s (total) | wall s (largest job) | CPU s (total) "
-        "| peak RSS MB | mem_mb | runtime |",
-        "|---|---|---|---|---|---|---|---|",
+        markdown_table(RULE_COLUMNS, [_rule_cells(row) for row in rules.to_dict("records")]),
     ]
-    for row in rules.to_dict("records"):
-        lines.append(
-            f"| {row['rule']} | {row['jobs']} | {_cell(row['wall_s_total'])} "
-            f"| {_cell(row['wall_s_max'])} | {_cell(row['cpu_s_total'])} "
-            f"| {_cell(row['max_rss_mb'], 0)} | {row['mem_mb']} | {row['runtime']} |"
-        )
     if missing:
         lines += [
             "",
@@ -114,10 +128,14 @@ def costs_markdown(costs: pd.DataFrame, missing: int = 0) -> str:
         ]
     training = costs[costs["rule"].str.startswith("train")]
     if not training.empty:
-        lines += ["", "| training job | wall s | CPU s | peak RSS MB |", "|---|---|---|---|"]
-        for row in training.to_dict("records"):
-            lines.append(
-                f"| {row['job']} | {_cell(row['wall_s'])} | {_cell(row['cpu_s'])} "
-                f"| {_cell(row['max_rss_mb'], 0)} |"
-            )
+        jobs = [
+            [
+                row["job"],
+                _amount(row["wall_s"]),
+                _amount(row["cpu_s"]),
+                _amount(row["max_rss_mb"], 0),
+            ]
+            for row in training.to_dict("records")
+        ]
+        lines += ["", markdown_table(["training job", "wall s", "CPU s", "peak RSS MB"], jobs)]
     return "\n".join(lines) + "\n"

@@ -9,13 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from textvision.explain.figures import FEATURES_CSV, LAYER_FIGURE, layer_shares
-
-INDEX_CSV = "index.csv"
-
-
-def _cell(text) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+from textvision.core.markdown import cell, markdown_table
+from textvision.explain.figures import FEATURES_CSV, INDEX_CSV, LAYER_FIGURE, layer_shares
 
 
 def _baseline(rows: pd.DataFrame) -> str:
@@ -26,34 +21,45 @@ def _baseline(rows: pd.DataFrame) -> str:
     return f"the mean over {'/'.join(map(str, counts))} training texts (expected gradients)"
 
 
+TEXT_COLUMNS = [
+    "text", "label", "predicted", "probability", "completeness error",
+    "words with the most attribution",
+]  # fmt: skip
+
+
+def _text_cells(r: dict, link: str) -> list[str]:
+    """A row of an `index.csv` as the cells of TEXT_COLUMNS (the text links to its page)."""
+    mark = "" if r["label"] in ("", r["predicted"]) else " (wrong)"
+    return [
+        f"[{cell(r['id'])}]({link}/{r['page']}.html)",
+        cell(r["label"]),
+        cell(r["predicted"]) + mark,
+        f"{float(r['probability']):.3f}",
+        f"{float(r['error']):.1%}",
+        cell(r["top_words"]),
+    ]
+
+
 def _model_markdown(index: Path, outdir: Path) -> str:
     folder = index.parent
     link = Path(os.path.relpath(folder, outdir)).as_posix()
     rows = pd.read_csv(folder / INDEX_CSV, dtype={"id": str}, keep_default_na=False)
     lines = [
-        f"\n### {_cell(folder.name)}\n",
+        f"\n### {cell(folder.name)}\n",
         f"Pages: [{link}/index.html]({link}/index.html). Baseline: {_baseline(rows)}.\n",
-        "| text | label | predicted | probability | completeness error | words with the most "
-        "attribution |",
-        "|---|---|---|---|---|---|",
+        markdown_table(TEXT_COLUMNS, [_text_cells(r, link) for r in rows.to_dict("records")]),
     ]
-    for r in rows.to_dict("records"):
-        mark = "" if r["label"] in ("", r["predicted"]) else " (wrong)"
-        lines.append(
-            f"| [{_cell(r['id'])}]({link}/{r['page']}.html) | {_cell(r['label'])} | "
-            f"{_cell(r['predicted'])}{mark} | {float(r['probability']):.3f} | "
-            f"{float(r['error']):.1%} | {_cell(r['top_words'])} |"
-        )
     if (folder / FEATURES_CSV).exists():
         shares = layer_shares(pd.read_csv(folder / FEATURES_CSV))
         lines += [
             "\nShare of attribution mass per BERT layer (mean |gradient x input| over the "
             "validation rows of each class):\n",
-            "| layer | " + " | ".join(map(_cell, shares.columns)) + " |",
-            "|---" * (len(shares.columns) + 1) + "|",
-            *(
-                f"| {layer} | " + " | ".join(f"{v:.1%}" for v in row) + " |"
-                for layer, row in zip(shares.index, shares.to_numpy(), strict=True)
+            markdown_table(
+                ["layer", *map(cell, shares.columns)],
+                [
+                    [layer, *(f"{v:.1%}" for v in row)]
+                    for layer, row in zip(shares.index, shares.to_numpy(), strict=True)
+                ],
             ),
             f"\n![attribution per BERT layer]({link}/{LAYER_FIGURE})",
         ]

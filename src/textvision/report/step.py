@@ -11,6 +11,7 @@ from textvision.config.settings import ReportSettings
 from textvision.config.variants import default_comparisons
 from textvision.core.errors import InputError
 from textvision.core.io import atomic_path, attrs_dict, open_h5, read_json
+from textvision.core.markdown import markdown_table
 from textvision.core.paper import PAPER_ACCURACY, PAPER_ACCURACY_ERROR, REPRODUCTION_ACCURACY
 from textvision.data.store import read_dataset
 from textvision.report.costs import costs_markdown, per_rule, read_costs
@@ -206,33 +207,46 @@ def _what(row: dict) -> str:
     return ", ".join(p for p in parts if p)
 
 
+def _result_cells(row: dict, split: str, metric: str) -> list:
+    """A row of the results table as the cells of `to_markdown`'s table (`metric`: the
+    headline)."""
+    paper = (
+        f"{row['paper_val_accuracy']:.2f} ± {PAPER_ACCURACY_ERROR:.2f}"
+        if pd.notna(row["paper_val_accuracy"])
+        else ""
+    )
+    return [
+        row["model"],
+        _what(row),
+        _fmt(row["feature_maps"], 0),
+        row["n_seeds"],
+        _interval(row, metric),
+        _pm(row, "val_accuracy_best"),
+        _pm(row, "val_accuracy_last"),
+        _fmt(row[f"{split}_macro_f1_mean"]),
+        _fmt(row[f"{split}_roc_auc_mean"]),
+        _fmt(row["train_seconds_mean"], 1),
+        paper,
+        _fmt(row["reproduction_val_accuracy"]),
+    ]
+
+
 def to_markdown(table: pd.DataFrame, header: list[str]) -> str:
     split = headline_split(table)
     head = "**test acc** [95% CI]" if split == "test" else "**val acc (best)** [95% CI]"
     metric = "test_accuracy" if split == "test" else "val_accuracy_best"
+    columns = [
+        "model", "weights, layout", "maps", "seeds", head, "val acc (best)", "val acc (last)",
+        f"macro F1 ({split})", f"ROC-AUC ({split})", "train s", "paper", "reproduction",
+    ]  # fmt: skip
+    rows = [_result_cells(row, split, metric) for row in table.to_dict("records")]
     lines = [
         "# textvision results",
         "",
         *header,
         "",
-        f"| model | weights, layout | maps | seeds | {head} | val acc (best) | val acc (last) "
-        f"| macro F1 ({split}) | ROC-AUC ({split}) | train s | paper | reproduction |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        markdown_table(columns, rows),
     ]
-    for row in table.to_dict("records"):
-        paper = (
-            f"{row['paper_val_accuracy']:.2f} ± {PAPER_ACCURACY_ERROR:.2f}"
-            if pd.notna(row["paper_val_accuracy"])
-            else ""
-        )
-        lines.append(
-            f"| {row['model']} | {_what(row)} | {_fmt(row['feature_maps'], 0)} "
-            f"| {row['n_seeds']} | {_interval(row, metric)} "
-            f"| {_pm(row, 'val_accuracy_best')} | {_pm(row, 'val_accuracy_last')} "
-            f"| {_fmt(row[f'{split}_macro_f1_mean'])} | {_fmt(row[f'{split}_roc_auc_mean'])} "
-            f"| {_fmt(row['train_seconds_mean'], 1)} | {paper} "
-            f"| {_fmt(row['reproduction_val_accuracy'])} |"
-        )
     headline = (
         "The headline is **test** accuracy of the epoch chosen on validation (the test rows "
         "took no part in any choice); validation accuracies beside it are optimistic (*best* "
@@ -315,6 +329,22 @@ def comparisons_markdown(comparisons: pd.DataFrame, n_boot: int) -> str:
     if comparisons.empty:
         return ""
     split = comparisons["split"].iloc[0]
+    columns = [
+        "a", "b", f"{split} acc a", f"{split} acc b", "a − b [95% CI]", "a only / b only right",
+        "McNemar p",
+    ]  # fmt: skip
+    rows = [
+        [
+            row["a"],
+            row["b"],
+            f"{row['accuracy_a']:.3f}",
+            f"{row['accuracy_b']:.3f}",
+            f"{row['difference']:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]",
+            f"{row['a_only']} / {row['b_only']}",
+            f"{row['p_value']:.3g}",
+        ]
+        for row in comparisons.to_dict("records")
+    ]
     lines = [
         "",
         "## Paired comparisons",
@@ -326,16 +356,8 @@ def comparisons_markdown(comparisons: pd.DataFrame, n_boot: int) -> str:
         "b wrong vs a wrong and b right). An interval that excludes 0 is a difference the data "
         "support; one that contains 0 is not evidence either way. Figure: `comparisons.png`.",
         "",
-        f"| a | b | {split} acc a | {split} acc b | a − b [95% CI] | a only / b only right "
-        "| McNemar p |",
-        "|---|---|---|---|---|---|---|",
+        markdown_table(columns, rows),
     ]
-    for row in comparisons.to_dict("records"):
-        lines.append(
-            f"| {row['a']} | {row['b']} | {row['accuracy_a']:.3f} | {row['accuracy_b']:.3f} "
-            f"| {row['difference']:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}] "
-            f"| {row['a_only']} / {row['b_only']} | {row['p_value']:.3g} |"
-        )
     return "\n".join(lines) + "\n"
 
 
@@ -370,7 +392,8 @@ def _pick(values: dict) -> dict:
     return {k: values.get(k) for k in keys}
 
 
-def _cell(value) -> str:
+def _distance(value) -> str:
+    """A distance of the domain-shift table: 4 significant digits, blank where missing."""
     if isinstance(value, str):
         return value
     return "" if value is None else f"{value:.4g}"
@@ -378,6 +401,17 @@ def _cell(value) -> str:
 
 def domain_markdown(rows: list[dict], sources: list[str]) -> str:
     """The "Domain shift" section of results.md."""
+    cells = [
+        [
+            row["backbone"],
+            row["weights"],
+            row["variant"],
+            _distance(row["frechet"]),
+            _distance(row["bn_kl"]),
+            _distance(row["frechet_relative"]),
+        ]
+        for row in rows
+    ]
     lines = [
         "",
         "## Domain shift",
@@ -393,15 +427,11 @@ def domain_markdown(rows: list[dict], sources: list[str]) -> str:
         "",
         *[f"- {line}" for line in sources],
         "",
-        "| backbone | weights | variant | Fréchet distance | mean BN KL | Fréchet / Tr(S) |",
-        "|---|---|---|---|---|---|",
+        markdown_table(
+            ["backbone", "weights", "variant", "Fréchet distance", "mean BN KL", "Fréchet / Tr(S)"],
+            cells,
+        ),
     ]
-    for row in rows:
-        lines.append(
-            f"| {row['backbone']} | {row['weights']} | {row['variant']} "
-            f"| {_cell(row['frechet'])} | {_cell(row['bn_kl'])} "
-            f"| {_cell(row['frechet_relative'])} |"
-        )
     return "\n".join(lines) + "\n"
 
 

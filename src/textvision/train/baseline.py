@@ -10,6 +10,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from textvision.bundle.model import LogisticClassifier
+from textvision.bundle.store import ENCODER_KEYS, write_bundle
 from textvision.config.settings import BaselineSettings
 from textvision.core.io import attrs_dict, decode, open_h5, write_json
 from textvision.embed.store import read_embeddings
@@ -66,12 +68,9 @@ def write_model(outdir: Path, model, attrs: dict, predictions) -> None:
     """`predictions.parquet` (validation and test predictions) and `bundle/`, the fitted
     pipeline as a portable model (`textvision predict`); no bundle for
     embeddings that do not name their encoder (not written by `textvision embed`)."""
-    from textvision.bundle.model import logreg_bundle
-    from textvision.bundle.store import ENCODER_KEYS, write_bundle
-
     write_predictions(outdir / "predictions.parquet", predictions)
     missing = [k for k in ENCODER_KEYS if k not in attrs]
     if missing:
         log.warning("no model bundle: the embeddings lack the encoder's %s", missing)
         return
-    write_bundle(outdir / "bundle", *logreg_bundle(model, attrs))
+    write_bundle(outdir / "bundle", *LogisticClassifier.pack(model, attrs))

@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from textvision.bundle.model import ImageClassifier
+from textvision.bundle.store import write_bundle
 from textvision.config.settings import TrainSettings
 from textvision.core.backbones import parse_backbone
 from textvision.core.device import autocast, resolve_device, training_precision
@@ -25,7 +27,9 @@ from textvision.core.io import (
     write_json,
 )
 from textvision.core.threads import limit_threads
-from textvision.deepinsight.images import load_images
+from textvision.deepinsight.images import Images, load_images
+from textvision.deepinsight.store import load_mapping
+from textvision.deepinsight.transformer import DeepInsightTransformer
 from textvision.models.network import (
     InputAdapter,
     TextVisionNet,
@@ -35,7 +39,9 @@ from textvision.models.network import (
     build_head,
     check_input_size,
     has_initial_statistics,
+    place,
 )
+from textvision.train.figures import plot_learning_curve
 from textvision.train.metrics import classification_metrics
 from textvision.train.predictions import prediction_table, write_predictions
 
@@ -81,14 +87,6 @@ class FeatureSource:
             return self.cached[idx].to(self.device)
         with self.autocast:
             return self.net.features(self.images[idx].to(self.device))
-
-
-def place(net: TextVisionNet, dev: torch.device) -> TextVisionNet:
-    """`net` on `dev`; on a CPU in channels-last layout (oneDNN's convolutions run faster)."""
-    net.to(dev)
-    if dev.type == "cpu":
-        net.to(memory_format=torch.channels_last)
-    return net
 
 
 def train_epoch(
@@ -143,18 +141,18 @@ def _evaluate(
 
 
 def build_network(
-    data: dict, images: str | Path, backbone: str, settings: TrainSettings
+    data: Images, images: str | Path, backbone: str, settings: TrainSettings
 ) -> tuple[TextVisionNet, tuple[int, ...]]:
     """Adapter (normalisation, upsampling) -> frozen slice -> fresh head and classifier; the
     slice's map shape for one image."""
-    attrs = data["attrs"]
+    attrs = data.attrs
     if settings.normalization == "pixel":
-        if "pixel_mean" not in data:
+        if data.pixel_mean is None:
             raise InputError(
                 f"{images}: no 'pixel_mean'/'pixel_std' datasets for normalization "
                 "'pixel'; rerun the render_images step"
             )
-        mu, sigma = data["pixel_mean"], data["pixel_std"]
+        mu, sigma = data.pixel_mean, data.pixel_std
     else:
         mu, sigma = attrs["mu"], attrs["sigma"]
     arch, spec = parse_backbone(backbone)
@@ -202,6 +200,28 @@ def adapt_to_training_images(net: TextVisionNet, train_images: torch.Tensor, bat
     log.info("BatchNorm statistics of the slice re-estimated on %d training images", n)
 
 
+@dataclass(frozen=True)
+class Job:
+    """What one training job works on: its images, the network on its device with its optimizer,
+    each split's feature source and labels, the arithmetic (`amp`, `precision`) and the job's
+    identity (backbone, seed) and loop settings."""
+
+    data: Images
+    dev: torch.device
+    net: TextVisionNet
+    maps: tuple[int, ...]  # the slice's map shape for one image
+    cache: bool  # slice outputs computed once and kept
+    optimizer: torch.optim.Optimizer
+    sources: dict[str, FeatureSource]
+    labels: dict[str, torch.Tensor]
+    amp: object  # the autocast context of `precision`
+    precision: str
+    backbone: str
+    seed: int
+    epochs: int
+    batch_size: int
+
+
 @dataclass
 class Run:
     """What the epoch loop carries: per-epoch history, the best epoch's weights, elapsed time."""
@@ -211,12 +231,12 @@ class Run:
     train_seconds: float = 0.0
 
 
-def _split_tensors(data: dict, images: str | Path) -> dict:
-    split = data["split"]
+def _split_tensors(data: Images, images: str | Path) -> dict:
+    split = data.split
     tensors = {
         s: (
-            torch.from_numpy(data["images"][split == s]),
-            torch.from_numpy(data["label"][split == s]),
+            torch.from_numpy(data.images[split == s]),
+            torch.from_numpy(data.label[split == s]),
         )
         for s in ("train", "val", "test")
     }
@@ -271,18 +291,18 @@ def _head_state(net: TextVisionNet) -> dict:
     }
 
 
-def fit_epochs(job: dict, run: Run, checkpoint: Path, identity: dict) -> np.ndarray | None:
+def fit_epochs(job: Job, run: Run, checkpoint: Path, identity: dict) -> np.ndarray | None:
     """Train the remaining epochs, evaluating on validation after each, tracking the best epoch
     and writing a checkpoint; the last epoch's validation probabilities (None if none ran)."""
-    net, optimizer, sources, autocast = job["net"], job["optimizer"], job["sources"], job["amp"]
-    y_train, y_val = job["labels"]["train"], job["labels"]["val"]
-    epochs, seed, batch_size = job["epochs"], job["seed"], job["batch_size"]
+    net, optimizer, sources, autocast = job.net, job.optimizer, job.sources, job.amp
+    y_train, y_val = job.labels["train"], job.labels["val"]
+    epochs, seed, batch_size = job.epochs, job.seed, job.batch_size
     val_proba = None
     for epoch in range(len(run.history), epochs):
         torch.manual_seed(seed * 100_003 + epoch)  # dropout and order depend on (seed, epoch) only
         order = torch.Generator().manual_seed(seed * 100_003 + epoch)
         tic = time.perf_counter()
-        desc = f"{job['backbone']} epoch {epoch + 1}/{epochs}"
+        desc = f"{job.backbone} epoch {epoch + 1}/{epochs}"
         loss_sum, correct = train_epoch(
             net, sources["train"], y_train, optimizer, batch_size, order, autocast, desc
         )
@@ -302,19 +322,20 @@ def fit_epochs(job: dict, run: Run, checkpoint: Path, identity: dict) -> np.ndar
         )
         if run.best is None or val_acc > run.best["val_accuracy"]:
             run.best = {"epoch": epoch + 1, "val_accuracy": val_acc, **_head_state(net)}
-        log.info("%s seed %d epoch %d: %s", job["backbone"], seed, epoch + 1, run.history[-1])
+        log.info("%s seed %d epoch %d: %s", job.backbone, seed, epoch + 1, run.history[-1])
         with atomic_path(checkpoint) as tmp:
             torch.save(_checkpoint_state(identity, net, optimizer, run), tmp)
     return val_proba
 
 
-def final_metrics(job: dict, run: Run, val_proba: np.ndarray | None) -> tuple[dict, dict]:
+def final_metrics(
+    job: Job, run: Run, val_proba: np.ndarray | None
+) -> tuple[dict, dict, dict[str, np.ndarray]]:
     """Validation metrics of the last and the best epoch, test metrics of the best; the last
-    epoch's weights. Leaves the best epoch's weights in the network, and the best epoch's
-    probabilities of each scored split (what `val_best` and `test_best` score) in
-    `job["proba_best"]`."""
-    net, sources, autocast, batch_size = job["net"], job["sources"], job["amp"], job["batch_size"]
-    labels = job["labels"]
+    epoch's weights; the best epoch's probabilities of each scored split (what `val_best` and
+    `test_best` score). Leaves the best epoch's weights in the network."""
+    net, sources, autocast, batch_size = job.net, job.sources, job.amp, job.batch_size
+    labels = job.labels
     last = classification_metrics(
         labels["val"].numpy(),
         val_proba
@@ -324,12 +345,12 @@ def final_metrics(job: dict, run: Run, val_proba: np.ndarray | None) -> tuple[di
     last_state = {"head": net.head.state_dict(), "classifier": net.classifier.state_dict()}
     net.head.load_state_dict(run.best["head"])
     net.classifier.load_state_dict(run.best["classifier"])
-    job["proba_best"] = {
+    proba_best = {
         s: _evaluate(net, sources[s], labels[s], batch_size, autocast)[1]
         for s in ("val", "test")
         if len(labels[s])
     }
-    best = {s: classification_metrics(labels[s].numpy(), p) for s, p in job["proba_best"].items()}
+    best = {s: classification_metrics(labels[s].numpy(), p) for s, p in proba_best.items()}
     scores = {
         "val_accuracy_last": last["accuracy"],
         "val_accuracy_best": best["val"]["accuracy"],
@@ -338,14 +359,12 @@ def final_metrics(job: dict, run: Run, val_proba: np.ndarray | None) -> tuple[di
         "val_best": best["val"],
         "test_best": best.get("test"),
     }
-    return scores, last_state
+    return scores, last_state, proba_best
 
 
 def write_outputs(outdir: Path, metrics: dict, settings: dict, run: Run, last_state: dict) -> None:
     """`model.pt`, `history.csv`, `learning_curve.png`, then `metrics.json` (the rule's marker
     of a finished job)."""
-    from textvision.train.figures import plot_learning_curve
-
     with atomic_path(outdir / "model.pt") as tmp:
         torch.save(
             {
@@ -370,10 +389,8 @@ def write_outputs(outdir: Path, metrics: dict, settings: dict, run: Run, last_st
 def check_mapping(mapping: str | Path, attrs: dict):
     """The fitted DeepInsight transformer of `mapping`, which must be the one the images were
     rendered with (same grid and discretisation): checked before training."""
-    from textvision.deepinsight.store import load_mapping
-
     transformer, _ = load_mapping(mapping)
-    rendered = (attrs["pixels"], attrs.get("discretization", transformer.discretization))
+    rendered = (attrs["pixels"], attrs["discretization"])
     if (transformer.pixels, transformer.discretization) != rendered:
         raise InputError(
             f"{mapping}: {transformer.pixels}x{transformer.pixels} pixels, discretization "
@@ -383,16 +400,15 @@ def check_mapping(mapping: str | Path, attrs: dict):
     return transformer
 
 
-def write_bundle_files(outdir: Path, job: dict, transformer, recorded: dict) -> None:
+def write_bundle_files(
+    outdir: Path, job: Job, transformer: DeepInsightTransformer, recorded: dict
+) -> None:
     """`bundle/`: everything needed to classify new texts with the best epoch."""
-    from textvision.bundle.model import cnn_bundle
-    from textvision.bundle.store import write_bundle
-
-    meta, tensors = cnn_bundle(job["net"], job["data"]["attrs"], transformer, recorded)
+    meta, tensors = ImageClassifier.pack(job.net, job.data.attrs, transformer, recorded)
     write_bundle(outdir / "bundle", meta, tensors)
 
 
-def _prepare_job(images, backbone: str, seed: int, settings: TrainSettings) -> dict:
+def _prepare_job(images, backbone: str, seed: int, settings: TrainSettings) -> Job:
     """Data, network, optimizer and feature sources of one training job."""
     data = load_images(images)
     dev = resolve_device(settings.device)
@@ -418,24 +434,24 @@ def _prepare_job(images, backbone: str, seed: int, settings: TrainSettings) -> d
             {"params": net.classifier.parameters(), "lr": settings.lr_classifier},
         ]
     )
-    return {
-        "data": data,
-        "dev": dev,
-        "net": net,
-        "maps": maps,
-        "cache": cache,
-        "optimizer": optimizer,
-        "sources": {
+    return Job(
+        data=data,
+        dev=dev,
+        net=net,
+        maps=maps,
+        cache=cache,
+        optimizer=optimizer,
+        sources={
             s: FeatureSource(net, x, cache, batch_size, dev, amp) for s, (x, _) in tensors.items()
         },
-        "labels": {s: y for s, (_, y) in tensors.items()},
-        "amp": amp,
-        "precision": precision,
-        "backbone": backbone,
-        "seed": seed,
-        "epochs": settings.epochs,
-        "batch_size": batch_size,
-    }
+        labels={s: y for s, (_, y) in tensors.items()},
+        amp=amp,
+        precision=precision,
+        backbone=backbone,
+        seed=seed,
+        epochs=settings.epochs,
+        batch_size=batch_size,
+    )
 
 
 def train_backbone(
@@ -460,25 +476,25 @@ def train_backbone(
         return _train(images, Path(outdir), settings, backbone, seed, mapping)
 
 
-def _recorded(settings: TrainSettings, job: dict) -> dict:
+def _recorded(settings: TrainSettings, job: Job) -> dict:
     """What a job's metrics, model and bundle record of its settings (and its resume identity)."""
-    attrs = job["data"]["attrs"]
+    attrs = job.data.attrs
     return {
-        "backbone": job["backbone"],
+        "backbone": job.backbone,
         "weights": settings.weights,
         "lr_head": settings.lr_head,
         "lr_classifier": settings.lr_classifier,
         "epochs": settings.epochs,
         "batch_size": settings.batch_size,
-        "seed": job["seed"],
+        "seed": job.seed,
         "upsample": settings.upsample,
         "normalization": settings.normalization,
         "batchnorm": settings.batchnorm,
-        "precision": job["precision"],
+        "precision": job.precision,
         "discretization": attrs["discretization"],
         "layout": attrs["layout"],
         "n_classes": len(attrs["label_names"]),
-        "feature_maps": int(job["maps"][0]),
+        "feature_maps": int(job.maps[0]),
     }
 
 
@@ -487,40 +503,36 @@ def _train(
 ) -> dict:
     outdir.mkdir(parents=True, exist_ok=True)
     job = _prepare_job(images, backbone, seed, settings)
-    data, attrs = job["data"], job["data"]["attrs"]
+    data, attrs = job.data, job.data.attrs
     transformer = check_mapping(mapping, attrs) if mapping is not None else None
     recorded = _recorded(settings, job)
     identity = {
         "settings": recorded,
-        "images_sha256": hashlib.sha256(
-            data["images"].tobytes() + data["label"].tobytes()
-        ).hexdigest(),
+        "images_sha256": hashlib.sha256(data.images.tobytes() + data.label.tobytes()).hexdigest(),
         "weights_sha256": file_sha256(settings.weights)
         if settings.weights not in ("imagenet", "none")
         else settings.weights,
     }
     checkpoint = outdir / "checkpoint.pt"
-    run = resume(checkpoint, identity, job["net"], job["optimizer"], job["dev"])
+    run = resume(checkpoint, identity, job.net, job.optimizer, job.dev)
     val_proba = fit_epochs(job, run, checkpoint, identity)
-    scores, last_state = final_metrics(job, run, val_proba)
-    n_train = len(job["labels"]["train"])
+    scores, last_state, proba_best = final_metrics(job, run, val_proba)
+    n_train = len(job.labels["train"])
     metrics = {
         **recorded,
-        "device": str(job["dev"]),
-        "feature_cache": job["cache"],
+        "device": str(job.dev),
+        "feature_cache": job.cache,
         **scores,
         "history": run.history,
         "train_seconds": run.train_seconds,
         "images_per_second": n_train * settings.epochs / max(run.train_seconds, 1e-9),
         "n_train": int(n_train),
-        "n_val": int(len(job["labels"]["val"])),
-        "n_test": int(len(job["labels"]["test"])),
+        "n_val": int(len(job.labels["val"])),
+        "n_test": int(len(job.labels["test"])),
         "label_names": attrs["label_names"],
         "synthetic": attrs.get("synthetic", False),
     }
-    table = prediction_table(
-        data["id"], data["split"], data["label"], job["proba_best"], attrs["label_names"]
-    )
+    table = prediction_table(data.id, data.split, data.label, proba_best, attrs["label_names"])
     write_predictions(outdir / "predictions.parquet", table)
     if transformer is not None:
         write_bundle_files(outdir, job, transformer, recorded)
