@@ -111,6 +111,28 @@ def own_cpu_seconds() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+# -- the workflow ------------------------------------------------------------------------------
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]  # this interpreter's Snakemake
+
+
+def snakemake_command(
+    workdir: str | Path, configfile: str | Path, *extra: str, cores: int | None
+) -> list[str]:
+    """The command line that runs this repository's Snakefile in `workdir` with `configfile`:
+    `--cores cores` (none where `cores` is None: `extra` then names a profile or `--jobs`), then
+    `extra`. The tests and the benchmarks run the workflow with it."""
+    cmd = [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir)]
+    cmd += ["--configfile", str(configfile)]
+    cmd += [] if cores is None else ["--cores", str(cores)]
+    return [*cmd, *extra]
+
+
+def snakemake_env() -> dict[str, str]:
+    """This process's environment with this interpreter's bin folder first on PATH: the
+    workflow's jobs call the `textvision` console script."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
 # -- memory (inside workers) ---------------------------------------------------------------------
 def memory_kb() -> dict:
     """VmRSS and VmHWM (peak resident set) of this process, in KiB."""
@@ -168,13 +190,13 @@ def imdb_texts(n: int, imdb: Path = IMDB, seed: int = 0) -> list[str]:
     workflow's `prepare_data` does."""
     import pandas as pd
 
-    from textvision.data.tables import clean_text
+    from textvision.data.tables import clean_texts
 
     if not Path(imdb).exists():
         raise FileNotFoundError(f"{imdb}: real IMDB reviews not found (set TEXTVISION_SHARED)")
     texts = pd.read_parquet(imdb, columns=["text"])["text"]
     rows = np.random.default_rng(seed).permutation(len(texts))[:n]
-    return [clean_text(t) for t in texts.iloc[rows]]
+    return clean_texts(list(texts.iloc[rows]), clean_html=True)
 
 
 def ensure_embeddings(

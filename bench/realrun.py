@@ -127,10 +127,9 @@ def section(before: tuple[Path, Path], after: tuple[Path, Path]) -> str:
     models = []
     for name in dict.fromkeys([*accuracy["before"], *accuracy["after"]]):
         key = f"backbone={name}, seed=0"
-        models.append(
-            [name, _s(times["before"].get(key)), _s(times["after"].get(key))]
-            + [_acc(accuracy["before"].get(name)), _acc(accuracy["after"].get(name))]
-        )
+        train_s = [_s(times[side].get(key)) for side in ("before", "after")]
+        val_accuracy = [_acc(accuracy[side].get(name)) for side in ("before", "after")]
+        models.append([name, *train_s, *val_accuracy])
     lines = [
         markdown_table(RULE_COLUMNS, rules),
         # the whole-run rows, their blank cells written `| |` (as bench/README.md holds them)

@@ -155,7 +155,7 @@ def _log_scaled(path: str, rows: int) -> tuple[np.ndarray, np.ndarray]:
     """The raw rows and the log-scaled rows (textvision's log scaler; pyDeepInsight's
     Norm2Scaler gives the same array, checked in bench/README.md)."""
     from bench.common import read_matrix
-    from textvision.deepinsight.transformer import apply_scaler, fit_scaler
+    from textvision.deepinsight.functional import apply_scaler, fit_scaler
 
     X = read_matrix(Path(path), rows)
     return X, apply_scaler(X, "log", fit_scaler(X, "log"))
@@ -197,7 +197,8 @@ def fit_ref(p: dict) -> dict:
 def fit_ours(p: dict) -> dict:
     """textvision DeepInsightTransformer(scaler="none", metric="cosine", backend=...).fit on the
     same log-scaled matrix; the mapping saved (run 0) carries the log scaler's statistics."""
-    from textvision.deepinsight.transformer import DeepInsightTransformer, fit_scaler
+    from textvision.deepinsight.functional import fit_scaler
+    from textvision.deepinsight.transformer import DeepInsightTransformer
 
     _threads(p["threads"])
     X, scaled = _log_scaled(p["embeddings"], p["rows"])

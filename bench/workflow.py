@@ -3,16 +3,14 @@ working directory; then incremental rebuilds, counted from dry runs after the co
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
 import yaml
 
-from bench.common import FOREIGN, REPO, log, run_measured
+from bench.common import FOREIGN, REPO, log, run_measured, snakemake_command, snakemake_env
 from textvision.config.schema import prepare_config
 
 CHANGES = {
@@ -23,22 +21,9 @@ EMBEDDING_RULES = ("embed_shard", "merge_embeddings")
 
 
 def snakemake(workdir: Path, threads: int, *extra: str, timeout: float = 3600):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = snakemake_env()
     env.pop("TQDM_DISABLE", None)
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO / "Snakefile"),
-        "-d",
-        str(workdir),
-        "--configfile",
-        str(REPO / "config" / "config.yaml"),
-        "--cores",
-        str(threads),
-        *extra,
-    ]
+    cmd = snakemake_command(workdir, REPO / "config" / "config.yaml", *extra, cores=threads)
     proc, seconds, foreign = run_measured(cmd, env=env, timeout=timeout)
     log.info(
         "%s: exit %d in %.1f s (other processes: %.0f%% of the CPUs)",

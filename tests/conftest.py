@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -16,16 +15,12 @@ import pytest
 import yaml
 from filelock import FileLock
 
+from bench.common import IMDB, REPO, SHARED, snakemake_command, snakemake_env
 from textvision.config.settings import TrainSettings, deep_merge
 from textvision.core.io import seal, set_attrs, string_array
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("TEXTVISION_SHARED", REPO.parent / "shared"))
-IMDB = SHARED / "data" / "imdb.parquet"
 RESNET18 = SHARED / "weights" / "resnet18_imagenet_conv1_to_layer3.pt"
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-# jobs call the `textvision` console script: put this interpreter's bin folder first on PATH
-ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+ENV = snakemake_env()  # this interpreter's bin folder first on PATH, for the jobs' `textvision`
 
 needs_imdb = pytest.mark.skipif(
     not IMDB.exists(),
@@ -77,18 +72,7 @@ def run_snakemake(
     timeout: int = 900,
 ) -> subprocess.CompletedProcess:
     """Run the real workflow in `workdir` with its config; return the finished process."""
-    cmd = [
-        *SNAKEMAKE,
-        "-s",
-        str(REPO / "Snakefile"),
-        "-d",
-        str(workdir),
-        "--configfile",
-        str(workdir / configfile),
-        "--cores",
-        str(cores),
-        *args,
-    ]
+    cmd = snakemake_command(workdir, workdir / configfile, *args, cores=cores)
     proc = subprocess.run(
         cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, env=ENV
     )

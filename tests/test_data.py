@@ -13,6 +13,7 @@ from textvision.core.errors import ConfigError, InputError
 from textvision.data.prepare import prepare_dataset, split_rows
 from textvision.data.store import read_dataset
 from textvision.data.synthetic import make_corpus
+from textvision.data.tables import clean_texts
 
 
 def frame(n=20, labels=("neg", "pos")):
@@ -56,6 +57,15 @@ def test_integer_labels_and_html_kept_when_asked(tmp_path):
     ds, meta = read_dataset(tmp_path / "d.parquet")
     assert meta["label_names"] == ["3", "7"] and meta["clean_html"] is False
     assert ds["text"].str.contains("<br/>").all()
+
+
+def test_html_cleaning_is_one_function_for_tables_lists_and_its_off_switch():
+    series = pd.Series(["a<br />b", "<BR>c  d ", 3])
+    assert clean_texts(series, clean_html=True).tolist() == ["a b", "c d", 3]
+    assert clean_texts(["x<br/>y"], clean_html=True) == ["x y"]
+    texts = ["x<br/>y"]
+    assert clean_texts(texts, clean_html=False) is texts
+    assert clean_texts(series, clean_html=False) is series
 
 
 def _write_aclimdb(root):

@@ -17,12 +17,12 @@ from conftest import ENV, planned_jobs, write_config
 
 from textvision.cli import main
 from textvision.data.synthetic import PLOT, SENTIMENT, SUBJECTS
+from textvision.deepinsight.functional import averaging_map
 from textvision.deepinsight.transformer import SCALERS, DeepInsightTransformer, apply_scaler
 from textvision.explain.attribution import (
     COMPLETENESS_TOLERANCE,
     DifferentiablePath,
     PixelAveraging,
-    averaging_map,
     baseline_embeddings,
     feature_attributions,
     integrated_gradients,
@@ -51,7 +51,7 @@ def test_the_averaging_map_is_deepinsight_transform(scaler, discretization):
     counts = transformer.feature_counts_
     assert counts.max() > 1 and (discretization == "assignment" or (counts == 0).any())
     images = transformer.transform(X).reshape(len(X), -1)
-    matrix, empty = averaging_map(transformer)
+    matrix, empty = averaging_map(transformer.pixels_, transformer.pixels, transformer.empty_value)
     scaled = apply_scaler(X, scaler, transformer.scale_)
     assert np.abs((matrix @ scaled.T).T + empty - images).max() < 1e-5
     with torch.no_grad():

@@ -14,6 +14,7 @@ import pytest
 from conftest import ENV, REPO, write_images
 from test_reliability import fit, write_embeddings
 
+from bench.common import snakemake_command
 from textvision.cli import main
 from textvision.core.errors import InputError
 from textvision.core.lock import LOCK_NAME, acquire_outdir, release_outdir
@@ -170,11 +171,12 @@ def test_a_second_run_into_the_same_outdir_stops_before_any_job(tmp_path):
         )
         (tmp_path / "second").mkdir()
         proc = subprocess.run(
-            [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d",
-             str(tmp_path / "second"), "--configfile", str(config), "--cores", "1",
-             "--until", "prepare_data"],
-            capture_output=True, text=True, env=ENV, timeout=300,
-        )  # fmt: skip
+            snakemake_command(tmp_path / "second", config, "--until", "prepare_data", cores=1),
+            capture_output=True,
+            text=True,
+            env=ENV,
+            timeout=300,
+        )
     finally:
         holder.kill()
         holder.wait()
@@ -189,10 +191,12 @@ def test_a_failed_steps_message_reaches_the_terminal(tmp_path):
     source.write_text("text,label\na,0\nb,0\nc,0\n")
     (tmp_path / "c.yaml").write_text(f"outdir: out\ndata: {{source: {source}}}\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path),
-         "--configfile", str(tmp_path / "c.yaml"), "--cores", "1"],
-        capture_output=True, text=True, env=ENV, timeout=300,
-    )  # fmt: skip
+        snakemake_command(tmp_path, tmp_path / "c.yaml", cores=1),
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
     assert proc.returncode != 0
     assert "textvision prepare-data: error:" in proc.stdout + proc.stderr
     assert "single class" in proc.stdout + proc.stderr

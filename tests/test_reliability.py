@@ -13,6 +13,7 @@ import pytest
 import torch
 from conftest import ENV, REPO, run_snakemake, write_config, write_images
 
+from bench.common import snakemake_command
 from textvision.cli import main
 from textvision.config.settings import DataSettings, EmbedSettings
 from textvision.core.io import set_attrs, string_array
@@ -225,21 +226,7 @@ def test_killed_embedding_resumes_without_recomputing_finished_shards(tmp_path):
     run_snakemake(ref, "--until", "merge_embeddings", cores=1)
     shards = work / "out/embeddings/shards"
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-s",
-            str(REPO / "Snakefile"),
-            "-d",
-            str(work),
-            "--configfile",
-            str(work / "config.yaml"),
-            "--cores",
-            "1",
-            "--until",
-            "merge_embeddings",
-        ],
+        snakemake_command(work, work / "config.yaml", "--until", "merge_embeddings", cores=1),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         stdin=subprocess.DEVNULL,

@@ -16,14 +16,15 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, SNAKEMAKE, planned_jobs, write_config
+from conftest import REPO, planned_jobs, write_config
+
+from bench.common import snakemake_command, snakemake_env
 
 pytestmark = pytest.mark.slow
 
@@ -128,35 +129,32 @@ def test_tiny_workflow_on_local_slurm(slurm_cluster, tiny_run, tmp_path):
         "-k",
         "30",
         str(RUN_TIMEOUT),
-        *SNAKEMAKE,
-        "-s",
-        str(REPO / "Snakefile"),
-        "-d",
-        str(workdir),
-        "--configfile",
-        str(workdir / "config.yaml"),
-        "--profile",
-        str(PROFILE),
-        "--jobs",
-        "4",
-        *_profile_overrides(slurm_cluster),
-        "--set-threads",
-        *(f"{rule}={THREADS}" for rule in expected),
-        # no accounting database on the test cluster: poll squeue, and poll it fast
-        "--slurm-status-command",
-        "squeue",
-        "--slurm-init-seconds-before-status-checks",
-        "1",
-        "--seconds-between-status-checks",
-        "1",
-        "--slurm-no-account",
-        "--slurm-keep-successful-logs",
-        "--retries",
-        "0",
+        *snakemake_command(
+            workdir,
+            workdir / "config.yaml",
+            "--profile",
+            str(PROFILE),
+            "--jobs",
+            "4",
+            *_profile_overrides(slurm_cluster),
+            "--set-threads",
+            *(f"{rule}={THREADS}" for rule in expected),
+            # no accounting database on the test cluster: poll squeue, and poll it fast
+            "--slurm-status-command",
+            "squeue",
+            "--slurm-init-seconds-before-status-checks",
+            "1",
+            "--seconds-between-status-checks",
+            "1",
+            "--slurm-no-account",
+            "--slurm-keep-successful-logs",
+            "--retries",
+            "0",
+            cores=None,
+        ),
     ]
     # jobs inherit this environment (sbatch --export=ALL): the venv's `textvision`, no Hub
-    venv_bin = str(Path(sys.executable).parent)
-    env = {**os.environ, "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}", "HF_HUB_OFFLINE": "1"}
+    env = {**snakemake_env(), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(
         cmd,
         cwd=workdir,

@@ -8,9 +8,10 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, SNAKEMAKE, planned_jobs, run_snakemake, write_config
+from conftest import REPO, planned_jobs, run_snakemake, write_config
 from scipy import stats
 
+from bench.common import SNAKEMAKE
 from textvision.report.step import COLUMNS
 from textvision.train.metrics import classification_metrics
 from textvision.train.predictions import class_probabilities, read_predictions

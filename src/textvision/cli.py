@@ -18,14 +18,16 @@ from dataclasses import dataclass
 
 import yaml
 
-from textvision.config.schema import schema_node
+from textvision.config.schema import prepare_config, schema_node
 from textvision.config.settings import (
     BaselineSettings,
     DataSettings,
     DomainSettings,
     EmbedSettings,
+    ExplainSettings,
     MappingSettings,
     MergeSettings,
+    PredictSettings,
     PrefetchSettings,
     ReportSettings,
     Settings,
@@ -85,12 +87,6 @@ def _io_predict(p):
         "--input", required=True, dest="source", help="texts: .csv, .tsv, .parquet or .jsonl"
     )
     p.add_argument("--out", required=True, help="predictions.csv to write")
-    p.add_argument("--text-column", default="text", dest="text_column")
-    p.add_argument(
-        "--id-column", default=None, dest="id_column", help="default (or ''): row numbers"
-    )
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--batch-size", type=int, default=32, dest="batch_size")
 
 
 def _io_explain(p):
@@ -107,20 +103,11 @@ def _io_explain(p):
     p.add_argument(
         "--id-column", default=None, dest="id_column", help="default (or ''): row numbers"
     )
-    for key, flag, text in (
-        ("steps", "--steps", "integrated-gradients steps per text"),
-        ("n_texts", "--n-texts", "with --dataset: validation texts to explain"),
-        ("seed", "--seed", "seed of the samples of texts"),
-        ("references", "--references", "training texts as baselines (0: the [PAD] baseline)"),
-    ):
-        default = schema_node(f"explain.{key}")["default"]
-        p.add_argument(flag, type=int, default=default, dest=key, help=f"{text} ({default})")
     p.add_argument(
         "--reference-dataset",
         dest="reference_dataset",
         help="a run's dataset.parquet whose training texts are the baselines (default: --dataset)",
     )
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 
 
 def _io_domain(p):
@@ -163,13 +150,16 @@ def _io_config_docs(p):
 class Step:
     """A subcommand: the function it calls ('module:function'), its inputs/outputs and its
     settings class (None: the step has no settings). Every step but `train`, whose thread count
-    is its setting `training.threads`, takes `--threads`."""
+    is its setting `training.threads`, takes `--threads`. `flags`: settings (keys as `--set`
+    takes them) that also have an option of their own, for commands typed by hand:
+    `--n-texts 3` is `--set n_texts=3`."""
 
     target: str
     help: str
     io: Callable[[argparse.ArgumentParser], None]
     settings: type[Settings] | None = None
     threads_option: bool = True
+    flags: tuple[str, ...] = ()
 
 
 STEPS: dict[str, Step] = {
@@ -212,11 +202,12 @@ STEPS: dict[str, Step] = {
     "predict": Step(
         "textvision.predict.step:predict_texts",
         "classify new texts with a model bundle -> predictions.csv", _io_predict,
+        PredictSettings, flags=("text_column", "id_column", "batch_size", "device"),
     ),
     "explain": Step(
         "textvision.explain.step:explain_texts",
         "word, pixel and feature attributions of a model bundle's predictions -> HTML pages",
-        _io_explain,
+        _io_explain, ExplainSettings, flags=("steps", "n_texts", "seed", "references", "device"),
     ),
     "report": Step(
         "textvision.report.step:build_report",
@@ -256,6 +247,39 @@ def _add_settings_options(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def _setting_key(cls: type[Settings], key: str) -> str:
+    """The dotted config key of a setting as `--set` takes it (`steps` -> `explain.steps`)."""
+    return key if key in cls.TOP_LEVEL or not cls.SECTION else f"{cls.SECTION}.{key}"
+
+
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def _add_setting_flags(p: argparse.ArgumentParser, step: Step) -> None:
+    """An option per `step.flags`, typed from the schema; no default (the settings have it)."""
+    for key in step.flags:
+        node = schema_node(_setting_key(step.settings, key))
+        kind = {"integer": int, "number": float}.get(str(node["type"]), str)  # a list: str
+        p.add_argument(
+            _flag(key), dest=key, type=kind, choices=node.get("enum"),
+            metavar=None if "enum" in node else key.upper(),
+            help=f"the setting {key} (the same as --set {key}=...)",
+        )  # fmt: skip
+
+
+def _flag_setting(step: Step, key: str, value) -> dict:
+    """`--KEY VALUE` as a config fragment, checked on its own so that an error names it."""
+    nested = value
+    for part in reversed(_setting_key(step.settings, key).split(".")):
+        nested = {part: nested}
+    try:
+        prepare_config(nested)
+    except ConfigError as err:
+        raise ConfigError(f"{_flag(key)} {value}: {err}") from err
+    return nested
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="textvision", description=__doc__)
     parser.add_argument(
@@ -273,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
         step.io(p)
         if step.settings:
             _add_settings_options(p)
+            _add_setting_flags(p, step)
         if step.threads_option:
             p.add_argument("--threads", type=int, help="threads of torch, BLAS and numba (all)")
     return parser
@@ -297,7 +322,8 @@ def _read_yaml(path: str) -> dict:
 
 
 def resolve_settings(step: Step, args: dict) -> Settings:
-    """Schema defaults <- each --config file <- --settings <- each --set, validated."""
+    """Schema defaults <- each --config file <- --settings <- the step's own setting options
+    (`--steps 8`) <- each --set, validated."""
     config: dict = {}
     for path in args.pop("config"):
         config = deep_merge(config, _read_yaml(path))
@@ -307,6 +333,9 @@ def resolve_settings(step: Step, args: dict) -> Settings:
             config = deep_merge(config, json.loads(fragment))
         except json.JSONDecodeError as err:
             raise ConfigError(f"--settings: not valid JSON ({err})") from err
+    for key in step.flags:
+        if (value := args.pop(key)) is not None:
+            config = deep_merge(config, _flag_setting(step, key, value))
     for assignment in args.pop("assignments"):
         config = set_key(config, step.settings, assignment)
     context = {"backbone": args["backbone"]} if "backbone" in args else {}

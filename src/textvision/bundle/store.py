@@ -20,9 +20,10 @@ import numpy as np
 from textvision import __version__
 from textvision.core.errors import InputError
 from textvision.core.io import atomic_folder, atomic_path, file_sha256, write_json
+from textvision.core.registry import BUNDLE_FILES
 
 FORMAT = 1
-META, TENSORS = "bundle.json", "tensors.safetensors"
+META, TENSORS = BUNDLE_FILES  # the text, the numbers
 ENCODER_KEYS = ("model", "weights_sha256", "layers", "max_length", "clean_html", "precision")
 
 

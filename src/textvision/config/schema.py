@@ -13,6 +13,7 @@ import yaml
 
 from textvision.core.backbones import backbone_names, parse_backbone
 from textvision.core.errors import ConfigError
+from textvision.core.registry import IMAGENET, is_weights_file
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "config.schema.yaml"
 
@@ -244,7 +245,7 @@ def _check_weights(config: dict, base_dir: Path) -> None:
                 f"config key '{key}': {name!r} is not a backbone name (expected e.g. 'alexnet', "
                 "'resnet18@layer2' or 'default')"
             )
-        if value not in ("imagenet", "none") and not (base_dir / value).is_file():
+        if is_weights_file(value) and not (base_dir / value).is_file():
             raise ConfigError(
                 f"config key '{key}': {value!r} is neither 'imagenet', 'none' nor an existing "
                 "state_dict file"
@@ -257,7 +258,7 @@ def weights_for(config: dict, backbone: str) -> str:
     if isinstance(weights, str):
         return weights
     return weights.get(
-        backbone, weights.get(backbone.split("@")[0], weights.get("default", "imagenet"))
+        backbone, weights.get(backbone.split("@")[0], weights.get("default", IMAGENET))
     )
 
 

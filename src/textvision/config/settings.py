@@ -16,6 +16,7 @@ from typing import ClassVar
 
 from textvision.config.schema import learning_rates, prepare_config, schema_node, weights_for
 from textvision.core.errors import ConfigError
+from textvision.core.registry import IMAGENET
 
 
 @dataclass(frozen=True)
@@ -293,7 +294,7 @@ class PrefetchSettings(Settings):
         return cls(
             model=config["embedding"]["model"],
             source=config["data"]["source"],
-            backbones=[b for b in training["backbones"] if weights_for(config, b) == "imagenet"],
+            backbones=[b for b in training["backbones"] if weights_for(config, b) == IMAGENET],
         )
 
     @classmethod
@@ -308,6 +309,35 @@ class PrefetchSettings(Settings):
     @classmethod
     def setting_keys(cls) -> list[str]:
         return ["embedding.model", "data.source", "training.backbones", "training.weights"]
+
+
+@dataclass(frozen=True)
+class PredictSettings(Settings):
+    """`predict`: how the texts are read and classified, and `device`. Which texts
+    (`predict.source`) and which models (`predict.models`) are the workflow's choice: the rule
+    passes them as the job's input."""
+
+    SECTION: ClassVar[str] = "predict"
+    TOP_LEVEL: ClassVar[tuple[str, ...]] = ("device",)
+    text_column: str
+    id_column: str | None
+    batch_size: int
+    device: str
+
+
+@dataclass(frozen=True)
+class ExplainSettings(Settings):
+    """`explain`: the integrated gradients and the sample of texts, and `device`. Whether the
+    default target explains (`explain.enabled`) and which models (`explain.models`) are the
+    workflow's choice."""
+
+    SECTION: ClassVar[str] = "explain"
+    TOP_LEVEL: ClassVar[tuple[str, ...]] = ("device",)
+    steps: int
+    n_texts: int
+    seed: int
+    references: int
+    device: str
 
 
 def step_params(cls: type[Settings], config: dict, **context) -> str:

@@ -16,7 +16,7 @@ from textvision.config.settings import DataSettings
 from textvision.core.errors import ConfigError, InputError
 from textvision.data.store import write_dataset
 from textvision.data.synthetic import make_corpus
-from textvision.data.tables import check_texts, clean_text
+from textvision.data.tables import check_texts, clean_texts
 from textvision.data.tables import load_table as _load_table
 from textvision.data.tables import one_line as _one_line
 from textvision.data.tables import rows as _rows
@@ -380,8 +380,8 @@ def load_checked(settings: DataSettings) -> pd.DataFrame:
         dataclasses.asdict(settings.synthetic),
         column,
     )
-    if settings.clean_html:  # before the checks: a text of only `<br />` is empty
-        frame["text"] = frame["text"].map(clean_text)
+    # before the checks: a text of only `<br />` is empty
+    frame["text"] = clean_texts(frame["text"], settings.clean_html)
     validate_rows(frame, settings.source, _column_names(settings), settings.clean_html)
     if column is not None:
         frame[SOURCE_SPLIT] = normalise_splits(frame[SOURCE_SPLIT], settings.source, column)

@@ -89,6 +89,22 @@ def clean_text(text):
     return " ".join(_BR.sub(" ", text).split()) if isinstance(text, str) else text
 
 
+def clean_texts(texts, clean_html: bool):
+    """`texts` as every step reads them: each through `clean_text` where `clean_html` (the
+    setting `data.clean_html`, which a bundle records for the texts it is given later), else
+    unchanged.
+
+    Args:
+        texts: a pandas Series (cleaned: a Series) or any iterable of texts (cleaned: a list).
+        clean_html: whether to clean them.
+    """
+    if not clean_html:
+        return texts
+    if isinstance(texts, pd.Series):
+        return texts.map(clean_text)
+    return [clean_text(t) for t in texts]
+
+
 def check_texts(texts: pd.Series, source, column: str, cleaned: bool, offset: int = 0) -> None:
     """Stop on empty, whitespace-only or non-string texts (after HTML cleaning when `cleaned`),
     naming the column and the first rows (`texts` starting at row `offset`)."""

@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from textvision.core.errors import InputError  # noqa: E402
 from textvision.core.figures import robust_max, save_figure  # noqa: E402
 from textvision.core.io import attrs_dict, decode, open_h5, verify_sealed  # noqa: E402
+from textvision.core.registry import DEEPINSIGHT_FIGURES, png  # noqa: E402
 from textvision.deepinsight.store import load_mapping  # noqa: E402
 from textvision.deepinsight.transformer import (  # noqa: E402
     assign_coordinates,
@@ -40,19 +41,19 @@ def plot_mapping(mapping: str | Path, images: str | Path, outdir: str | Path) ->
         step = max(1, len(labels) // 20000)  # class means from at most ~20k rows
         images_all = fh["images"][::step]
         samples = fh["images"][sample]
-    outdir = Path(outdir)
+    figures = {name: Path(outdir) / png(name) for name in DEEPINSIGHT_FIGURES}
     # the same positions under the other discretisation, for comparison
     other = "assignment" if transformer.discretization == "bin" else "bin"
     place = assign_coordinates if other == "assignment" else bin_coordinates
     alternative = feature_counts(place(transformer.coords_, transformer.pixels), transformer.pixels)
     plot_feature_density(
         {transformer.discretization: transformer.feature_counts_, other: alternative},
-        outdir / "feature_density.png",
+        figures["feature_density"],
     )
-    plot_class_means(images_all, labels[::step], names, outdir / "class_means.png")
-    plot_samples(samples, labels[sample], names, outdir / "samples.png")
+    plot_class_means(images_all, labels[::step], names, figures["class_means"])
+    plot_samples(samples, labels[sample], names, figures["samples"])
     plot_feature_map(
-        transformer.coords_, info["layers"], info["hidden_size"], outdir / "feature_map.png"
+        transformer.coords_, info["layers"], info["hidden_size"], figures["feature_map"]
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+from numbers import Integral, Real
 
 import numpy as np
 from joblib import effective_n_jobs
@@ -19,14 +20,23 @@ from scipy.spatial import ConvexHull
 from scipy.spatial.distance import cdist
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.decomposition import PCA, KernelPCA
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted
 from threadpoolctl import threadpool_limits
 
-from textvision.config.schema import schema_default
+from textvision.core.params import check_params
 from textvision.core.threads import share
-from textvision.deepinsight.tsne import tsne
+from textvision.deepinsight.functional import (
+    SCALERS,
+    apply_scaler,
+    average_pixels,
+    averaging_plan,
+    feature_counts,
+    fit_transform_scaler,
+    invert_scaler,
+)
+from textvision.deepinsight.tsne import TSNE_CONSTRAINTS, tsne
 
-SCALERS = ("log", "minmax", "zscore", "none")
 PROJECTORS = ("tsne", "pca", "kpca")
 DISCRETIZATIONS = ("bin", "assignment")
 LAYOUTS = ("fitted", "shuffled")
@@ -34,14 +44,13 @@ BACKENDS = ("sklearn", "numba")  # t-SNE implementations
 BLOCK_ROWS = 64  # rows scaled and binned at a time (at most chunk_size): the block stays in cache
 
 
-_DEFAULTS = schema_default("deepinsight")  # the config schema declares every default
-
-
 class DeepInsightTransformer(TransformerMixin, BaseEstimator):
     """Map `[n_samples, n_features]` vectors to `[n_samples, pixels, pixels]` float32 images.
 
-    Parameters are the `deepinsight` config keys (`deepinsight.tsne.seed` is `random_state`),
-    with the schema's defaults; config/README.md describes each.
+    Parameters are the `deepinsight` config keys (`deepinsight.tsne.seed` is `random_state`), with
+    the same defaults and allowed values (`_parameter_constraints`, checked by `fit`;
+    tests/test_defaults.py holds both equal to the config schema); docs/configuration.md
+    describes each.
 
     `layout="shuffled"` is the no-structure control: the fitted pixels and their occupancy are
     kept, but features are dealt to them by a random permutation (`layout_seed`), so that
@@ -54,26 +63,41 @@ class DeepInsightTransformer(TransformerMixin, BaseEstimator):
     `feature_counts_` (`[P, P]` features per pixel), `occupancy_`.
     """
 
+    _parameter_constraints: dict = {
+        "pixels": [Interval(Integral, 2, 512, closed="both")],
+        "scaler": [StrOptions(set(SCALERS))],
+        "projector": [StrOptions(set(PROJECTORS))],
+        **{name: TSNE_CONSTRAINTS[name] for name in TSNE_CONSTRAINTS if name != "n_jobs"},
+        "backend": [StrOptions(set(BACKENDS))],
+        "pca_components": [Interval(Integral, 2, None, closed="left"), None],
+        "discretization": [StrOptions(set(DISCRETIZATIONS))],
+        "empty_value": [Interval(Real, None, None, closed="neither")],
+        "layout": [StrOptions(set(LAYOUTS))],
+        "layout_seed": [Interval(Integral, 0, None, closed="left")],
+        "chunk_size": [Interval(Integral, 1, None, closed="left")],
+        "n_jobs": [Integral, None],
+    }
+
     def __init__(
         self,
-        pixels=_DEFAULTS["pixels"],
-        scaler=_DEFAULTS["scaler"],
-        projector=_DEFAULTS["projector"],
+        pixels=50,
+        scaler="log",
+        projector="tsne",
         *,
-        perplexity=_DEFAULTS["tsne"]["perplexity"],
-        early_exaggeration=_DEFAULTS["tsne"]["early_exaggeration"],
-        metric=_DEFAULTS["tsne"]["metric"],
-        init=_DEFAULTS["tsne"]["init"],
-        learning_rate=_DEFAULTS["tsne"]["learning_rate"],
-        max_iter=_DEFAULTS["tsne"]["max_iter"],
-        backend=_DEFAULTS["tsne"]["backend"],
-        pca_components=_DEFAULTS["pca_components"],
-        discretization=_DEFAULTS["discretization"],
-        empty_value=_DEFAULTS["empty_value"],
-        layout=_DEFAULTS["layout"],
-        layout_seed=_DEFAULTS["layout_seed"],
-        random_state=_DEFAULTS["tsne"]["seed"],
-        chunk_size=_DEFAULTS["chunk_size"],
+        perplexity=30,
+        early_exaggeration=12.0,
+        metric="euclidean",
+        init="pca",
+        learning_rate="auto",
+        max_iter=1000,
+        backend="numba",
+        pca_components=None,
+        discretization="bin",
+        empty_value=0.0,
+        layout="fitted",
+        layout_seed=0,
+        random_state=0,
+        chunk_size=4096,
         n_jobs=None,
     ):
         self.pixels = pixels
@@ -97,17 +121,13 @@ class DeepInsightTransformer(TransformerMixin, BaseEstimator):
 
     # -- fitting ---------------------------------------------------------------------------
     def fit(self, X, y=None):
-        self._check_params()
+        self._validate_params()
         X = check_array(X, dtype=np.float32)
         self.n_features_in_ = X.shape[1]
         # one BLAS thread: matrix products (t-SNE's neighbours and PCA start, PCA) then give the
         # same bits for any thread count, and t-SNE would amplify a last-bit difference
         with threadpool_limits(limits=1, user_api="blas"):
-            if self.scaler == "log":  # statistics and scaled rows from one logarithm pass
-                self.scale_, scaled = _fit_log_scaler(X)
-            else:
-                self.scale_ = fit_scaler(X, self.scaler)
-                scaled = apply_scaler(X, self.scaler, self.scale_)
+            self.scale_, scaled = fit_transform_scaler(X, self.scaler)
             self.embedding_ = self._project(scaled.T)
         self.rotation_ = min_area_rotation(self.embedding_)
         self.coords_ = self.embedding_ @ self.rotation_.T
@@ -123,18 +143,10 @@ class DeepInsightTransformer(TransformerMixin, BaseEstimator):
         self._build_plan()
         return self
 
-    def _check_params(self):
-        for name, allowed in (
-            ("scaler", SCALERS),
-            ("projector", PROJECTORS),
-            ("discretization", DISCRETIZATIONS),
-            ("layout", LAYOUTS),
-            ("backend", BACKENDS),
-        ):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        if not isinstance(self.pixels, (int, np.integer)) or self.pixels < 2:
-            raise ValueError(f"pixels must be an integer >= 2, got {self.pixels!r}")
+    def _validate_params(self):
+        """scikit-learn's check of `_parameter_constraints`, in `check_params`' words (`layout
+        must be one of [...], got ...`)."""
+        check_params(self._parameter_constraints, self.get_params(deep=False), type(self).__name__)
 
     def _project(self, points: np.ndarray) -> np.ndarray:
         """2-D positions of the features (rows of `points`)."""
@@ -166,28 +178,8 @@ class DeepInsightTransformer(TransformerMixin, BaseEstimator):
             return TSNE(2, **settings).fit_transform(points).astype(np.float64)
 
     def _build_plan(self):
-        """Gather plan for `transform`. Pixels are grouped by their number `c` of features;
-        `_gather` lists the features group after group, each group slot-major (every pixel's
-        first feature, then every pixel's second, ...), so a pixel's mean is a sum over `c`
-        contiguous slabs of the gathered row, times `1/c`."""
-        flat = self.pixels_[:, 0] * self.pixels + self.pixels_[:, 1]
-        counts = self.feature_counts_.ravel()
-        order = np.argsort(flat, kind="stable")
-        sorted_flat = flat[order]
-        starts = np.flatnonzero(np.r_[True, sorted_flat[1:] != sorted_flat[:-1]])
-        used = sorted_flat[starts]
-        gather, pixels, self._spans = [], [], []
-        at_gather = at_pixel = 0
-        for c in np.unique(counts[used]):
-            pick = counts[used] == c
-            members = order[starts[pick][:, None] + np.arange(c)]  # [pixels, c] features
-            gather.append(members.T.ravel())
-            pixels.append(used[pick])
-            self._spans.append((int(c), int(pick.sum()), at_gather, at_pixel))
-            at_gather, at_pixel = at_gather + members.size, at_pixel + int(pick.sum())
-        self._gather = np.concatenate(gather) if gather else np.zeros(0, np.int64)
-        self._pixel_index = np.concatenate(pixels) if pixels else np.zeros(0, np.int64)
-        self._inverse = (1.0 / counts[self._pixel_index]).astype(np.float32)
+        """The `functional.AveragingPlan` `transform` averages pixels with."""
+        self._plan = averaging_plan(self.pixels_, self.pixels)
 
     @property
     def occupancy_(self) -> dict:
@@ -202,7 +194,7 @@ class DeepInsightTransformer(TransformerMixin, BaseEstimator):
             raise ValueError(
                 f"X has {X.shape[1]} features, the mapping was fitted on {self.n_features_in_}"
             )
-        if not hasattr(self, "_gather"):
+        if not hasattr(self, "_plan"):
             self._build_plan()
         out = np.empty((len(X), self.pixels, self.pixels), dtype=np.float32)
         flat = out.reshape(len(X), -1)
@@ -210,7 +202,7 @@ class DeepInsightTransformer(TransformerMixin, BaseEstimator):
         starts = range(0, len(X), step)
 
         def render(take):  # one thread: blocks as they come free, one buffer
-            means = np.empty((step, len(self._pixel_index)), dtype=np.float32)
+            means = np.empty((step, len(self._plan.pixel_index)), dtype=np.float32)
             while (lo := take()) is not None:
                 self._render_block(X[lo : lo + step], flat[lo : lo + step], means)
 
@@ -220,19 +212,7 @@ class DeepInsightTransformer(TransformerMixin, BaseEstimator):
     def _render_block(self, rows: np.ndarray, dst: np.ndarray, means: np.ndarray) -> None:
         """Images of a block of rows into `dst` (`[rows, P*P]`)."""
         block = apply_scaler(rows, self.scaler, self.scale_)
-        gathered = block.take(self._gather, axis=1)
-        mean = means[: len(block)]
-        for c, n, at_gather, at_pixel in self._spans:
-            slabs = gathered[:, at_gather : at_gather + c * n]
-            if c == 1:
-                mean[:, at_pixel : at_pixel + n] = slabs
-            else:
-                np.sum(
-                    slabs.reshape(len(block), c, n), axis=1, out=mean[:, at_pixel : at_pixel + n]
-                )
-        mean *= self._inverse
-        dst.fill(self.empty_value)  # then every used pixel is overwritten
-        dst[:, self._pixel_index] = mean
+        average_pixels(block, self._plan, self.empty_value, out=dst, work=means)
 
     def _threads(self) -> int:
         if self.n_jobs is None:
@@ -252,16 +232,8 @@ class DeepInsightTransformer(TransformerMixin, BaseEstimator):
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        for name in ("_gather", "_pixel_index", "_inverse", "_spans"):
-            state.pop(name, None)
+        state.pop("_plan", None)
         return state
-
-
-def feature_counts(pixels: np.ndarray, size: int) -> np.ndarray:
-    """`[size, size]` number of features in each pixel, from their `[n, 2]` pixel coordinates."""
-    counts = np.zeros((size, size), dtype=np.int64)
-    np.add.at(counts, (pixels[:, 0], pixels[:, 1]), 1)
-    return counts
 
 
 def occupancy(counts: np.ndarray) -> dict:
@@ -273,64 +245,6 @@ def occupancy(counts: np.ndarray) -> dict:
         "mean_features_per_used_pixel": float(counts[counts > 0].mean()),
         "n_features": int(counts.sum()),
     }
-
-
-# -- scalers: fitted on the fit rows only, applied to all --------------------------------------
-def fit_scaler(X: np.ndarray, kind: str) -> dict:
-    if kind == "log":  # DeepInsight's norm-2 / pyDeepInsight's LogScaler
-        return _fit_log_scaler(X)[0]
-    if kind == "minmax":
-        lo, hi = X.min(axis=0), X.max(axis=0)
-        return {"min": lo, "range": np.where(hi > lo, hi - lo, 1).astype(np.float32)}
-    if kind == "zscore":
-        std = X.std(axis=0)
-        return {"mean": X.mean(axis=0), "std": np.where(std > 0, std, 1).astype(np.float32)}
-    return {}
-
-
-def _fit_log_scaler(X: np.ndarray) -> tuple[dict, np.ndarray]:
-    """The log scaler's statistics of the fit rows, and those rows scaled (what `apply_scaler`
-    gives them: on them the clipping at 1 and at 0 changes nothing), from one logarithm pass."""
-    min0 = X.min(axis=0)
-    logged = X + np.abs(min0)
-    logged += 1
-    np.log(logged, out=logged)
-    top = np.float32(logged.max())
-    logged /= top
-    np.clip(logged, 0, 1, out=logged)
-    return {"min": min0, "max": top}, logged.astype(np.float32, copy=False)
-
-
-def apply_scaler(X: np.ndarray, kind: str, stats: dict) -> np.ndarray:
-    """Scaled copy of `X` (float32), computed in place on one new array."""
-    if kind == "log":
-        # values below the fit data's minimum (unseen rows) clip to 0 instead of log(<1) or NaN
-        out = X + np.abs(stats["min"])
-        out += 1
-        np.maximum(out, 1, out=out)
-        np.log(out, out=out)
-        out /= stats["max"]
-        np.clip(out, 0, 1, out=out)
-        return out.astype(np.float32, copy=False)
-    if kind == "minmax":
-        out = X - stats["min"]
-        out /= stats["range"]
-        return out.astype(np.float32, copy=False)
-    if kind == "zscore":
-        out = X - stats["mean"]
-        out /= stats["std"]
-        return out.astype(np.float32, copy=False)
-    return X.astype(np.float32)
-
-
-def invert_scaler(values: np.ndarray, kind: str, stats: dict) -> np.ndarray:
-    if kind == "log":
-        return (np.exp(values * stats["max"]) - np.abs(stats["min"]) - 1).astype(np.float32)
-    if kind == "minmax":
-        return (values * stats["range"] + stats["min"]).astype(np.float32)
-    if kind == "zscore":
-        return (values * stats["std"] + stats["mean"]).astype(np.float32)
-    return values
 
 
 # -- geometry ----------------------------------------------------------------------------------

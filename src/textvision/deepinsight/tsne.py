@@ -5,38 +5,66 @@ which for DeepInsight's few thousand features is faster than a Barnes-Hut tree a
 
 from __future__ import annotations
 
+from numbers import Integral, Real
+
 import numba
 import numpy as np
 from scipy import sparse
 from sklearn.decomposition import PCA
+from sklearn.utils._param_validation import Interval, StrOptions
 
-from textvision.config.schema import schema_default
+from textvision.core.params import validate_params
 
 EXPLORATION_ITER = 250  # scikit-learn's early-exaggeration phase (iterations, momentum 0.5)
 CHECK_EVERY = 50  # iterations between checks of the error and gradient norm
 N_ITER_WITHOUT_PROGRESS = 300
 MIN_GRAD_NORM = 1e-7
 MIN_GAIN = 0.01
-_DEFAULTS = schema_default("deepinsight.tsne")  # the config schema declares every default
+
+# the allowed values of `tsne`'s settings (the `deepinsight.tsne` config keys, `seed` as
+# `random_state`; tests/test_defaults.py holds them and the defaults equal to the schema)
+TSNE_CONSTRAINTS = {
+    "perplexity": [Interval(Real, 0, None, closed="neither")],
+    "early_exaggeration": [Interval(Real, 1, None, closed="left")],
+    "metric": [StrOptions({"euclidean", "cosine"})],
+    "init": [StrOptions({"pca", "random"})],
+    "learning_rate": [StrOptions({"auto"}), Interval(Real, 0, None, closed="neither")],
+    "max_iter": [Interval(Integral, EXPLORATION_ITER, None, closed="left")],
+    "random_state": [Interval(Integral, 0, None, closed="left")],
+    "n_jobs": [Integral, None],
+}
 
 
+@validate_params(TSNE_CONSTRAINTS)
 def tsne(
     points: np.ndarray,
     *,
-    perplexity: float = _DEFAULTS["perplexity"],
-    early_exaggeration: float = _DEFAULTS["early_exaggeration"],
-    metric: str = _DEFAULTS["metric"],
-    init: str = _DEFAULTS["init"],
-    learning_rate=_DEFAULTS["learning_rate"],
-    max_iter: int = _DEFAULTS["max_iter"],
-    random_state=_DEFAULTS["seed"],
+    perplexity: float = 30,
+    early_exaggeration: float = 12.0,
+    metric: str = "euclidean",
+    init: str = "pca",
+    learning_rate="auto",
+    max_iter: int = 1000,
+    random_state: int = 0,
     n_jobs: int | None = None,
 ) -> np.ndarray:
     """`[N, 2]` t-SNE layout of the rows of `points`, as `sklearn.manifold.TSNE` with the same
     arguments computes it, except that the gradient is exact instead of Barnes-Hut's (angle
-    0.5) approximation, on `n_jobs` threads (None: numba's default)."""
-    if max_iter < EXPLORATION_ITER:
-        raise ValueError(f"max_iter must be at least {EXPLORATION_ITER}, got {max_iter}")
+    0.5) approximation.
+
+    Args:
+        points: `[N, dims]` points (DeepInsight: the features, rows of the transposed matrix).
+        perplexity: below N; about the number of neighbours each point keeps close.
+        early_exaggeration: how much tighter neighbours are held during the first
+            `EXPLORATION_ITER` iterations.
+        metric: `euclidean` (squared distances, as scikit-learn) or `cosine`.
+        init: `pca` (scikit-learn's PCA start) or `random`.
+        learning_rate: `auto` (`max(N / early_exaggeration / 4, 50)`) or a number.
+        max_iter: iterations, at least `EXPLORATION_ITER`.
+        random_state: seed of the `random` start (the `pca` start is deterministic).
+        n_jobs: numba threads (None: numba's default); the result is the same for any number.
+
+    Allowed values: `TSNE_CONSTRAINTS`, checked on every call."""
     points = np.asarray(points, dtype=np.float32)  # no copy of a transposed view: BLAS takes it
     # one product of the points with themselves gives the cosine neighbours and the PCA start
     gram = points @ points.T if metric == "cosine" or init == "pca" else None

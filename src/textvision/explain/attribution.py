@@ -36,22 +36,28 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from numbers import Integral
 
 import numpy as np
 import torch
-from scipy import sparse
+from sklearn.utils._param_validation import Interval
 from torch import nn
 
-from textvision.config.schema import schema_default
 from textvision.core.device import encoder_kernels
 from textvision.core.errors import InputError
-from textvision.data.tables import clean_text
+from textvision.core.params import validate_params
+from textvision.data.tables import clean_texts
+from textvision.deepinsight.functional_torch import (
+    average_pixels,
+    averaging_tensors,
+    torch_scaler,
+)
 from textvision.embed.forward import BertCLSForward, bert_like
 from textvision.embed.int8 import float_linears
 
 log = logging.getLogger(__name__)
 
-IG_STEPS = schema_default("explain.steps")  # Gauss-Legendre nodes of the path integral
+IG_STEPS = 16  # Gauss-Legendre nodes of the path integral (`explain.steps`)
 COMPLETENESS_TOLERANCE = 0.05  # relative error of the attributions' sum that is warned about
 IG_REFINE = 2  # doublings of the nodes while the error is above the tolerance (16 -> 64)
 IG_BATCH_TOKENS = 4096  # tokens (steps x text length) per forward and backward pass
@@ -59,60 +65,22 @@ FEATURE_BATCH = 64  # rows per backward pass of `feature_attributions`
 
 
 # -- DeepInsight in torch ----------------------------------------------------------------------
-def torch_scaler(kind: str, stats: dict, device="cpu"):
-    """DeepInsight's fitted scaler (`deepinsight.apply_scaler`) as a torch function
-    `[B, n_features] -> [B, n_features]` on `device`, in the same float32 operations."""
-
-    def stat(name: str) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(stats[name], dtype=np.float32), device=device)
-
-    if kind == "log":
-        shift, top = stat("min").abs(), stat("max")
-        return lambda x: (torch.log(torch.clamp(x + shift + 1, min=1)) / top).clamp(0, 1)
-    if kind == "minmax":
-        low, span = stat("min"), stat("range")
-        return lambda x: (x - low) / span
-    if kind == "zscore":
-        mean, std = stat("mean"), stat("std")
-        return lambda x: (x - mean) / std
-    if kind == "none":
-        return lambda x: x
-    raise InputError(f"DeepInsight scaler {kind!r}: expected one of log, minmax, zscore, none")
-
-
-def averaging_map(transformer) -> tuple[sparse.csr_matrix, np.ndarray]:
-    """DeepInsight's image of scaled features `s` as `M @ s + e`: `M` (`[P*P, n_features]`,
-    sparse) holds `1/count` of pixel p at the features that landed in p, `e` (`[P*P]`) the
-    `empty_value` at the pixels no feature landed in."""
-    size = transformer.pixels
-    flat = transformer.pixels_[:, 0] * size + transformer.pixels_[:, 1]
-    counts = transformer.feature_counts_.ravel()
-    n = len(flat)
-    matrix = sparse.csr_matrix(
-        (1.0 / counts[flat], (flat, np.arange(n))), shape=(size * size, n), dtype=np.float32
-    )
-    empty = np.where(counts == 0, np.float32(transformer.empty_value), np.float32(0))
-    return matrix, empty.astype(np.float32)
-
-
 class PixelAveraging(nn.Module):
-    """`[B, n_features]` scaled features -> `[B, P, P]` images: the linear map of
-    `averaging_map`, applied as an index-add (its gradient is the map's transpose)."""
+    """`[B, n_features]` scaled features -> `[B, P, P]` images of a fitted
+    `DeepInsightTransformer`: `functional_torch.average_pixels` with the transformer's
+    `averaging_tensors` as buffers (its gradient is the averaging map's transpose)."""
 
     def __init__(self, transformer):
         super().__init__()
-        matrix, empty = averaging_map(transformer)
-        coo = matrix.tocoo()
-        order = np.argsort(coo.col)
-        self.register_buffer("pixel", torch.as_tensor(coo.row[order], dtype=torch.long))
-        self.register_buffer("weight", torch.as_tensor(coo.data[order], dtype=torch.float32))
-        self.register_buffer("empty", torch.as_tensor(empty))
-        self.pixels = int(transformer.pixels)
+        size = int(transformer.pixels)
+        pixel, weight, empty = averaging_tensors(transformer.pixels_, size, transformer.empty_value)
+        self.register_buffer("pixel", pixel)
+        self.register_buffer("weight", weight)
+        self.register_buffer("empty", empty)
+        self.pixels = size
 
     def forward(self, scaled: torch.Tensor) -> torch.Tensor:
-        out = self.empty.expand(len(scaled), -1).clone()
-        out = out.index_add(1, self.pixel, scaled * self.weight)
-        return out.view(len(scaled), self.pixels, self.pixels)
+        return average_pixels(scaled, self.pixel, self.weight, self.empty, self.pixels)
 
 
 class _EmbedsCLSForward(BertCLSForward):
@@ -263,8 +231,7 @@ class DifferentiablePath:
 
         out = []
         with torch.no_grad():
-            for text in texts:
-                text = clean_text(text) if self.bundle.clean_html else text
+            for text in clean_texts(texts, self.bundle.clean_html):
                 embeds = self.embed_tokens(self.tokenize(text).ids)[None]
                 out.append(torch.softmax(self.logits(embeds), 1)[0].cpu().numpy())
         return np.stack(out) if out else np.zeros((0, len(self.class_names)), np.float32)
@@ -322,6 +289,13 @@ def reference_tokens(path: DifferentiablePath, texts: list[str]) -> list[list[in
     return out
 
 
+@validate_params(
+    {
+        "steps": [Interval(Integral, 1, None, closed="left")],
+        "batch_tokens": [Interval(Integral, 1, None, closed="left")],
+        "refine": [Interval(Integral, 0, None, closed="left")],
+    }
+)
 def integrated_gradients(
     path: DifferentiablePath,
     text: str,
@@ -347,9 +321,8 @@ def integrated_gradients(
             al. 2021); None or empty: the `[PAD]` baseline.
 
     Returns a `TokenAttribution` (`steps`: the nodes of the last integral); its
-    `completeness_error` may still be above the tolerance (the pages warn)."""
-    if steps < 1:
-        raise InputError(f"steps must be >= 1, got {steps}")
+    `completeness_error` may still be above the tolerance (the pages warn). Allowed values:
+    `integrated_gradients._parameter_constraints`, checked on every call."""
     tokens = path.tokenize(text)
     x = path.embed_tokens(tokens.ids)
     bases = [baseline_embeddings(path, tokens, r) for r in (references or [None])]
@@ -469,7 +442,7 @@ def feature_attributions(
             f"feature_attributions: {len(texts)} texts and {len(labels)} labels; expected one "
             f"class index in 0..{k - 1} per text"
         )
-    texts = [clean_text(t) for t in texts] if bundle.clean_html else list(texts)
+    texts = list(clean_texts(texts, bundle.clean_html))
     X = bundle.embed(texts, progress)
     n, size = X.shape[1], path.averaging.pixels
     sums = {"mean": np.zeros((k, n)), "mean_abs": np.zeros((k, n)), "pixel": np.zeros((k, size**2))}

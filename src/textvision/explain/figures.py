@@ -15,11 +15,11 @@ import pandas as pd  # noqa: E402
 
 from textvision.core.figures import save_figure  # noqa: E402
 from textvision.core.io import atomic_path  # noqa: E402
+from textvision.core.registry import EXPLAIN_FIGURES, png  # noqa: E402
 
 FEATURES_CSV = "features.csv"
 INDEX_CSV = "index.csv"  # one row per explained text, beside the pages
-MAP_FIGURE = "attribution_map.png"
-LAYER_FIGURE = "layer_attribution.png"
+MAP_FIGURE, LAYER_FIGURE = (png(name) for name in EXPLAIN_FIGURES)
 
 
 def feature_table(result, layers: list[int], pixels: np.ndarray) -> pd.DataFrame:

@@ -17,13 +17,13 @@ import pandas as pd
 
 from textvision.bundle.model import load_bundle
 from textvision.bundle.store import read_meta
+from textvision.config.settings import ExplainSettings
 from textvision.core.device import resolve_device
 from textvision.core.errors import InputError
 from textvision.core.io import atomic_folder
 from textvision.data.store import read_dataset
 from textvision.explain.attribution import (
     COMPLETENESS_TOLERANCE,
-    IG_STEPS,
     DifferentiablePath,
     TokenAttribution,
     feature_attributions,
@@ -263,16 +263,12 @@ def reference_texts(dataset, names: list[str], n: int, seed: int) -> list[str]:
 def explain_texts(
     model: str | Path,
     out: str | Path,
+    settings: ExplainSettings | None = None,
     source: str | Path | None = None,
     dataset: str | Path | None = None,
     text_column: str = "text",
     id_column: str | None = None,
-    steps: int = IG_STEPS,
-    n_texts: int = 8,
-    seed: int = 0,
-    references: int = 0,
     reference_dataset: str | Path | None = None,
-    device: str = "auto",
 ) -> Path:
     """Explain a bundle's predictions of texts as pages in the folder `out` (replaced whole;
     nothing is written when a check fails).
@@ -282,17 +278,19 @@ def explain_texts(
         out: the folder to write: `index.html` and `index.csv`, `<id>.csv` and `<id>.html` per
             text, and with `dataset` and an image model `features.csv` and the two figures.
         source: texts to explain, a CSV/TSV/Parquet/JSONL file read like `predict` reads it.
+        settings: `ExplainSettings`; None: the schema's defaults. `steps`: integrated-gradients
+            steps per text and baseline; `n_texts`: with `dataset`, validation texts explained;
+            `references`: training texts used as baselines, the attributions averaged over
+            them (0: the `[PAD]` baseline); `seed`: of both samples; `device`.
         dataset: instead of `source`, a run's `dataset.parquet`: `n_texts` of its validation
             texts (a `seed`ed sample balanced over classes, correct and wrong predictions in
             turn), and an image model's feature attributions over all of them.
         text_column, id_column: columns of `source` (id None or "": row numbers).
-        steps: integrated-gradients steps per text and baseline.
-        references: training texts used as baselines, the attributions averaged over them (a
-            `seed`ed sample balanced over classes); 0: the `[PAD]` baseline.
-        reference_dataset: the run's `dataset.parquet` whose training rows they come from
-            (default: `dataset`).
-        device: `auto`, `cpu` or `cuda`.
+        reference_dataset: the run's `dataset.parquet` whose training rows the `references`
+            come from (a `seed`ed sample balanced over classes; default: `dataset`).
     """
+    settings = settings or ExplainSettings.make()
+    steps, seed, references = settings.steps, settings.seed, settings.references
     reference_dataset = reference_dataset or dataset
     _check_arguments(source, dataset, steps, references, reference_dataset)
     meta = read_meta(model)
@@ -302,12 +300,12 @@ def explain_texts(
         frame = read_texts(source, text_column, id_column or None, meta["encoder"]["clean_html"])
     else:
         frame = _dataset_rows(dataset, names, "val", "to explain")
-    bundle = load_bundle(model, device=str(resolve_device(device)))
+    bundle = load_bundle(model, device=str(resolve_device(settings.device)))
     path = DifferentiablePath(bundle)
     baselines = reference_tokens(path, chosen) if chosen else None
     result, extras = None, []
     if dataset is not None:
-        frame, result = _validation_sample(path, frame, n_texts, seed)
+        frame, result = _validation_sample(path, frame, settings.n_texts, seed)
     with atomic_folder(out) as tmp:
         if result is not None:
             extras = write_feature_outputs(tmp, result, bundle)

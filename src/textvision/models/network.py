@@ -14,6 +14,7 @@ from torch.nn import functional as F
 from textvision.core.backbones import Slice, parse_backbone
 from textvision.core.errors import InputError
 from textvision.core.paper import NORMALISATION_EPS
+from textvision.core.registry import IMAGENET, RANDOM_WEIGHTS
 
 
 class FrozenBackbone(nn.Module):
@@ -252,10 +253,8 @@ def build_backbone(name: str, weights: str) -> FrozenBackbone:
     """The frozen slice of `name` with `weights`: 'imagenet', 'none' or a state_dict file."""
     arch, spec = parse_backbone(name)
     model = torchvision.models.get_model(arch, weights=None)
-    if weights != "none":
-        state = (
-            imagenet_state_dict(arch) if weights == "imagenet" else load_state_dict_file(weights)
-        )
+    if weights != RANDOM_WEIGHTS:
+        state = imagenet_state_dict(arch) if weights == IMAGENET else load_state_dict_file(weights)
         own = model.state_dict()
         needed = slice_keys(own, spec)
         missing = [k for k in needed if k not in state]

@@ -14,10 +14,11 @@ from tqdm.auto import tqdm
 
 from textvision.bundle.model import load_bundle
 from textvision.bundle.store import read_meta
+from textvision.config.settings import PredictSettings
 from textvision.core.device import resolve_device
 from textvision.core.errors import InputError
 from textvision.core.io import atomic_path
-from textvision.data.tables import check_texts, clean_text, iter_table, rows
+from textvision.data.tables import check_texts, clean_texts, iter_table, rows
 
 CHUNK = 1024  # texts read, embedded, imaged and classified at a time
 
@@ -43,9 +44,7 @@ def iter_texts(
                     f"{source}: missing {role} column {column!r} (--{role}-column); found "
                     f"columns {list(frame.columns)}"
                 )
-        texts = frame[text_column]
-        if clean_html:
-            texts = texts.map(clean_text)
+        texts = clean_texts(frame[text_column], clean_html)
         check_texts(texts, source, text_column, clean_html, offset)
         bad = texts.map(_not_utf8).to_numpy()
         if bad.any():
@@ -80,19 +79,26 @@ def predict_texts(
     model: str | Path,
     source: str | Path,
     out: str | Path,
-    text_column: str = "text",
-    id_column: str | None = None,
-    device: str = "auto",
-    batch_size: int = 32,
+    settings: PredictSettings | None = None,
 ) -> Path:
     """Write `out` (CSV): id, predicted class name, prob_<class> per class, one row per text of
-    `source`, from the bundle folder `model`. Nothing is written when a check fails."""
+    `source`, from the bundle folder `model`. Nothing is written when a check fails.
 
-    id_column = id_column or None  # "" (what the rule passes for row numbers) too
+    Args:
+        model: a bundle folder (`train/<backbone>/seed<k>/bundle`, `baselines/logreg/bundle`).
+        source: the texts, a CSV/TSV/Parquet/JSONL file.
+        out: the CSV to write.
+        settings: `PredictSettings` (text and id columns of `source`, id None or "": row
+            numbers; texts per forward pass; device); None: the schema's defaults.
+    """
+    settings = settings or PredictSettings.make()
+    id_column = settings.id_column or None
     meta = read_meta(model)  # version and checksum first: cheap
-    chunks = iter_texts(source, text_column, id_column, bool(meta["encoder"]["clean_html"]))
+    clean_html = bool(meta["encoder"]["clean_html"])
+    chunks = iter_texts(source, settings.text_column, id_column, clean_html)
     first = next(chunks)  # the input's checks before the bundle loads
-    bundle = load_bundle(model, device=str(resolve_device(device)), batch_size=batch_size)
+    device = str(resolve_device(settings.device))
+    bundle = load_bundle(model, device=device, batch_size=settings.batch_size)
     names = bundle.class_names
     header = ["id", "predicted", *(f"prob_{name}" for name in names)]
     with (

@@ -10,6 +10,7 @@ import pandas as pd
 from matplotlib.patches import Patch
 
 from textvision.core.figures import plt, save_figure
+from textvision.core.registry import DOMAIN_INPUTS, DOMAIN_VARIANTS
 
 
 def plot_accuracy(table: pd.DataFrame, split: str, path: str | Path) -> None:
@@ -85,8 +86,8 @@ def plot_confusion(
 def plot_domain_shift(rows: list[dict], path: str | Path) -> None:
     """Fréchet distance to natural images per backbone slice (backbone, weights) and input
     variant, across backbones; dashes mark each slice's natural-vs-natural noise floor."""
-    variants = ["raw", "zscore", "pixel", "adapted"]
-    colours = dict(zip(variants, ["#8c8c8c", "#4c72b0", "#55a868", "#dd8452"], strict=True))
+    variants = list(DOMAIN_VARIANTS)
+    colours = {variant: DOMAIN_INPUTS[variant].colour for variant in variants}
     groups = list(dict.fromkeys((r["backbone"], r["weights"]) for r in rows))
     fig, ax = plt.subplots(figsize=(max(6.0, 1.5 * len(groups)), 4))
     width = 0.8 / len(variants)

@@ -13,6 +13,13 @@ from textvision.core.errors import InputError
 from textvision.core.io import atomic_path, attrs_dict, open_h5, read_json
 from textvision.core.markdown import markdown_table
 from textvision.core.paper import PAPER_ACCURACY, PAPER_ACCURACY_ERROR, REPRODUCTION_ACCURACY
+from textvision.core.registry import (
+    DOMAIN_VARIANTS,
+    REPORT_DOMAIN_FIGURE,
+    REPORT_FIGURES,
+    WEIGHTS_KINDS,
+    png,
+)
 from textvision.data.store import read_dataset
 from textvision.report.costs import costs_markdown, per_rule, read_costs
 from textvision.report.explained import explained_markdown
@@ -58,7 +65,7 @@ COLUMNS = [
 
 
 def _weights_label(weights: str) -> str:
-    return weights if weights in ("imagenet", "none", "n/a") else f"file:{Path(weights).name}"
+    return weights if weights in (*WEIGHTS_KINDS, "n/a") else f"file:{Path(weights).name}"
 
 
 def row_name(path: str | Path, metrics: dict) -> str:
@@ -361,9 +368,6 @@ def comparisons_markdown(comparisons: pd.DataFrame, n_boot: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-DOMAIN_VARIANTS = ("raw", "zscore", "pixel", "adapted")
-
-
 def collect_domain(domain_files: list[str | Path]) -> tuple[list[dict], list[str]]:
     """One row per backbone, slice (weights) and variant of the domain-shift step's JSON files,
     plus the natural-halves noise floor; and one line per file saying what was compared."""
@@ -455,6 +459,7 @@ def build_report(
     beside it feeds the paired comparisons (`settings.comparisons`; empty: the defaults of
     `textvision.config.variants.default_comparisons`)."""
     outdir = Path(outdir)
+    figures = {name: outdir / png(name) for name in (*REPORT_FIGURES, REPORT_DOMAIN_FIGURE)}
     table, found = collect(metrics_files)
     pairs = settings.comparisons or default_comparisons(table["model"].tolist())
     comparisons = compare_rows(table, found["files"], pairs, settings.bootstrap, settings.seed)
@@ -463,12 +468,12 @@ def build_report(
     if domain_files:
         rows, sources = collect_domain(domain_files)
         text += domain_markdown(rows, sources)
-        plot_domain_shift(rows, outdir / "domain_shift.png")
+        plot_domain_shift(rows, figures[REPORT_DOMAIN_FIGURE])
     if benchmarks:
         found = [f for f in benchmarks if Path(f).exists()]
         costs = read_costs(found)
         text += costs_markdown(costs, missing=len(benchmarks) - len(found))
-        plot_costs(per_rule(costs), outdir / "costs.png")
+        plot_costs(per_rule(costs), figures["costs"])
     if explain:
         text += explained_markdown(explain, outdir)
     with atomic_path(outdir / "results.csv") as tmp:
@@ -477,15 +482,15 @@ def build_report(
         comparisons.to_csv(tmp, index=False)
     with atomic_path(outdir / "results.md") as tmp:
         tmp.write_text(text)
-    plot_accuracy(table, headline_split(table), outdir / "accuracy.png")
+    plot_accuracy(table, headline_split(table), figures["accuracy"])
     plot_all_learning_curves(
         {r["model"]: r["histories"][0] for r in table.to_dict("records") if r["histories"][0]},
-        outdir / "learning_curves.png",
+        figures["learning_curves"],
     )
     plot_confusion(
         dict(zip(table["model"], table["confusion"], strict=True)),
         table["label_names"].iloc[0],
-        outdir / "confusion.png",
+        figures["confusion"],
     )
-    plot_comparisons(comparisons.to_dict("records"), outdir / "comparisons.png")
+    plot_comparisons(comparisons.to_dict("records"), figures["comparisons"])
     return table

@@ -10,7 +10,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from textvision.bundle.model import LogisticClassifier
+from textvision.bundle.logistic import LogisticClassifier
 from textvision.bundle.store import ENCODER_KEYS, write_bundle
 from textvision.config.settings import BaselineSettings
 from textvision.core.io import attrs_dict, decode, open_h5, write_json

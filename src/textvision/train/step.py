@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from textvision.bundle.model import ImageClassifier
+from textvision.bundle.image import ImageClassifier
 from textvision.bundle.store import write_bundle
 from textvision.config.settings import TrainSettings
 from textvision.core.backbones import parse_backbone
@@ -26,6 +26,7 @@ from textvision.core.io import (
     verify_sealed,
     write_json,
 )
+from textvision.core.registry import is_weights_file
 from textvision.core.threads import limit_threads
 from textvision.deepinsight.images import Images, load_images
 from textvision.deepinsight.store import load_mapping
@@ -180,7 +181,7 @@ def check_adaptable(net: TextVisionNet, backbone: str, weights: str) -> None:
             f"training.batchnorm 'adapt': backbone {backbone} (weights {weights}) has no "
             "BatchNorm layer to adapt; use 'frozen' for it"
         )
-    if weights not in ("imagenet", "none") and has_initial_statistics(body):
+    if is_weights_file(weights) and has_initial_statistics(body):
         raise InputError(
             f"training.batchnorm 'adapt': backbone {backbone} with weights {weights} has folded "
             "BatchNorm (every running mean 0, variance 1: no running statistics to re-estimate, "
@@ -377,7 +378,7 @@ def write_outputs(outdir: Path, metrics: dict, settings: dict, run: Run, last_st
     with atomic_path(outdir / "history.csv") as tmp:
         pd.DataFrame(run.history).to_csv(tmp, index=False)
     weights = settings["weights"]
-    label = Path(weights).name if weights not in ("imagenet", "none") else weights
+    label = Path(weights).name if is_weights_file(weights) else weights
     plot_learning_curve(
         run.history,
         outdir / "learning_curve.png",
@@ -510,7 +511,7 @@ def _train(
         "settings": recorded,
         "images_sha256": hashlib.sha256(data.images.tobytes() + data.label.tobytes()).hexdigest(),
         "weights_sha256": file_sha256(settings.weights)
-        if settings.weights not in ("imagenet", "none")
+        if is_weights_file(settings.weights)
         else settings.weights,
     }
     checkpoint = outdir / "checkpoint.pt"
