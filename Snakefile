@@ -17,9 +17,9 @@ include: "workflow/rules/embed.smk"
 include: "workflow/rules/deepinsight.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/domain.smk"
-include: "workflow/rules/report.smk"
 include: "workflow/rules/predict.smk"
 include: "workflow/rules/explain.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

@@ -431,12 +431,14 @@ def predict_ours(p: dict) -> dict:
     """textvision.predict.step.predict_texts: the `n` real reviews of the Parquet file `source`
     (written by the harness) -> predictions.csv through the bundle, loaded inside the timed
     section as a user's command loads it."""
+    from textvision.config.settings import PredictSettings
     from textvision.predict.step import predict_texts
 
     _threads(p["threads"])
     out = Path(p["out"]) / f"predictions_{p['n']}.csv"
+    settings = PredictSettings.make(device="cpu")
     with Timed() as timer:
-        predict_texts(p["bundle"], p["source"], out, device="cpu")
+        predict_texts(p["bundle"], p["source"], out, settings)
     return {**timer.result(), "n": p["n"]}
 
 

@@ -25,7 +25,13 @@ import torch
 from conftest import train_job, write_images
 
 from textvision.bundle.model import load_bundle
-from textvision.config.settings import DataSettings, EmbedSettings, MappingSettings, MergeSettings
+from textvision.config.settings import (
+    DataSettings,
+    EmbedSettings,
+    MappingSettings,
+    MergeSettings,
+    PredictSettings,
+)
 from textvision.data.prepare import prepare_dataset
 from textvision.data.synthetic import make_corpus
 from textvision.deepinsight.fit import fit_mapping
@@ -145,7 +151,8 @@ def test_a_bundle_predicts_on_cuda_as_on_the_cpu(text_run, tmp_path, precision, 
     bundle = text_run["root"] / precision / "bundle"
     texts = text_run["val"]["text"]
     texts.to_frame().to_csv(tmp_path / "texts.csv", index=False)
-    predict_texts(bundle, tmp_path / "texts.csv", tmp_path / "p.csv", device="auto")
+    settings = PredictSettings.make(device="auto")
+    predict_texts(bundle, tmp_path / "texts.csv", tmp_path / "p.csv", settings)
     cuda = pd.read_csv(tmp_path / "p.csv").filter(like="prob_").to_numpy()
     cpu = load_bundle(bundle, device="cpu").predict_proba(texts.tolist())
     agree = (cuda.argmax(1) == cpu.argmax(1)).mean()

@@ -4,12 +4,21 @@ step's JSON and figures, AdaBN's statistics and frozen weights, folded BatchNorm
 import copy
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torchvision
-from conftest import REPO, RESNET18, needs_resnet18, train_job, write_images
+from conftest import (
+    RESNET18,
+    TINY,
+    needs_resnet18,
+    run_snakemake,
+    train_job,
+    write_config,
+    write_images,
+)
 from torch import nn
 
 from textvision.cli import main
@@ -331,10 +340,16 @@ def test_domain_params_hold_no_learning_rate_and_only_this_backbones_weights():
     assert rebuilt == DomainSettings.from_config(base, backbone="alexnet")
 
 
-def test_the_workflow_expects_the_figures_the_step_writes():
-    text = (REPO / "workflow/rules/common.smk").read_text()
-    listed = re.search(r"^DOMAIN_FIGURES = \[(.*)\]$", text, flags=re.M).group(1)
-    assert [s.strip().strip('"') for s in listed.split(",")] == list(DOMAIN_FIGURES)
+def test_the_workflow_expects_the_figures_the_step_writes(tmp_path):
+    """The domain_shift jobs' outputs are the files `write_domain_figures` names (both read
+    the registry's DOMAIN_FIGURES)."""
+    write_config(tmp_path)
+    dry = run_snakemake(tmp_path, "-n", "--until", "domain_shift")
+    jobs = re.findall(r"^rule domain_shift:\n(?:    .*\n)*?    output: (.*)$",
+                      dry.stdout + dry.stderr, flags=re.M)  # fmt: skip
+    listed = {Path(f).name for job in jobs for f in job.split(", ") if f.endswith(".png")}
+    backbones = TINY["training"]["backbones"]
+    assert listed == {f"{b}_{fig}.png" for b in backbones for fig in DOMAIN_FIGURES}
 
 
 @needs_resnet18

@@ -395,7 +395,7 @@ def test_explain_a_runs_validation_texts_with_features_and_figures(learned, tmp_
     assert explain(learned["alexnet"], out, *args) == 0
     names = sorted(p.name for p in out.iterdir())
     assert "stale.html" not in names and len([n for n in names if n.endswith(".html")]) == 4
-    for figure in ("attribution_map.png", "layer_attribution.png"):  # common.smk EXPLAIN_FIGURES
+    for figure in ("attribution_map.png", "layer_attribution.png"):  # registry EXPLAIN_FIGURES
         assert (out / figure).read_bytes()[:4] == b"\x89PNG"
     features = pd.read_csv(out / "features.csv")
     assert len(features) == 384 and features["pixel_row"].max() < 16

@@ -19,11 +19,13 @@ from conftest import REPO, write_images
 from test_reliability import write_embeddings
 
 from textvision.cli import STEPS, build_parser, main, resolve_settings
-from textvision.config.schema import prepare_config
+from textvision.config.schema import prepare_config, schema_default
 from textvision.config.settings import (
     DataSettings,
     EmbedSettings,
+    ExplainSettings,
     MappingSettings,
+    PredictSettings,
     TrainSettings,
     build_settings,
     step_params,
@@ -31,6 +33,7 @@ from textvision.config.settings import (
 from textvision.core.backbones import REGISTRY, backbone_names, register_backbone
 from textvision.core.errors import ConfigError, InputError
 from textvision.core.io import atomic_path
+from textvision.core.registry import DOMAIN_INPUTS, register_domain_input, unique
 from textvision.core.threads import share, thread_counts
 
 PAPER = yaml.safe_load((REPO / "config/paper.yaml").read_text())
@@ -62,6 +65,28 @@ def test_another_backbones_learning_rate_leaves_a_train_fragment_alone():
     )
     assert step_params(TrainSettings, config, backbone="vgg16") != step_params(
         TrainSettings, changed, backbone="vgg16"
+    )
+
+
+def test_explain_and_predict_take_settings_like_every_step():
+    """Their rules pass a fragment of the step's keys only (choosing models or texts reruns
+    nothing), the options typed by hand (`--steps 4`) are `--set`s, and the defaults are the
+    schema's."""
+    config = prepare_config({"explain": {"steps": 4, "models": ["alexnet"]}, "device": "cpu"})
+    fragment = step_params(ExplainSettings, config)
+    assert json.loads(fragment) == {
+        "explain": {"steps": 4, "n_texts": 8, "seed": 0, "references": 8}, "device": "cpu",
+    }  # fmt: skip
+    other = {**config, "explain": {**config["explain"], "enabled": True, "models": []}}
+    assert step_params(ExplainSettings, other) == fragment
+    base = ["explain", "--model", "m", "--out", "o", "--dataset", "d"]
+    typed = resolve_settings(STEPS["explain"], args_of(*base, "--steps", "4", "--device", "cpu"))
+    assert typed == resolve_settings(STEPS["explain"], args_of(*base, "--settings", fragment))
+    assert typed == ExplainSettings.make(steps=4, device="cpu")
+    assert ExplainSettings.make().references == schema_default("explain.references") == 8
+    predict = ["predict", "--model", "m", "--out", "o", "--input", "t.csv", "--batch-size", "4"]
+    assert resolve_settings(STEPS["predict"], args_of(*predict)) == PredictSettings.make(
+        batch_size=4
     )
 
 
@@ -118,6 +143,14 @@ def test_registry_is_the_one_list_and_refuses_duplicates():
         assert spec.lr_head > 0 and spec.lr_classifier > 0, name
     with pytest.raises(ConfigError, match="'training.backbones.0'"):
         prepare_config({"training": {"backbones": ["lenet@layer1"]}})
+
+
+def test_the_names_registry_refuses_duplicates():
+    with pytest.raises(ValueError, match="registered twice"):
+        unique("accuracy", "costs", "accuracy")
+    with pytest.raises(ValueError, match="registered already"):
+        register_domain_input("raw", "text", "#000000", "again")
+    assert DOMAIN_INPUTS["raw"].description == "text images as rendered, no normalisation"
 
 
 def test_debug_shows_the_traceback(tmp_path, capsys, monkeypatch):

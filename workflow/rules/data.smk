@@ -1,3 +1,6 @@
+from textvision.config.settings import DataSettings, step_params
+
+
 rule prepare_data:
     input:
         source_input,

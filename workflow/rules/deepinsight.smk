@@ -1,3 +1,9 @@
+from pathlib import Path
+
+from textvision.config.settings import MappingSettings, step_params
+from textvision.core.registry import DEEPINSIGHT_FIGURES, png
+
+
 rule fit_mapping:
     input:
         f"{OUT}/embeddings/embeddings.h5",
@@ -71,7 +77,7 @@ rule plot_mapping:
     output:
         **{
             fig: report(
-                f"{OUT}/deepinsight/{fig}.png",
+                f"{OUT}/deepinsight/{png(fig)}",
                 caption=f"../report/{fig}.rst",
                 category="DeepInsight",
             )

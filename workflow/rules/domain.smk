@@ -1,3 +1,8 @@
+from pathlib import Path
+
+from textvision.core.registry import DOMAIN_FIGURES, png
+
+
 rule domain_shift:
     input:
         images=f"{OUT}/images/images.h5",
@@ -6,7 +11,7 @@ rule domain_shift:
     output:
         **{
             fig: report(
-                f"{OUT}/domain/{{backbone}}_{fig}.png",
+                f"{OUT}/domain/{{backbone}}_{png(fig)}",
                 caption=f"../report/domain_{fig}.rst",
                 category="Domain shift",
                 subcategory="{backbone}",

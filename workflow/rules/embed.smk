@@ -1,3 +1,6 @@
+from textvision.config.settings import EmbedSettings, MergeSettings, step_params
+
+
 rule embed_shard:
     input:
         f"{OUT}/data/dataset.parquet",

@@ -1,3 +1,8 @@
+from pathlib import Path
+
+from textvision.config.settings import PredictSettings, step_params
+
+
 rule predict_texts:
     input:
         bundle=model_bundle,
@@ -16,10 +21,7 @@ rule predict_texts:
         gpu=GPU,
     params:
         model=lambda wildcards, input: Path(input.bundle[0]).parent,
-        text_column=config["predict"]["text_column"],
-        id_column=config["predict"]["id_column"] or "",
-        device=config["device"],
+        settings=step_params(PredictSettings, config),
     shell:
         "textvision predict --model {params.model:q} --input {input.source:q} --out {output:q}"
-        " --text-column {params.text_column:q} --id-column={params.id_column:q} --device {params.device:q}"
-        " --threads {threads} > {log:q} 2>&1"
+        " --settings {params.settings:q} --threads {threads} > {log:q} 2>&1"

@@ -1,3 +1,6 @@
+from textvision.config.settings import PrefetchSettings, step_params
+
+
 rule prefetch:
     output:
         touch(f"{OUT}/logs/prefetch.done"),

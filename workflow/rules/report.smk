@@ -1,3 +1,9 @@
+from pathlib import Path
+
+from textvision.config.settings import ReportSettings, step_params
+from textvision.core.registry import REPORT_DOMAIN_FIGURE, REPORT_FIGURES, png
+
+
 rule report:
     input:
         metrics=metrics_files(),
@@ -5,20 +11,20 @@ rule report:
         dataset=f"{OUT}/data/dataset.parquet",
         embeddings=f"{OUT}/embeddings/embeddings.h5",
         mapping=f"{OUT}/deepinsight/mapping.h5",
-        domain=domain_files(),
+        domain=domain_results(),
         explain=explain_reported(),
     output:
         **{
             fig: report(
-                f"{OUT}/report/{fig}.png",
+                f"{OUT}/report/{png(fig)}",
                 caption=f"../report/{fig}.rst",
                 category="Results",
             )
             for fig in REPORT_FIGURES
         },
         domain_shift=report(
-            f"{OUT}/report/domain_shift.png",
-            caption="../report/domain_shift.rst",
+            f"{OUT}/report/{png(REPORT_DOMAIN_FIGURE)}",
+            caption=f"../report/{REPORT_DOMAIN_FIGURE}.rst",
             category="Domain shift",
         ),
         csv=f"{OUT}/report/results.csv",

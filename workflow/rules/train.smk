@@ -1,3 +1,9 @@
+from pathlib import Path
+
+from textvision.config.settings import BaselineSettings, step_params
+from textvision.core.registry import BUNDLE_FILES
+
+
 rule train:
     input:
         images=f"{OUT}/images/images.h5",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from textvision.config.schema import SCHEMA_PATH
+from textvision.config.schema import SCHEMA_PATH, resolve_ref
 from textvision.core import backbones
 from textvision.core.io import atomic_path
 from textvision.core.markdown import cell, markdown_table
@@ -16,15 +16,6 @@ from textvision.core.markdown import cell, markdown_table
 # name shown for the free key of a mapping (`additionalProperties` schema); default `<name>`
 PLACEHOLDERS = {"training.lr": "<backbone>"}
 _COLUMNS = ["key", "type", "default", "meaning"]
-
-
-def _resolve(node: dict, defs: dict) -> dict:
-    """`node` with its `$ref` to `#/$defs/...` merged in (the node's own keys win)."""
-    ref = node.get("$ref")
-    if ref is None:
-        return node
-    target = defs[ref.removeprefix("#/$defs/")]
-    return {**target, **{k: v for k, v in node.items() if k != "$ref"}}
 
 
 def _bounds(node: dict) -> str:
@@ -69,9 +60,9 @@ def _row(name: str, node: dict) -> list[str]:
     return [f"`{name}`", *(cell(text, fold=True) for text in texts)]
 
 
-def _rows(node: dict, name: str, defs: dict) -> Iterator[list[str]]:
+def _rows(node: dict, name: str, root: dict) -> Iterator[list[str]]:
     """Table rows of `node` and everything under it; objects get a row when described."""
-    node = _resolve(node, defs)
+    node = resolve_ref(node, root)
     props = node.get("properties")
     extra = node.get("additionalProperties")
     if "oneOf" in node or (props is None and not isinstance(extra, dict)):
@@ -80,9 +71,9 @@ def _rows(node: dict, name: str, defs: dict) -> Iterator[list[str]]:
     if "description" in node:
         yield _row(name, node)
     for key, child in (props or {}).items():
-        yield from _rows(child, f"{name}.{key}", defs)
+        yield from _rows(child, f"{name}.{key}", root)
     if isinstance(extra, dict):
-        yield from _rows(extra, f"{name}.{PLACEHOLDERS.get(name, '<name>')}", defs)
+        yield from _rows(extra, f"{name}.{PLACEHOLDERS.get(name, '<name>')}", root)
 
 
 def _backbone_section() -> str:
@@ -109,9 +100,8 @@ def _backbone_section() -> str:
 
 def render_config_readme(schema: dict) -> str:
     """The Markdown configuration reference of `schema`, ending with the backbone table."""
-    defs = schema.get("$defs", {})
     props = schema.get("properties", {})
-    sections = {k: _resolve(v, defs) for k, v in props.items()}
+    sections = {k: resolve_ref(v, schema) for k, v in props.items()}
     sections = {k: v for k, v in sections.items() if "properties" in v}
     top = [k for k in props if k not in sections]
     parts = [
@@ -122,14 +112,14 @@ def render_config_readme(schema: dict) -> str:
     if schema.get("description"):
         parts.append(schema["description"].strip())
     if top:
-        rows = [r for key in top for r in _rows(props[key], key, defs)]
+        rows = [r for key in top for r in _rows(props[key], key, schema)]
         parts.append("\n".join(["## Top level", "", markdown_table(_COLUMNS, rows)]))
     for key, node in sections.items():
         lines = [f"## `{key}`", ""]
         if node.get("description"):
             lines += [node["description"].strip(), ""]
         children = node["properties"].items()
-        rows = [r for c, sub in children for r in _rows(sub, f"{key}.{c}", defs)]
+        rows = [r for c, sub in children for r in _rows(sub, f"{key}.{c}", schema)]
         lines.append(markdown_table(_COLUMNS, rows))
         parts.append("\n".join(lines))
     parts.append(_backbone_section())

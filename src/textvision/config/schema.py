@@ -47,7 +47,7 @@ def schema_node(key: str, schema: dict | None = None) -> dict:
     root = schema or _load_schema(str(SCHEMA_PATH))
     node = root
     for part in key.split("."):
-        node = _resolve(node, root)
+        node = resolve_ref(node, root)
         props = node.get("properties", {})
         extra = node.get("additionalProperties")
         if part in props:
@@ -56,7 +56,7 @@ def schema_node(key: str, schema: dict | None = None) -> dict:
             node = extra
         else:
             raise ConfigError(f"config key {key!r}: no such key (at {part!r})")
-    return _resolve(node, root)
+    return resolve_ref(node, root)
 
 
 @functools.lru_cache
@@ -81,7 +81,9 @@ def _types(schema: dict) -> list[str]:
     return types
 
 
-def _resolve(schema: dict, root: dict) -> dict:
+def resolve_ref(schema: dict, root: dict) -> dict:
+    """`schema` with the node its `$ref` (`#/...` in `root`) points to merged in (the node's own
+    keys win); `schema` itself where it has no `$ref`."""
     ref = schema.get("$ref")
     if ref is None:
         return schema
@@ -116,7 +118,7 @@ def _branch(schema: dict, key: str, kind: str):
 
 def _coerce(value, schema: dict, root: dict):
     """Turn strings from `--config` (parsed with YAML's base loader) into the declared types."""
-    schema = _resolve(schema, root)
+    schema = resolve_ref(schema, root)
     types = _types(schema)
     if isinstance(value, str) and any(t != "string" for t in types):
         value = _parse_string(value, types)
@@ -136,7 +138,7 @@ def _coerce(value, schema: dict, root: dict):
 
 def _fill_defaults(value: dict, schema: dict, root: dict) -> None:
     for key, sub in schema.get("properties", {}).items():
-        sub = _resolve(sub, root)
+        sub = resolve_ref(sub, root)
         if key not in value and "default" in sub:
             value[key] = copy.deepcopy(sub["default"])
         if isinstance(value.get(key), dict) and "properties" in sub:

@@ -42,15 +42,32 @@ DISCRETIZATIONS = ("bin", "assignment")
 LAYOUTS = ("fitted", "shuffled")
 BACKENDS = ("sklearn", "numba")  # t-SNE implementations
 BLOCK_ROWS = 64  # rows scaled and binned at a time (at most chunk_size): the block stays in cache
+TSNE_SETTINGS = tuple(name for name in TSNE_CONSTRAINTS if name != "n_jobs")
+
+# the allowed values of every parameter, checked by `fit` (the `deepinsight` config keys;
+# tests/test_defaults.py holds them equal to the config schema's)
+PARAMETER_CONSTRAINTS = {
+    "pixels": [Interval(Integral, 2, 512, closed="both")],
+    "scaler": [StrOptions(set(SCALERS))],
+    "projector": [StrOptions(set(PROJECTORS))],
+    **{name: TSNE_CONSTRAINTS[name] for name in TSNE_SETTINGS},
+    "backend": [StrOptions(set(BACKENDS))],
+    "pca_components": [Interval(Integral, 2, None, closed="left"), None],
+    "discretization": [StrOptions(set(DISCRETIZATIONS))],
+    "empty_value": [Interval(Real, None, None, closed="neither")],
+    "layout": [StrOptions(set(LAYOUTS))],
+    "layout_seed": [Interval(Integral, 0, None, closed="left")],
+    "chunk_size": [Interval(Integral, 1, None, closed="left")],
+    "n_jobs": [Integral, None],
+}
 
 
 class DeepInsightTransformer(TransformerMixin, BaseEstimator):
     """Map `[n_samples, n_features]` vectors to `[n_samples, pixels, pixels]` float32 images.
 
-    Parameters are the `deepinsight` config keys (`deepinsight.tsne.seed` is `random_state`), with
-    the same defaults and allowed values (`_parameter_constraints`, checked by `fit`;
-    tests/test_defaults.py holds both equal to the config schema); docs/configuration.md
-    describes each.
+    Parameters are the `deepinsight` config keys (`deepinsight.tsne.seed` is `random_state`),
+    with the schema's defaults and allowed values (`PARAMETER_CONSTRAINTS`, checked by `fit`);
+    docs/configuration.md describes each.
 
     `layout="shuffled"` is the no-structure control: the fitted pixels and their occupancy are
     kept, but features are dealt to them by a random permutation (`layout_seed`), so that
@@ -63,20 +80,7 @@ class DeepInsightTransformer(TransformerMixin, BaseEstimator):
     `feature_counts_` (`[P, P]` features per pixel), `occupancy_`.
     """
 
-    _parameter_constraints: dict = {
-        "pixels": [Interval(Integral, 2, 512, closed="both")],
-        "scaler": [StrOptions(set(SCALERS))],
-        "projector": [StrOptions(set(PROJECTORS))],
-        **{name: TSNE_CONSTRAINTS[name] for name in TSNE_CONSTRAINTS if name != "n_jobs"},
-        "backend": [StrOptions(set(BACKENDS))],
-        "pca_components": [Interval(Integral, 2, None, closed="left"), None],
-        "discretization": [StrOptions(set(DISCRETIZATIONS))],
-        "empty_value": [Interval(Real, None, None, closed="neither")],
-        "layout": [StrOptions(set(LAYOUTS))],
-        "layout_seed": [Interval(Integral, 0, None, closed="left")],
-        "chunk_size": [Interval(Integral, 1, None, closed="left")],
-        "n_jobs": [Integral, None],
-    }
+    _parameter_constraints: dict = PARAMETER_CONSTRAINTS
 
     def __init__(
         self,
@@ -128,7 +132,11 @@ class DeepInsightTransformer(TransformerMixin, BaseEstimator):
         # same bits for any thread count, and t-SNE would amplify a last-bit difference
         with threadpool_limits(limits=1, user_api="blas"):
             self.scale_, scaled = fit_transform_scaler(X, self.scaler)
-            self.embedding_ = self._project(scaled.T)
+            tsne_settings = {name: getattr(self, name) for name in TSNE_SETTINGS}
+            self.embedding_ = project(
+                scaled.T, self.projector, self.pca_components, self.backend, self._threads(),
+                tsne_settings,
+            )  # fmt: skip
         self.rotation_ = min_area_rotation(self.embedding_)
         self.coords_ = self.embedding_ @ self.rotation_.T
         if self.discretization == "bin":
@@ -144,38 +152,8 @@ class DeepInsightTransformer(TransformerMixin, BaseEstimator):
         return self
 
     def _validate_params(self):
-        """scikit-learn's check of `_parameter_constraints`, in `check_params`' words (`layout
-        must be one of [...], got ...`)."""
+        """scikit-learn's check of `_parameter_constraints`, in `check_params`' words."""
         check_params(self._parameter_constraints, self.get_params(deep=False), type(self).__name__)
-
-    def _project(self, points: np.ndarray) -> np.ndarray:
-        """2-D positions of the features (rows of `points`)."""
-        if self.pca_components and self.pca_components < min(points.shape):
-            points = PCA(self.pca_components, random_state=self.random_state).fit_transform(points)
-        if self.projector == "pca":
-            return PCA(2, random_state=self.random_state).fit_transform(points).astype(np.float64)
-        if self.projector == "kpca":
-            return KernelPCA(2, kernel="rbf", random_state=self.random_state).fit_transform(points)
-        if self.perplexity >= len(points):
-            raise ValueError(
-                f"t-SNE perplexity ({self.perplexity}) must be below the number of features "
-                f"({len(points)})"
-            )
-        settings = {
-            "perplexity": self.perplexity,
-            "early_exaggeration": self.early_exaggeration,
-            "metric": self.metric,
-            "init": self.init,
-            "learning_rate": self.learning_rate,
-            "max_iter": self.max_iter,
-            "random_state": self.random_state,
-        }
-        if self.backend == "numba":
-            return tsne(points, **settings, n_jobs=self._threads())
-        from sklearn.manifold import TSNE
-
-        with threadpool_limits(limits=1, user_api="openmp"):  # its gradient sums over threads
-            return TSNE(2, **settings).fit_transform(points).astype(np.float64)
 
     def _build_plan(self):
         """The `functional.AveragingPlan` `transform` averages pixels with."""
@@ -245,6 +223,47 @@ def occupancy(counts: np.ndarray) -> dict:
         "mean_features_per_used_pixel": float(counts[counts > 0].mean()),
         "n_features": int(counts.sum()),
     }
+
+
+# -- projection --------------------------------------------------------------------------------
+def project(
+    points: np.ndarray,
+    projector: str,
+    pca_components: int | None,
+    backend: str,
+    n_jobs: int,
+    settings: dict,
+) -> np.ndarray:
+    """2-D positions of the rows of `points` (DeepInsight: the features, rows of the transposed
+    scaled matrix), float64.
+
+    Args:
+        points: `[n_features, n_samples]`.
+        projector: `tsne`, `pca` or `kpca` (RBF kernel PCA).
+        pca_components: first reduce to this many dimensions with PCA (None: no reduction).
+        backend: the t-SNE, `numba` (`tsne`) or `sklearn` (`sklearn.manifold.TSNE`).
+        n_jobs: threads of the numba t-SNE.
+        settings: `tsne`'s keyword arguments (`TSNE_SETTINGS`); `random_state` also seeds PCA
+            and kernel PCA.
+    """
+    random_state = settings["random_state"]
+    if pca_components and pca_components < min(points.shape):
+        points = PCA(pca_components, random_state=random_state).fit_transform(points)
+    if projector == "pca":
+        return PCA(2, random_state=random_state).fit_transform(points).astype(np.float64)
+    if projector == "kpca":
+        return KernelPCA(2, kernel="rbf", random_state=random_state).fit_transform(points)
+    if settings["perplexity"] >= len(points):
+        raise ValueError(
+            f"t-SNE perplexity ({settings['perplexity']}) must be below the number of features "
+            f"({len(points)})"
+        )
+    if backend == "numba":
+        return tsne(points, **settings, n_jobs=n_jobs)
+    from sklearn.manifold import TSNE
+
+    with threadpool_limits(limits=1, user_api="openmp"):  # its gradient sums over threads
+        return TSNE(2, **settings).fit_transform(points).astype(np.float64)
 
 
 # -- geometry ----------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import numpy as np
 from textvision.core.figures import plt, save_figure
 from textvision.core.registry import DOMAIN_FIGURES, DOMAIN_INPUTS, DOMAIN_VARIANTS, TEXT_VARIANTS
 
-# the figures' names, the variants compared and their colours: the registry's
+# each input's colour; like the figures' names and the variants, from the registry
 COLOURS = {name: spec.colour for name, spec in DOMAIN_INPUTS.items()}
 
 

@@ -415,7 +415,7 @@ def _rounded(obj):
 def _slices(backbone: str, settings: DomainSettings, inputs: Inputs) -> list[dict]:
     """The configured weights' slice, then random weights' (unless those are the configured)."""
     out = []
-    for weights in dict.fromkeys([settings.weights, "none"]):
+    for weights in dict.fromkeys([settings.weights, RANDOM_WEIGHTS]):
         torch.manual_seed(settings.seed)  # random weights: the same slice on every run
         body = build_backbone(backbone, weights).body
         log.info("%s (weights %s): comparing text and natural images", backbone, weights)

@@ -15,6 +15,7 @@ from textvision.core.markdown import markdown_table
 from textvision.core.paper import PAPER_ACCURACY, PAPER_ACCURACY_ERROR, REPRODUCTION_ACCURACY
 from textvision.core.registry import (
     DOMAIN_VARIANTS,
+    RANDOM_WEIGHTS,
     REPORT_DOMAIN_FIGURE,
     REPORT_FIGURES,
     WEIGHTS_KINDS,
@@ -202,7 +203,8 @@ def _pm(row: dict, metric: str) -> str:
 
 def _what(row: dict) -> str:
     """The weights and the DeepInsight/training choices that differ from the usual ones."""
-    parts = [row["weights"] + (" (random init: no transfer)" if row["weights"] == "none" else "")]
+    random = row["weights"] == RANDOM_WEIGHTS
+    parts = [row["weights"] + (" (random init: no transfer)" if random else "")]
     if row.get("layout") == "shuffled":
         parts.append("shuffled layout")
     if row.get("discretization") == "assignment":
