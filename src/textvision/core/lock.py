@@ -10,7 +10,7 @@ from pathlib import Path
 
 from textvision.core.errors import InputError
 
-LOCK_NAME = ".textvision.core.lock"
+LOCK_NAME = ".textvision.lock"
 
 
 def _me() -> dict:

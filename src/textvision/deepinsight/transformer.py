@@ -24,7 +24,6 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted
 from threadpoolctl import threadpool_limits
 
-from textvision.core.params import check_params
 from textvision.core.threads import share
 from textvision.deepinsight.functional import (
     SCALERS,
@@ -35,6 +34,7 @@ from textvision.deepinsight.functional import (
     fit_transform_scaler,
     invert_scaler,
 )
+from textvision.deepinsight.params import check_params
 from textvision.deepinsight.tsne import TSNE_CONSTRAINTS, tsne
 
 PROJECTORS = ("tsne", "pca", "kpca")

@@ -13,7 +13,7 @@ from scipy import sparse
 from sklearn.decomposition import PCA
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from textvision.core.params import validate_params
+from textvision.deepinsight.params import validate_params
 
 EXPLORATION_ITER = 250  # scikit-learn's early-exaggeration phase (iterations, momentum 0.5)
 CHECK_EVERY = 50  # iterations between checks of the error and gradient norm

@@ -37,21 +37,24 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from numbers import Integral
+from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval
 from torch import nn
 
+from textvision.bundle.image import ImageClassifier
+from textvision.bundle.logistic import LogisticClassifier
 from textvision.core.device import encoder_kernels
 from textvision.core.errors import InputError
-from textvision.core.params import validate_params
 from textvision.data.tables import clean_texts
 from textvision.deepinsight.functional_torch import (
     average_pixels,
     averaging_tensors,
     torch_scaler,
 )
+from textvision.deepinsight.params import validate_params
 from textvision.embed.forward import BertCLSForward, bert_like
 from textvision.embed.int8 import float_linears
 
@@ -107,6 +110,50 @@ def _logreg_logits(scaler, logreg, device="cpu"):
     return logits
 
 
+class ImageHead:
+    """A `cnn` bundle's classifier in torch: `[B, n_features]` -> DeepInsight's scaling
+    (`scale`), pixel averaging (`averaging`) -> images `[B, P, P]` -> the network's logits, with
+    gradients through its frozen slice too. Per-batch normalisation is refused: a text's score
+    there depends on the other texts of its batch."""
+
+    def __init__(self, classifier: ImageClassifier, folder: Path, device: torch.device):
+        if classifier.net.adapter.per_batch:
+            raise InputError(
+                f"{folder}: trained with per-batch normalisation "
+                "(training.normalization 'batch'): a text's score depends on the other texts "
+                "of its batch, so it has no explanation of its own"
+            )
+        transformer = classifier.transformer
+        self.scale = torch_scaler(transformer.scaler, transformer.scale_, device)
+        self.averaging = PixelAveraging(transformer).to(device)
+        self.net = classifier.net.eval()
+
+    def images(self, features: torch.Tensor) -> torch.Tensor:
+        """`[B, n_features]` -> DeepInsight images `[B, P, P]` (before normalisation)."""
+        return self.averaging(self.scale(features))
+
+    def image_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """The network on images, with gradients through its frozen slice too."""
+        net = self.net
+        return net.classify(net.backbone.body(net.adapter(images))).float()
+
+    def __call__(self, features: torch.Tensor) -> torch.Tensor:
+        return self.image_logits(self.images(features))
+
+
+class LinearHead:
+    """A `logreg` bundle's classifier in torch: StandardScaler + LogisticRegression logits."""
+
+    def __init__(self, classifier: LogisticClassifier, folder: Path, device: torch.device):
+        self.linear = _logreg_logits(classifier.scaler, classifier.logreg, device)
+
+    def __call__(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear(features)
+
+
+HEADS = {ImageClassifier: ImageHead, LogisticClassifier: LinearHead}  # bundle kind -> torch
+
+
 def _centred(logits: torch.Tensor) -> torch.Tensor:
     """Logits minus their mean over the classes: the same softmax, without the shift common to
     every class (which softmax ignores and training leaves free, so it is no evidence)."""
@@ -143,7 +190,6 @@ class DifferentiablePath:
 
     def __init__(self, bundle):
         self.bundle = bundle
-        self.kind = bundle.meta["kind"]
         self.class_names = list(bundle.class_names)
         self.tokenizer, encoder = bundle.tokenizer, bundle.encoder.requires_grad_(False)
         if bundle.meta["encoder"]["precision"] == "int8":
@@ -155,21 +201,7 @@ class DifferentiablePath:
         self.plan = (
             _EmbedsCLSForward(self.encoder, self.layers) if bert_like(self.encoder) else None
         )
-        if self.kind == "cnn":
-            if bundle.meta["input"]["normalization"] == "batch":
-                raise InputError(
-                    f"{bundle.folder}: trained with per-batch normalisation "
-                    "(training.normalization 'batch'): a text's score depends on the other texts "
-                    "of its batch, so it has no explanation of its own"
-                )
-            transformer = bundle.classifier.transformer
-            self.scale = torch_scaler(transformer.scaler, transformer.scale_, self.device)
-            self.averaging = PixelAveraging(transformer).to(self.device)
-            self.net = bundle.classifier.net.eval()
-        else:
-            self.linear = _logreg_logits(
-                bundle.classifier.scaler, bundle.classifier.logreg, self.device
-            )
+        self.head = HEADS[type(bundle.classifier)](bundle.classifier, bundle.folder, self.device)
 
     def tokenize(self, text: str) -> Tokens:
         """The bundle's tokenisation of one (already cleaned) text, truncated like `embed`."""
@@ -207,20 +239,9 @@ class DifferentiablePath:
                 cls = torch.stack([out.hidden_states[i][:, 0] for i in self.layers], dim=1)
         return cls.flatten(1)
 
-    def images(self, features: torch.Tensor) -> torch.Tensor:
-        """`[B, n_features]` -> DeepInsight images `[B, P, P]` (before normalisation)."""
-        return self.averaging(self.scale(features))
-
-    def image_logits(self, images: torch.Tensor) -> torch.Tensor:
-        """The network on images, with gradients through its frozen slice too."""
-        net = self.net
-        return net.classify(net.backbone.body(net.adapter(images))).float()
-
     def feature_logits(self, features: torch.Tensor) -> torch.Tensor:
         """`[B, n_features]` flattened `[CLS]` rows -> centred class scores."""
-        if self.kind == "cnn":
-            return _centred(self.image_logits(self.images(features)))
-        return _centred(self.linear(features))
+        return _centred(self.head(features))
 
     def logits(self, embeds: torch.Tensor) -> torch.Tensor:
         """`[B, T, H]` input embeddings -> class scores `[B, classes]`."""
@@ -433,8 +454,11 @@ def feature_attributions(
     Returns a `FeatureAttributions` (with every row's probabilities)."""
 
     path = DifferentiablePath(bundle)
-    if path.kind != "cnn":
-        raise InputError(f"{bundle.folder}: a {path.kind} bundle has no image to attribute")
+    head = path.head
+    if not isinstance(head, ImageHead):
+        raise InputError(
+            f"{bundle.folder}: a {bundle.meta['kind']} bundle has no image to attribute"
+        )
     labels = np.array(labels, dtype=np.int64)  # a copy torch may share
     k = len(path.class_names)
     if len(labels) != len(texts) or (len(labels) and not 0 <= labels.min() <= labels.max() < k):
@@ -444,15 +468,15 @@ def feature_attributions(
         )
     texts = list(clean_texts(texts, bundle.clean_html))
     X = bundle.embed(texts, progress)
-    n, size = X.shape[1], path.averaging.pixels
+    n, size = X.shape[1], head.averaging.pixels
     sums = {"mean": np.zeros((k, n)), "mean_abs": np.zeros((k, n)), "pixel": np.zeros((k, size**2))}
     proba = []
     for lo in range(0, len(X), batch_size):
         rows = torch.as_tensor(labels[lo : lo + batch_size], device=path.device)
-        scaled = path.scale(torch.from_numpy(X[lo : lo + batch_size]).to(path.device))
+        scaled = head.scale(torch.from_numpy(X[lo : lo + batch_size]).to(path.device))
         scaled.requires_grad_(True)
-        images = path.averaging(scaled)
-        logits = _centred(path.image_logits(images))
+        images = head.averaging(scaled)
+        logits = _centred(head.image_logits(images))
         grads = torch.autograd.grad(logits.gather(1, rows[:, None]).sum(), [scaled, images])
         features = (grads[0] * scaled).detach().double().cpu().numpy()
         pixels = (grads[1] * images).detach().double().cpu().flatten(1).numpy()

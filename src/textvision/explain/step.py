@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from textvision.bundle.image import ImageClassifier
 from textvision.bundle.model import load_bundle
 from textvision.bundle.store import read_meta
 from textvision.config.settings import ExplainSettings
@@ -25,6 +26,7 @@ from textvision.data.store import read_dataset
 from textvision.explain.attribution import (
     COMPLETENESS_TOLERANCE,
     DifferentiablePath,
+    ImageHead,
     TokenAttribution,
     feature_attributions,
     integrated_gradients,
@@ -337,7 +339,7 @@ def _validation_sample(path, frame: pd.DataFrame, n_texts: int, seed: int):
 
     labels, texts, result = frame["label"].to_numpy(np.int64), frame["text"].tolist(), None
     with tqdm(total=len(texts), unit="text", desc="validation texts", mininterval=2) as bar:
-        if path.kind == "cnn":
+        if isinstance(path.head, ImageHead):
             result = feature_attributions(path.bundle, texts, labels, progress=bar)
             proba = result.proba
         else:
@@ -347,7 +349,9 @@ def _validation_sample(path, frame: pd.DataFrame, n_texts: int, seed: int):
 
 def _model_label(model, meta: dict) -> str:
     """What the index calls the model: its backbone (or the baseline) and its folder."""
-    what = meta["backbone"]["name"] if meta["kind"] == "cnn" else "logistic regression"
+    what = (
+        meta["backbone"]["name"] if meta["kind"] == ImageClassifier.KIND else "logistic regression"
+    )
     return f"{what} ({model})"
 
 
