@@ -62,7 +62,7 @@ log = logging.getLogger(__name__)
 
 IG_STEPS = 16  # Gauss-Legendre nodes of the path integral (`explain.steps`)
 COMPLETENESS_TOLERANCE = 0.05  # relative error of the attributions' sum that is warned about
-IG_REFINE = 2  # doublings of the nodes while the error is above the tolerance (16 -> 64)
+IG_REFINE = 15  # bisections of a path's worst segment while the error is above the tolerance
 IG_BATCH_TOKENS = 4096  # tokens (steps x text length) per forward and backward pass
 FEATURE_BATCH = 64  # rows per backward pass of `feature_attributions`
 
@@ -332,16 +332,19 @@ def integrated_gradients(
         path: the bundle's `DifferentiablePath`.
         text: the text, already cleaned as the bundle's training data was (`clean_html`).
         target: the class index whose score is explained; None: the predicted class.
-        steps: Gauss-Legendre nodes on the straight path from the baseline to the input.
+        steps: Gauss-Legendre nodes on the straight path from the baseline to the input, and
+            on each segment of it when the path is refined.
         batch_tokens: about this many tokens (path points x text length) per pass.
-        refine: while the completeness error is above `COMPLETENESS_TOLERANCE`, the integral
-            is computed again with twice the nodes, at most this many times.
+        refine: while a path's part of the completeness error is above its share of
+            `COMPLETENESS_TOLERANCE`, its segment whose sum differs most from the score
+            difference between its ends is bisected, at most this many times per path (a
+            composite rule: the nodes go where the score changes fast).
         references: token ids of reference texts (`reference_tokens`): one baseline each (the
             text's length, its tokens in their place), the attributions averaged over them and
             their sum compared with score - mean baseline score (expected gradients, Erion et
             al. 2021); None or empty: the `[PAD]` baseline.
 
-    Returns a `TokenAttribution` (`steps`: the nodes of the last integral); its
+    Returns a `TokenAttribution` (`steps`: the nodes of the most refined path); its
     `completeness_error` may still be above the tolerance (the pages warn). Allowed values:
     `integrated_gradients._parameter_constraints`, checked on every call."""
     tokens = path.tokenize(text)
@@ -353,14 +356,16 @@ def integrated_gradients(
     if not 0 <= target < ends.shape[1]:
         raise InputError(f"class {target} out of range for {ends.shape[1]} classes")
     score, baseline = float(ends[0, target]), float(ends[1:, target].mean())
-    for attempt in range(refine + 1):
-        attributions = np.mean(
-            [_path_integral(path, x, base, target, steps, batch_tokens) for base in bases], axis=0
-        )
-        error = completeness_error(attributions.sum(), score - baseline)
-        if error <= COMPLETENESS_TOLERANCE or attempt == refine:
-            break
-        steps *= 2
+    # each path's share of the tolerance: their mean then errs by at most the tolerance
+    allowed = COMPLETENESS_TOLERANCE * max(abs(score - baseline), 1e-6)
+    rule = (steps, batch_tokens, refine)
+    paths = [
+        _refined_integral(path, (base, x), (float(low), score), target, rule, allowed)
+        for base, low in zip(bases, ends[1:, target], strict=True)
+    ]
+    attributions = np.mean([values for values, _ in paths], axis=0)
+    error = completeness_error(attributions.sum(), score - baseline)
+    steps = max(nodes for _, nodes in paths)
     return TokenAttribution(
         tokens=tokens,
         attributions=attributions,
@@ -374,12 +379,45 @@ def integrated_gradients(
     )
 
 
-def _path_integral(path, x, base, target: int, steps: int, batch_tokens: int) -> np.ndarray:
+def _refined_integral(path, line: tuple, scores: tuple, target: int, rule: tuple, allowed: float):
+    """`_path_integral` on the path `line` (baseline, input) whose ends score `scores`, then on
+    halves of its worst segment (the largest gap between its sum and the score difference
+    between its ends) until the gaps add up to at most `allowed` or `rule`'s (steps,
+    batch_tokens, refine) bisections are spent; (per-token values, nodes used)."""
+    base, x = line
+    steps, batch_tokens, refine = rule
+
+    def score(alpha: float) -> float:
+        with torch.no_grad():
+            return float(path.logits((base + alpha * (x - base))[None])[0, target])
+
+    def segment(a: float, b: float, ends: tuple[float, float]):
+        values = _path_integral(path, x, base, target, steps, batch_tokens, (a, b))
+        return values, abs(values.sum() - (ends[1] - ends[0])), ends
+
+    segments = {(0.0, 1.0): segment(0.0, 1.0, scores)}
+    for _ in range(refine):
+        if sum(gap for _, gap, _ in segments.values()) <= allowed:
+            break
+        (a, b), (_, _, (low, high)) = max(segments.items(), key=lambda item: item[1][1])
+        middle = (a + b) / 2
+        mid = score(middle)
+        del segments[(a, b)]
+        segments[(a, middle)] = segment(a, middle, (low, mid))
+        segments[(middle, b)] = segment(middle, b, (mid, high))
+    values = sum(values for values, _, _ in segments.values())
+    return values, steps * len(segments)
+
+
+def _path_integral(
+    path, x, base, target: int, steps: int, batch_tokens: int, span=(0.0, 1.0)
+) -> np.ndarray:
     """Per token: (x - base) . the integral of the target score's gradient along the straight
-    path from `base` to `x` (Gauss-Legendre, `steps` nodes)."""
-    alphas, weights = _gauss_legendre(steps)
-    alphas = torch.as_tensor(alphas, dtype=x.dtype, device=x.device)
-    weights = torch.as_tensor(weights, dtype=x.dtype, device=x.device)
+    path from `base` to `x` over `span` of it (Gauss-Legendre, `steps` nodes)."""
+    nodes, weights = _gauss_legendre(steps)
+    a, b = span
+    alphas = torch.as_tensor(a + (b - a) * nodes, dtype=x.dtype, device=x.device)
+    weights = torch.as_tensor((b - a) * weights, dtype=x.dtype, device=x.device)
     total = torch.zeros_like(x)
     rows = max(1, batch_tokens // len(x))
     for lo in range(0, steps, rows):
