@@ -69,11 +69,12 @@ def get_final_output():
     figures and the report; the predictions when `predict.source` is set, the explanations
     when `explain.enabled`. Each stage lists its own files (common/<stage>.smk)."""
     return [
+        *rules.prepare_data.output,
         *rules.merge_embeddings.output,
         *rules.fit_mapping.output,
         *rules.render_images.output,
         *rules.plot_mapping.output,
-        *train_files("model", "history"),
+        *training_products(),
         *metrics_files(),
         *predictions_files(),
         *bundle_files(),

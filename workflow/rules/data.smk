@@ -5,7 +5,7 @@ rule prepare_data:
     input:
         source_input,
     output:
-        f"{OUT}/data/dataset.parquet",
+        update(f"{OUT}/data/dataset.parquet"),
     log:
         f"{OUT}/logs/prepare_data.log",
     benchmark:

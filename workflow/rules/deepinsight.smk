@@ -8,7 +8,7 @@ rule fit_mapping:
     input:
         f"{OUT}/embeddings/embeddings.h5",
     output:
-        f"{OUT}/deepinsight/mapping.h5",
+        update(f"{OUT}/deepinsight/mapping.h5"),
     log:
         f"{OUT}/logs/fit_mapping.log",
     benchmark:
@@ -30,7 +30,7 @@ rule render_images:
         embeddings=f"{OUT}/embeddings/embeddings.h5",
         mapping=f"{OUT}/deepinsight/mapping.h5",
     output:
-        f"{OUT}/images/images.h5",
+        update(f"{OUT}/images/images.h5"),
     log:
         f"{OUT}/logs/render_images.log",
     benchmark:
@@ -47,7 +47,7 @@ rule render_images:
 
 use rule fit_mapping as fit_mapping_variant with:
     output:
-        f"{OUT}/variants/{{variant}}/deepinsight/mapping.h5",
+        update(f"{OUT}/variants/{{variant}}/deepinsight/mapping.h5"),
     log:
         f"{OUT}/logs/variants/{{variant}}/fit_mapping.log",
     benchmark:
@@ -63,7 +63,7 @@ use rule render_images as render_images_variant with:
         embeddings=f"{OUT}/embeddings/embeddings.h5",
         mapping=f"{OUT}/variants/{{variant}}/deepinsight/mapping.h5",
     output:
-        f"{OUT}/variants/{{variant}}/images/images.h5",
+        update(f"{OUT}/variants/{{variant}}/images/images.h5"),
     log:
         f"{OUT}/logs/variants/{{variant}}/render_images.log",
     benchmark:
@@ -76,10 +76,12 @@ rule plot_mapping:
         images=f"{OUT}/images/images.h5",
     output:
         **{
-            fig: report(
-                f"{OUT}/deepinsight/{png(fig)}",
-                caption=f"../report/{fig}.rst",
-                category="DeepInsight",
+            fig: update(
+                report(
+                    f"{OUT}/deepinsight/{png(fig)}",
+                    caption=f"../report/{fig}.rst",
+                    category="DeepInsight",
+                )
             )
             for fig in DEEPINSIGHT_FIGURES
         },

@@ -10,15 +10,17 @@ rule domain_shift:
         reference=reference_input,
     output:
         **{
-            fig: report(
-                f"{OUT}/domain/{{backbone}}_{png(fig)}",
-                caption=f"../report/domain_{fig}.rst",
-                category="Domain shift",
-                subcategory="{backbone}",
+            fig: update(
+                report(
+                    f"{OUT}/domain/{{backbone}}_{png(fig)}",
+                    caption=f"../report/domain_{fig}.rst",
+                    category="Domain shift",
+                    subcategory="{backbone}",
+                )
             )
             for fig in DOMAIN_FIGURES
         },
-        json=f"{OUT}/domain/{{backbone}}.json",
+        json=update(f"{OUT}/domain/{{backbone}}.json"),
     log:
         f"{OUT}/logs/domain_shift/{{backbone}}.log",
     benchmark:

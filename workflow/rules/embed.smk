@@ -5,7 +5,7 @@ rule embed_shard:
     input:
         f"{OUT}/data/dataset.parquet",
     output:
-        f"{OUT}/embeddings/shards/shard{{shard}}-of{N_SHARDS}.h5",
+        update(f"{OUT}/embeddings/shards/shard{{shard}}-of{N_SHARDS}.h5"),
     log:
         f"{OUT}/logs/embed_shard/shard{{shard}}-of{N_SHARDS}.log",
     benchmark:
@@ -28,7 +28,7 @@ rule merge_embeddings:
         dataset=f"{OUT}/data/dataset.parquet",
         shards=shard_files(),
     output:
-        f"{OUT}/embeddings/embeddings.h5",
+        update(f"{OUT}/embeddings/embeddings.h5"),
     log:
         f"{OUT}/logs/merge_embeddings.log",
     benchmark:

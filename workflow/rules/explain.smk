@@ -10,9 +10,11 @@ rule explain_backbone:
         bundle=backbone_bundle,
         dataset=f"{OUT}/data/dataset.parquet",
     output:
-        index=f"{OUT}/explain/{{backbone}}/index.html",
-        features=f"{OUT}/explain/{{backbone}}/features.csv",
-        figures=[f"{OUT}/explain/{{backbone}}/{png(fig)}" for fig in EXPLAIN_FIGURES],
+        index=update(f"{OUT}/explain/{{backbone}}/index.html"),
+        features=update(f"{OUT}/explain/{{backbone}}/features.csv"),
+        figures=[
+            update(f"{OUT}/explain/{{backbone}}/{png(fig)}") for fig in EXPLAIN_FIGURES
+        ],
     log:
         f"{OUT}/logs/explain/{{backbone}}.log",
     benchmark:
@@ -37,7 +39,7 @@ use rule explain_backbone as explain_logreg with:
         bundle=bundle_of(BASELINE),
         dataset=f"{OUT}/data/dataset.parquet",
     output:
-        index=f"{OUT}/explain/logreg/index.html",
+        index=update(f"{OUT}/explain/logreg/index.html"),
     log:
         f"{OUT}/logs/explain/logreg.log",
     benchmark:

@@ -8,7 +8,7 @@ rule predict_texts:
         bundle=model_bundle,
         source=lambda wildcards: config["predict"]["source"],
     output:
-        f"{OUT}/predict/{{model}}/predictions.csv",
+        update(f"{OUT}/predict/{{model}}/predictions.csv"),
     log:
         f"{OUT}/logs/predict/{{model}}.log",
     benchmark:

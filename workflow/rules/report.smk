@@ -15,24 +15,30 @@ rule report:
         explain=explain_reported(),
     output:
         **{
-            fig: report(
-                f"{OUT}/report/{png(fig)}",
-                caption=f"../report/{fig}.rst",
-                category="Results",
+            fig: update(
+                report(
+                    f"{OUT}/report/{png(fig)}",
+                    caption=f"../report/{fig}.rst",
+                    category="Results",
+                )
             )
             for fig in REPORT_FIGURES
         },
-        domain_shift=report(
-            f"{OUT}/report/{png(REPORT_DOMAIN_FIGURE)}",
-            caption=f"../report/{REPORT_DOMAIN_FIGURE}.rst",
-            category="Domain shift",
+        domain_shift=update(
+            report(
+                f"{OUT}/report/{png(REPORT_DOMAIN_FIGURE)}",
+                caption=f"../report/{REPORT_DOMAIN_FIGURE}.rst",
+                category="Domain shift",
+            )
         ),
-        csv=f"{OUT}/report/results.csv",
-        comparisons_csv=f"{OUT}/report/comparisons.csv",
-        md=report(
-            f"{OUT}/report/results.md",
-            caption="../report/results.rst",
-            category="Results",
+        csv=update(f"{OUT}/report/results.csv"),
+        comparisons_csv=update(f"{OUT}/report/comparisons.csv"),
+        md=update(
+            report(
+                f"{OUT}/report/results.md",
+                caption="../report/results.rst",
+                category="Results",
+            )
         ),
     log:
         f"{OUT}/logs/report.log",

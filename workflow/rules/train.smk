@@ -10,12 +10,17 @@ rule train:
         mapping=f"{OUT}/deepinsight/mapping.h5",
         weights=weights_input,
     output:
-        metrics=f"{OUT}/train/{{backbone}}/seed{{seed}}/metrics.json",
-        bundle=multiext(f"{OUT}/train/{{backbone}}/seed{{seed}}/bundle/", *BUNDLE_FILES),
-        predictions=f"{OUT}/train/{{backbone}}/seed{{seed}}/predictions.parquet",
-        model=f"{OUT}/train/{{backbone}}/seed{{seed}}/model.pt",
-        history=f"{OUT}/train/{{backbone}}/seed{{seed}}/history.csv",
-        curve=f"{OUT}/train/{{backbone}}/seed{{seed}}/learning_curve.png",
+        metrics=update(f"{OUT}/train/{{backbone}}/seed{{seed}}/metrics.json"),
+        bundle=[
+            update(f)
+            for f in multiext(
+                f"{OUT}/train/{{backbone}}/seed{{seed}}/bundle/", *BUNDLE_FILES
+            )
+        ],
+        predictions=update(f"{OUT}/train/{{backbone}}/seed{{seed}}/predictions.parquet"),
+        model=update(f"{OUT}/train/{{backbone}}/seed{{seed}}/model.pt"),
+        history=update(f"{OUT}/train/{{backbone}}/seed{{seed}}/history.csv"),
+        curve=update(f"{OUT}/train/{{backbone}}/seed{{seed}}/learning_curve.png"),
     log:
         f"{OUT}/logs/train/{{backbone}}/seed{{seed}}.log",
     benchmark:
@@ -40,15 +45,28 @@ use rule train as train_variant with:
         unpack(variant_deepinsight),
         weights=variant_weights_input,
     output:
-        metrics=f"{OUT}/variants/{{variant}}/train/{{backbone}}/seed{{seed}}/metrics.json",
-        bundle=multiext(
-            f"{OUT}/variants/{{variant}}/train/{{backbone}}/seed{{seed}}/bundle/",
-            *BUNDLE_FILES,
+        metrics=update(
+            f"{OUT}/variants/{{variant}}/train/{{backbone}}/seed{{seed}}/metrics.json"
         ),
-        predictions=f"{OUT}/variants/{{variant}}/train/{{backbone}}/seed{{seed}}/predictions.parquet",
-        model=f"{OUT}/variants/{{variant}}/train/{{backbone}}/seed{{seed}}/model.pt",
-        history=f"{OUT}/variants/{{variant}}/train/{{backbone}}/seed{{seed}}/history.csv",
-        curve=f"{OUT}/variants/{{variant}}/train/{{backbone}}/seed{{seed}}/learning_curve.png",
+        bundle=[
+            update(f)
+            for f in multiext(
+                f"{OUT}/variants/{{variant}}/train/{{backbone}}/seed{{seed}}/bundle/",
+                *BUNDLE_FILES,
+            )
+        ],
+        predictions=update(
+            f"{OUT}/variants/{{variant}}/train/{{backbone}}/seed{{seed}}/predictions.parquet"
+        ),
+        model=update(
+            f"{OUT}/variants/{{variant}}/train/{{backbone}}/seed{{seed}}/model.pt"
+        ),
+        history=update(
+            f"{OUT}/variants/{{variant}}/train/{{backbone}}/seed{{seed}}/history.csv"
+        ),
+        curve=update(
+            f"{OUT}/variants/{{variant}}/train/{{backbone}}/seed{{seed}}/learning_curve.png"
+        ),
     log:
         f"{OUT}/logs/variants/{{variant}}/train/{{backbone}}/seed{{seed}}.log",
     benchmark:
@@ -63,9 +81,12 @@ rule baseline_logreg:
     input:
         f"{OUT}/embeddings/embeddings.h5",
     output:
-        metrics=f"{OUT}/baselines/logreg/metrics.json",
-        bundle=multiext(f"{OUT}/baselines/logreg/bundle/", *BUNDLE_FILES),
-        predictions=f"{OUT}/baselines/logreg/predictions.parquet",
+        metrics=update(f"{OUT}/baselines/logreg/metrics.json"),
+        bundle=[
+            update(f)
+            for f in multiext(f"{OUT}/baselines/logreg/bundle/", *BUNDLE_FILES)
+        ],
+        predictions=update(f"{OUT}/baselines/logreg/predictions.parquet"),
     log:
         f"{OUT}/logs/baseline_logreg.log",
     benchmark:

@@ -14,7 +14,7 @@ from torch.nn import functional as F
 from textvision.core.backbones import Slice, parse_backbone
 from textvision.core.errors import InputError
 from textvision.core.paper import NORMALISATION_EPS
-from textvision.core.registry import IMAGENET, RANDOM_WEIGHTS
+from textvision.core.registry import IMAGENET, RANDOM_WEIGHTS, is_weights_file
 
 
 class FrozenBackbone(nn.Module):
@@ -269,6 +269,12 @@ def build_backbone(name: str, weights: str) -> FrozenBackbone:
                 f"{weights}: tensor {k!r} has shape {tuple(state[k].shape)}, "
                 f"expected {tuple(own[k].shape)} for {name}"
             )
+        bad = [k for k in needed if not torch.isfinite(state[k]).all()]
+        if bad:
+            raise InputError(
+                f"{weights}: tensor {bad[0]!r} of the {name} slice holds NaN or infinite values"
+                f" ({len(bad)} such tensor(s)); expected finite weights"
+            )
         model.load_state_dict({k: state[k] for k in needed}, strict=False)
     if spec.stop is not None:
         body = nn.Sequential(*list(model.features.children())[: spec.stop])
@@ -283,3 +289,28 @@ def place(net: TextVisionNet, dev: torch.device) -> TextVisionNet:
     if dev.type == "cpu":
         net.to(memory_format=torch.channels_last)
     return net
+
+
+def check_adaptable(body: nn.Module, backbone: str, weights: str) -> None:
+    """Stop, naming the backbone and the weights, where `training.batchnorm: adapt` has nothing
+    to re-estimate: a slice without BatchNorm, or a weights file with folded BatchNorm."""
+    if not batchnorm_layers(body):
+        raise InputError(
+            f"training.batchnorm 'adapt': backbone {backbone} (weights {weights}) has no "
+            "BatchNorm layer to adapt; use 'frozen' for it"
+        )
+    if is_weights_file(weights) and has_initial_statistics(body):
+        raise InputError(
+            f"training.batchnorm 'adapt': backbone {backbone} with weights {weights} has folded "
+            "BatchNorm (every running mean 0, variance 1: no running statistics to re-estimate, "
+            "and adapting would undo the folding); use 'frozen' or unfolded weights"
+        )
+
+
+def check_backbone(name: str, weights: str, batchnorm: str) -> None:
+    """What a training job would refuse about its slice, checked without training: the slice
+    built with `weights` (a file: loadable, holding the slice's tensors in their shapes, every
+    value finite) and, for `batchnorm` 'adapt', BatchNorm with statistics to re-estimate."""
+    backbone = build_backbone(name, weights)
+    if batchnorm == "adapt":
+        check_adaptable(backbone.body, name, weights)

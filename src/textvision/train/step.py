@@ -35,11 +35,10 @@ from textvision.models.network import (
     InputAdapter,
     TextVisionNet,
     adapt_batchnorm,
-    batchnorm_layers,
     build_backbone,
     build_head,
+    check_adaptable,
     check_input_size,
-    has_initial_statistics,
     place,
 )
 from textvision.train.figures import plot_learning_curve
@@ -170,23 +169,6 @@ def build_network(
         *build_head(arch, spec.channels, len(attrs["label_names"])),
     )
     return net, check_input_size(net, attrs["pixels"])
-
-
-def check_adaptable(net: TextVisionNet, backbone: str, weights: str) -> None:
-    """Stop, naming the backbone and the weights, where `training.batchnorm: adapt` has nothing
-    to re-estimate: a slice without BatchNorm, or a weights file with folded BatchNorm."""
-    body = net.backbone.body
-    if not batchnorm_layers(body):
-        raise InputError(
-            f"training.batchnorm 'adapt': backbone {backbone} (weights {weights}) has no "
-            "BatchNorm layer to adapt; use 'frozen' for it"
-        )
-    if is_weights_file(weights) and has_initial_statistics(body):
-        raise InputError(
-            f"training.batchnorm 'adapt': backbone {backbone} with weights {weights} has folded "
-            "BatchNorm (every running mean 0, variance 1: no running statistics to re-estimate, "
-            "and adapting would undo the folding); use 'frozen' or unfolded weights"
-        )
 
 
 def adapt_to_training_images(net: TextVisionNet, train_images: torch.Tensor, batch_size: int):
@@ -419,7 +401,7 @@ def _prepare_job(images, backbone: str, seed: int, settings: TrainSettings) -> J
     place(net, dev)
     tensors = _split_tensors(data, images)
     if settings.batchnorm == "adapt":
-        check_adaptable(net, backbone, settings.weights)
+        check_adaptable(net.backbone.body, backbone, settings.weights)
         adapt_to_training_images(net, tensors["train"][0], settings.batch_size)
     per_image_mb = 4 * float(np.prod(maps)) / 2**20
     n_cached = sum(len(y) for _, y in tensors.values())

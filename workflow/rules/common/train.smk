@@ -4,7 +4,42 @@ from pathlib import Path
 from textvision.config.schema import weights_for
 from textvision.config.settings import TrainSettings, step_params
 from textvision.config.variants import BASELINE, shares_images
-from textvision.core.registry import is_weights_file
+from textvision.core.errors import ConfigError, InputError
+from textvision.core.registry import RANDOM_WEIGHTS, is_weights_file
+
+
+def check_slices():
+    """What a training job would refuse about its slice, checked for every backbone of the run
+    and of its variants before any job runs (so a refused rerun never starts): a weights file
+    (loadable, the slice's tensors in their shapes, finite) and BatchNorm to adapt (present, not
+    folded). torch is imported only where such a check is due."""
+    due = set()
+    for name, cfg in [
+        ("", config),
+        *((f"variants.{v}.", c) for v, c in VARIANTS.items()),
+    ]:
+        for backbone in cfg["training"]["backbones"]:
+            settings = TrainSettings.from_config(cfg, backbone=backbone)
+            weights, batchnorm = settings.weights, settings.batchnorm
+            if is_weights_file(weights) or batchnorm == "adapt":
+                # ImageNet's own statistics are real: only the slice's BatchNorm is checked
+                weights = weights if is_weights_file(weights) else RANDOM_WEIGHTS
+                due.add((name, backbone, weights, batchnorm))
+    if not due:
+        return
+    from textvision.models.network import check_backbone
+
+    for prefix, backbone, weights, batchnorm in sorted(due):
+        try:
+            check_backbone(backbone, weights, batchnorm)
+        except InputError as err:
+            raise ConfigError(
+                f"config keys '{prefix}training.weights' / '{prefix}training.batchnorm' of "
+                f"{backbone}: {err}"
+            ) from None
+
+
+check_slices()
 
 
 def weights_input(wildcards):
@@ -50,6 +85,29 @@ def train_files(*names):
         backbone=BACKBONES,
         seed=SEEDS,
     )
+
+
+def training_products():
+    """Every output of every training job (main run, baseline, variants) and the mapping and
+    images a variant renders for itself: targets of `all`, so a deleted one is rebuilt.
+    """
+    files = expand(list(rules.train.output), backbone=BACKBONES, seed=SEEDS)
+    if config["baseline"]["enabled"]:
+        files += list(rules.baseline_logreg.output)
+    for variant, vconfig in VARIANTS.items():
+        files += expand(
+            list(rules.train_variant.output),
+            variant=variant,
+            backbone=vconfig["training"]["backbones"],
+            seed=vconfig["training"]["seeds"],
+        )
+        if not shares_images(config, variant):
+            rendered = [
+                *rules.fit_mapping_variant.output,
+                *rules.render_images_variant.output,
+            ]
+            files += expand(rendered, variant=variant)
+    return files
 
 
 def metrics_files():
