@@ -203,14 +203,14 @@ def test_a_bundle_of_int8_embeddings_is_explained_through_float32(learned, tmp_p
     """int8 products have no gradients: the path runs a float32 copy of the encoder (the same
     probabilities as the bundle in float32), and the attributions add up."""
     from textvision.bundle.model import load_bundle
-    from textvision.bundle.store import META
+    from textvision.bundle.store import META, sealed
     from textvision.core.threads import limit_threads
     from textvision.embed.int8 import Int8Linear
 
     bundle = shutil.copytree(learned["logreg"], tmp_path / "int8")
     meta = json.loads((bundle / META).read_text())
     meta["encoder"]["precision"] = "int8"
-    (bundle / META).write_text(json.dumps(meta))
+    (bundle / META).write_text(json.dumps(sealed(meta)))  # a bundle made in int8
     loaded = load_bundle(bundle, batch_size=1)
     assert isinstance(loaded.encoder.encoder.layer[0].intermediate.dense, Int8Linear)
     path = DifferentiablePath(loaded)

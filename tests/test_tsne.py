@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -133,3 +134,14 @@ def test_early_exaggeration_reaches_both_backends_from_the_config(tmp_path):
         assert main([*argv, "--set", "tsne.perplexity=5"]) == 0
         with open_h5(out) as fh:
             assert attrs_dict(fh)["params"]["early_exaggeration"] == 4
+
+
+def test_numba_caches_its_kernels_in_the_user_cache_not_in_the_package():
+    import numba
+
+    import textvision
+    from textvision.deepinsight import tsne  # noqa: F401 - sets the cache folder
+
+    package = Path(textvision.__file__).parent
+    assert numba.config.CACHE_DIR
+    assert package not in Path(numba.config.CACHE_DIR).parents

@@ -6,11 +6,14 @@ normalisation, the backbone and its weights' identifier, the class names, the sh
 tensors file); `bundle/tensors.safetensors` every number (DeepInsight's fitted arrays, mu/sigma,
 the best epoch's head and classifier, the frozen slice's weights unless they are torchvision's
 ImageNet weights, referenced by name; for the baseline the scaler and logistic regression).
-Nothing is pickled: the tensors are read with safetensors, the rest is JSON.
+Nothing is pickled: the tensors are read with safetensors, the rest is JSON. The bundle is
+sealed whole: `bundle.json`'s `seal` is the sha256 of its own content (which holds the tensors
+file's sha256), checked at every load, so an edit of either file is refused, naming the file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -22,7 +25,7 @@ from textvision.core.errors import InputError
 from textvision.core.io import atomic_folder, atomic_path, file_sha256, write_json
 from textvision.core.registry import BUNDLE_FILES
 
-FORMAT = 1
+FORMAT = 2  # 2: sealed whole (format 1 sealed only the tensors)
 META, TENSORS = BUNDLE_FILES  # the text, the numbers
 ENCODER_KEYS = ("model", "weights_sha256", "layers", "max_length", "clean_html", "precision")
 
@@ -62,12 +65,20 @@ def write_bundle(folder: str | Path, meta: dict, tensors: dict) -> None:
             **meta,
             "tensors_sha256": file_sha256(tmpdir / TENSORS),
         }
-        write_json(tmpdir / META, full)
+        write_json(tmpdir / META, sealed(full))
+
+
+def sealed(meta: dict) -> dict:
+    """`meta` with its `seal`: the sha256 of its canonical JSON (keys sorted), seal left out."""
+    content = {k: v for k, v in meta.items() if k != "seal"}
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return {**content, "seal": hashlib.sha256(text.encode("utf-8")).hexdigest()}
 
 
 def read_meta(folder: str | Path) -> dict:
-    """bundle.json, refused (one line) when missing, of another format or textvision version, or
-    when the tensors file's sha256 differs from the one it records."""
+    """bundle.json, refused (one line) when missing, of another format or textvision version,
+    when the tensors file's sha256 differs from the one it records, or when bundle.json itself
+    was edited (its seal differs)."""
     folder = Path(folder)
     path = folder / META
     if not path.is_file():
@@ -90,6 +101,11 @@ def read_meta(folder: str | Path) -> dict:
         raise InputError(
             f"{tensors}: sha256 differs from the one {META} records: the bundle was modified "
             "or damaged; copy it again from the training run"
+        )
+    if sealed(meta)["seal"] != meta.get("seal"):
+        raise InputError(
+            f"{path}: edited after the bundle was written (its seal differs): the bundle was "
+            "modified or damaged; copy it again from the training run"
         )
     return meta
 

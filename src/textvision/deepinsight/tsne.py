@@ -5,7 +5,9 @@ which for DeepInsight's few thousand features is faster than a Barnes-Hut tree a
 
 from __future__ import annotations
 
+import os
 from numbers import Integral, Real
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -20,6 +22,12 @@ CHECK_EVERY = 50  # iterations between checks of the error and gradient norm
 N_ITER_WITHOUT_PROGRESS = 300
 MIN_GRAD_NORM = 1e-7
 MIN_GAIN = 0.01
+
+# numba's compiled kernels go to the user's cache folder (NUMBA_CACHE_DIR, where set, wins), not
+# beside this module: an installed package's folder may be read-only or shared between users
+if not numba.config.CACHE_DIR:
+    _cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    numba.config.CACHE_DIR = str(_cache / "textvision" / "numba")
 
 # the allowed values of `tsne`'s settings (the `deepinsight.tsne` config keys, `seed` as
 # `random_state`; tests/test_defaults.py holds them and the defaults equal to the schema)

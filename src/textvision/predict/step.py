@@ -92,6 +92,8 @@ def predict_texts(
             numbers; texts per forward pass; device); None: the schema's defaults.
     """
     settings = settings or PredictSettings.make()
+    if Path(out).suffix.lower() != ".csv":
+        raise InputError(f"{out}: predictions are written as CSV; expected a path ending in .csv")
     id_column = settings.id_column or None
     meta = read_meta(model)  # version and checksum first: cheap
     clean_html = bool(meta["encoder"]["clean_html"])
