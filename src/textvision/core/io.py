@@ -24,6 +24,39 @@ STALE_AFTER_S = 2 * 24 * 3600  # another host's temporary is cleared only after 
 _WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
 
 
+FULL_DISK = os.strerror(errno.ENOSPC)
+NEARLY_FULL_BYTES = 1 << 20  # free space under which a failed write is put down to a full disk
+
+
+def write_failure(err: BaseException, path: Path) -> str | None:
+    """Why writing `path` failed, in one line, where the cause is the file system (a full disk,
+    a quota, a read-only or forbidden folder); None for any other error. Libraries report a full
+    disk in their own words (torch: "unexpected pos", HDF5: "file write failed"), so an error
+    other than an OSError counts as a full disk when the folder has all but no space left."""
+    if isinstance(err, OSError) and err.errno in _WRITE_ERRORS:
+        return os_reason(err)
+    if "No space left on device" in str(err):
+        return FULL_DISK
+    if isinstance(err, (OSError, RuntimeError)):
+        with contextlib.suppress(OSError):
+            if shutil.disk_usage(path.parent).free < NEARLY_FULL_BYTES:
+                return FULL_DISK
+    return None
+
+
+def check_free_space(path: str | Path, nbytes: int) -> None:
+    """Refuse, before any work, to write about `nbytes` into `path`'s folder where it has less
+    free space (some writers, HDF5 among them, do not survive a full disk)."""
+    path = Path(path)
+    folder = next((p for p in (path.parent, *path.parents) if p.exists()), Path("."))
+    free = shutil.disk_usage(folder).free
+    if free < nbytes:
+        raise OutputError(
+            f"{path}: cannot write ({FULL_DISK}: about {nbytes / 2**20:,.0f} MB needed, "
+            f"{free / 2**20:,.0f} MB free in {folder})"
+        )
+
+
 def os_reason(err: OSError) -> str:
     """What the operating system said, in one line (libraries' long wrappers dropped)."""
     if err.errno:
@@ -51,10 +84,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
-    except OSError as err:
-        if err.errno not in _WRITE_ERRORS:
+    except (OSError, RuntimeError) as err:
+        reason = write_failure(err, tmp)
+        if reason is None:
             raise
-        raise OutputError(f"{path}: cannot write ({os_reason(err)})") from err
+        raise OutputError(f"{path}: cannot write ({reason})") from err
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
@@ -75,7 +109,10 @@ def atomic_folder(folder: str | Path) -> Iterator[Path]:
     except OSError as err:
         raise OutputError(f"{folder}: cannot create it ({os_reason(err)})") from err
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OutputError as err:  # a file inside: named as it would have been in `folder`
+            raise OutputError(str(err).replace(str(tmp), str(folder))) from err.__cause__
         old = folder.with_name(f".{folder.name}.old-{owner}")
         if folder.is_dir() and any(folder.iterdir()):
             os.replace(folder, old)

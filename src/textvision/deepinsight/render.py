@@ -14,6 +14,7 @@ from textvision.core.io import (
     atomic_path,
     attrs_dict,
     check_finite,
+    check_free_space,
     decode,
     open_h5,
     seal,
@@ -74,6 +75,7 @@ def render_images(
         split = decode(src["split"][:])
         pixels = transformer.pixels
         moments = PixelMoments()
+        check_free_space(out, 4 * len(split) * pixels * pixels + (1 << 20))
         with atomic_path(out) as tmp, h5py.File(tmp, "w") as dst:
             images = dst.create_dataset(
                 "images", shape=(len(split), pixels, pixels), dtype="float32"

@@ -16,6 +16,7 @@ from textvision.core.errors import ConfigError, InputError
 from textvision.core.io import (
     atomic_path,
     attrs_dict,
+    check_free_space,
     open_h5,
     set_attrs,
     string_array,
@@ -73,6 +74,7 @@ def embed_dataset(
     check_max_length(max_length, token_limit(tokenizer, encoder), model)
     index = layer_indices(layers, encoder.config.num_hidden_layers)
     hidden = encoder.config.hidden_size
+    check_free_space(out, 4 * len(texts) * len(index) * hidden + (1 << 20))
     attrs = {
         "model": model,
         "model_path": str(folder),
@@ -138,6 +140,8 @@ def merge_shards(
         if expected != len(frame):
             raise InputError(f"shards cover {expected} rows, {dataset} has {len(frame)}")
         shape = (len(frame), *handles[0]["cls"].shape[1:])
+        if compression == "none":
+            check_free_space(out, 4 * int(np.prod(shape)) + (1 << 20))
         with atomic_path(out) as tmp, h5py.File(tmp, "w") as dst:
             cls = dst.create_dataset(
                 "cls",

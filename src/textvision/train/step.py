@@ -455,8 +455,15 @@ def train_backbone(
     A `checkpoint.pt` written after every epoch lets a killed job resume where it stopped.
     Runs on `settings.threads` CPU threads, so that the result does not depend on the machine.
     """
-    with limit_threads(settings.threads):
-        return _train(images, Path(outdir), settings, backbone, seed, mapping)
+    outdir = Path(outdir)
+    made = not outdir.exists()
+    try:
+        with limit_threads(settings.threads):
+            return _train(images, outdir, settings, backbone, seed, mapping)
+    except BaseException:
+        if made and outdir.is_dir() and not any(outdir.iterdir()):
+            outdir.rmdir()  # a refused job leaves no empty folder behind
+        raise
 
 
 def _recorded(settings: TrainSettings, job: Job) -> dict:
