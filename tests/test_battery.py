@@ -253,6 +253,18 @@ CONFIG_CASES = {
 }
 
 SOURCE_CASES = {
+    "message: malformed JSON lines named by line": (
+        lambda t, s: source(t, "r.jsonl", '{"text": "a", "label": 0}\n{"text": "b", label: 1}\n'),
+        ["r.jsonl", "line 2", "not valid JSON"],
+    ),
+    "message: a JSON array is not JSON lines": (
+        lambda t, s: source(t, "r.json", '[{"text": "a", "label": 0}, {"text": "b", "label": 1}]'),
+        ["r.json", "a JSON array", "one object per line"],
+    ),
+    "message: a JSON line that is not an object": (
+        lambda t, s: source(t, "r.jsonl", '{"text": "a", "label": 0}\n["b", 1]\n'),
+        ["r.jsonl", "line 2", "a JSON array", "one object per line"],
+    ),
     "empty file": (lambda t, s: source(t, "r.csv", b""), ["r.csv", "file is empty"]),
     "header only": (lambda t, s: source(t, "r.csv", "text,label\n"), ["r.csv", "no data rows"]),
     "missing text column": (

@@ -351,3 +351,15 @@ def test_imdb_official_split_keeps_the_test_reviews(tmp_path):
     test_ids = ds.loc[ds["split"] == "test", "id"]
     assert (test_ids.map(official) == "test").all()
     assert (ds.loc[ds["split"] != "test", "id"].map(official) == "train").all()
+
+
+def test_texts_spelling_a_missing_value_are_read_as_texts(tmp_path):
+    """`NA`, `null`, `None` in a CSV are texts (or labels) as written: only an empty cell is
+    missing (pandas would read them all as missing)."""
+    from textvision.data.tables import load_table
+
+    path = tmp_path / "t.csv"
+    path.write_text('text,label\nNA,pos\nnull,neg\nNone,pos\n"",neg\n')
+    frame = load_table(path)
+    assert frame["text"].tolist()[:3] == ["NA", "null", "None"]
+    assert frame["text"].isna().tolist() == [False, False, False, True]

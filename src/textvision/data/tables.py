@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,9 +16,12 @@ import pyarrow.parquet as pq
 from textvision.core.errors import InputError
 
 _BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
+# Only an empty cell is missing: `NA`, `null`, `None`, `NaN`... are the texts or labels they
+# spell (pandas would read them as missing); in JSON lines only `null` is.
+_CSV = {"encoding": "utf-8", "keep_default_na": False, "na_values": [""]}
 _READERS = {  # (path, rows per chunk or None) -> a frame, or an iterator of frames
-    ".csv": lambda path, chunk: pd.read_csv(path, encoding="utf-8", chunksize=chunk),
-    ".tsv": lambda path, chunk: pd.read_csv(path, sep="\t", encoding="utf-8", chunksize=chunk),
+    ".csv": lambda path, chunk: pd.read_csv(path, chunksize=chunk, **_CSV),
+    ".tsv": lambda path, chunk: pd.read_csv(path, sep="\t", chunksize=chunk, **_CSV),
     ".jsonl": lambda path, chunk: pd.read_json(path, lines=True, encoding="utf-8", chunksize=chunk),
 }
 _READERS[".json"] = _READERS[".jsonl"]  # JSON lines too
@@ -51,6 +55,8 @@ def iter_table(path: Path, chunk: int | None = None) -> Iterator[pd.DataFrame]:
             "an aclImdb folder or aclImdb_v1.tar.gz"
         )
     _check_utf8(path)
+    if suffix in (".json", ".jsonl"):
+        _check_json_lines(path)
     try:
         frames = _READERS[suffix](path, chunk)
         yield from [frames] if chunk is None else frames
@@ -71,6 +77,37 @@ def _check_utf8(path: Path) -> None:
                     f"({err.reason}); expected UTF-8 text"
                 ) from err
             offset += len(line)
+
+
+_JSON_KINDS = {list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
+_JSON_KINDS[type(None)] = "null"
+
+
+def _check_json_lines(path: Path) -> None:
+    """Stop at the first line that is not one JSON object (blank lines aside), naming it; a
+    whole JSON array is refused as such (JSON lines hold one object per line)."""
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as err:
+                if number == 1 and line.lstrip().startswith("["):  # an array over lines
+                    raise InputError(
+                        f"{path}: a JSON array; expected JSON lines (one object per line, e.g. "
+                        '{"text": "...", "label": "pos"})'
+                    ) from err
+                raise InputError(
+                    f"{path}: line {number}, column {err.colno}: not valid JSON ({err.msg}); "
+                    "expected one JSON object per line"
+                ) from err
+            if not isinstance(value, dict):
+                kind = _JSON_KINDS.get(type(value), "value")
+                raise InputError(
+                    f"{path}: line {number}: a JSON {kind}; expected JSON lines (one object per "
+                    'line, e.g. {"text": "...", "label": "pos"})'
+                )
 
 
 def rows(mask, offset: int = 0) -> list[int]:

@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import os
+import pickle
+import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -231,14 +234,22 @@ def imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     """A state_dict from a local file, read with `weights_only=True` (pickled code is refused)."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's warnings about the pickle protocol
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as err:
         raise InputError(f"{path}: weights file not found") from err
-    except Exception as err:  # noqa: BLE001 - UnpicklingError, RuntimeError (not a zip), ...
+    except pickle.UnpicklingError as err:  # torch's own text: paragraphs with colour codes
         raise InputError(
-            f"{path}: not a loadable state_dict (read with weights_only=True, which refuses "
-            f"pickled objects): {str(err).splitlines()[0]}"
+            f"{path}: not a loadable state_dict (it holds pickled Python objects, which are "
+            "never loaded: they could run code); expected tensors saved with "
+            "torch.save(model.state_dict(), path)"
         ) from err
+    except Exception as err:  # noqa: BLE001 - RuntimeError (not a zip), EOFError, ...
+        reason = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip().splitlines() or [
+            type(err).__name__
+        ]
+        raise InputError(f"{path}: not a loadable state_dict ({reason[0]})") from err
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
