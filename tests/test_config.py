@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import yaml
 from conftest import REPO, run_snakemake, write_config
@@ -144,3 +146,33 @@ def test_comparisons_must_name_rows_of_the_run():
     config = prepare_config({"variants": {"random": {"training": {"epochs": 0}}}})
     with pytest.raises(ConfigError, match=r"variants\.random\.training\.epochs'"):
         variant_config(config, "random")
+
+
+def test_the_output_folder_is_checked_before_any_job(tmp_path):
+    from textvision.config.schema import check_outdir
+
+    check_outdir(tmp_path / "results")  # nothing yet: made by the run
+    with pytest.raises(ConfigError, match="file system's root"):
+        check_outdir("/")
+    taken = tmp_path / "taken"
+    taken.write_text("x")
+    with pytest.raises(ConfigError, match="is a file; expected a folder"):
+        check_outdir(taken)
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    if not os.access(locked, os.W_OK):  # root may write anywhere
+        with pytest.raises(ConfigError, match="is not writable"):
+            check_outdir(locked / "results")
+
+
+def test_predict_source_is_named_when_missing(tmp_path):
+    with pytest.raises(ConfigError, match=r"config key 'predict.source': .*file not found"):
+        prepare_config({"predict": {"source": str(tmp_path / "reviews.csv")}})
+
+
+def test_an_empty_variant_is_refused_not_trained_as_a_copy():
+    from textvision.config.variants import variant_config
+
+    config = prepare_config({"variants": {"copy": {"training": {"epochs": 15}}}})  # the default
+    with pytest.raises(ConfigError, match=r"variants.copy': changes no setting"):
+        variant_config(config, "copy")

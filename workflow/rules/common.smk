@@ -1,6 +1,6 @@
 import re
 
-from textvision.config.schema import load_schema, prepare_config
+from textvision.config.schema import check_outdir, load_schema, prepare_config
 from textvision.config.variants import BASELINE, check_comparisons, variant_config
 from textvision.core.backbones import backbone_names
 from textvision.core.lock import acquire_outdir, release_outdir
@@ -10,6 +10,7 @@ _validated = prepare_config(config, load_schema())
 config.clear()
 config.update(_validated)
 
+check_outdir(config["outdir"])
 OUT = config["outdir"].rstrip("/")
 GPU = 1 if config["device"] == "cuda" else 0
 N_SHARDS = config["embedding"]["shards"]

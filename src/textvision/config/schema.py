@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import os
 from pathlib import Path
 
 import jsonschema
@@ -204,6 +205,12 @@ def _check_semantics(config: dict, base_dir: Path) -> None:
             f"config key 'data.source': {source}: file or folder not found "
             "(expected 'synthetic', 'hf:<dataset id>' or an existing path)"
         )
+    texts = config["predict"]["source"]
+    if texts is not None and not (base_dir / texts).is_file():
+        raise ConfigError(
+            f"config key 'predict.source': {texts}: file not found (expected the texts to "
+            "classify: a .csv, .tsv, .parquet or .jsonl file)"
+        )
     reference = config["domain"]["reference"]
     if reference != "sklearn" and not (base_dir / reference).is_dir():
         raise ConfigError(
@@ -215,6 +222,25 @@ def _check_semantics(config: dict, base_dir: Path) -> None:
         raise ConfigError(f"config key 'outdir': {str(outdir)!r} must not contain '..'")
     _check_backbones(config)
     _check_weights(config, base_dir)
+
+
+def check_outdir(outdir: str | Path) -> None:
+    """Where the run writes, before any job: not the file system's root, a folder (or nothing
+    yet) and writable, where it exists or in its nearest existing parent."""
+    path = Path(outdir).absolute()
+    if path == Path(path.anchor):
+        raise ConfigError(
+            f"config key 'outdir': {str(outdir)!r} is the file system's root; expected a folder "
+            "of the run's own (e.g. results)"
+        )
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"config key 'outdir': {outdir} is a file; expected a folder")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"config key 'outdir': {outdir}: {existing} is not writable; expected a folder the "
+            "run may write in"
+        )
 
 
 def _known(name: str) -> bool:

@@ -16,11 +16,17 @@ def variant_config(config: dict, name: str) -> dict:
 
     base = {k: v for k, v in config.items() if k not in ("variants", "report")}
     try:
-        return prepare_config(deep_merge(base, config["variants"][name]))
+        variant = prepare_config(deep_merge(base, config["variants"][name]))
     except ConfigError as err:
         raise ConfigError(
             str(err).replace("config key '", f"config key 'variants.{name}.")
         ) from err
+    if all(variant[key] == config[key] for key in ("deepinsight", "training")):
+        raise ConfigError(
+            f"config key 'variants.{name}': changes no setting, so the variant would train a "
+            "copy of the main run; expected `deepinsight` or `training` keys set to other values"
+        )
+    return variant
 
 
 def shares_images(config: dict, name: str) -> bool:
