@@ -363,3 +363,12 @@ def test_texts_spelling_a_missing_value_are_read_as_texts(tmp_path):
     frame = load_table(path)
     assert frame["text"].tolist()[:3] == ["NA", "null", "None"]
     assert frame["text"].isna().tolist() == [False, False, False, True]
+
+
+def test_boolean_labels_keep_their_names():
+    import pandas as pd
+
+    from textvision.data.prepare import encode_labels
+
+    codes, names = encode_labels(pd.Series([True, False, True]))
+    assert names == ["False", "True"] and codes.tolist() == [1, 0, 1]

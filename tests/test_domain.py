@@ -322,6 +322,9 @@ def test_a_folder_of_images_is_a_reference(tmp_path):
         load_reference(str(empty), 4, 32, seed=0)
     with pytest.raises(ConfigError, match="'domain.reference'"):
         prepare_config({"domain": {"reference": str(tmp_path / "absent")}})
+    plt.imsave(folder / "c.png", rng.random((8, 8, 3)))  # smaller than the input
+    with pytest.raises(InputError, match=r"photo c.png is 8x8 pixels, smaller than .*32x32"):
+        load_reference(str(folder), 6, 32, seed=0)
 
 
 def test_domain_params_hold_no_learning_rate_and_only_this_backbones_weights():

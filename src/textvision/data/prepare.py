@@ -250,7 +250,8 @@ def encode_labels(labels: pd.Series, column: str = "label") -> tuple[np.ndarray,
     """Map string or integer labels to 0..K-1 (sorted order); return codes and class names
     (`column`: the source's label column, for messages)."""
     values = labels.to_numpy()
-    numeric = pd.api.types.is_numeric_dtype(labels)
+    # booleans keep their names (`False`, `True`), not the integers numpy would make of them
+    numeric = pd.api.types.is_numeric_dtype(labels) and not pd.api.types.is_bool_dtype(labels)
     if numeric:
         as_int = values.astype(np.int64)
         differs = as_int != values

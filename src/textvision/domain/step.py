@@ -240,6 +240,16 @@ def load_reference(reference: str, n: int, size: int, seed: int) -> tuple[torch.
     """`n` natural crops `[n, 3, size, size]` in [0, 1], spread evenly over the reference photos
     (seeded), and what they are."""
     photos, names = _reference_photos(reference)
+    small = [
+        (name, p.shape) for name, p in zip(names, photos, strict=True) if min(p.shape[:2]) < size
+    ]
+    if small:
+        name, shape = small[0]
+        raise InputError(
+            f"domain.reference {reference}: photo {name} is {shape[1]}x{shape[0]} pixels, smaller "
+            f"than the slice's input ({size}x{size}; {len(small)} such photo(s)): enlarged, it "
+            f"would be no natural image; expected photos of at least {size} pixels on each side"
+        )
     rng = np.random.default_rng(seed)
     crops = torch.stack([_random_crop(photos[i % len(photos)], size, rng) for i in range(n)])
     source = (
