@@ -431,7 +431,24 @@ HDF5_CASES = {
     ),
 }
 
+
+def report(tmp: Path, s: dict, metrics: str) -> list[str]:
+    return [
+        *("report", "--dataset", str(s["dataset"]), "--embeddings", str(s["embeddings"])),
+        *("--mapping", str(s["mapping"]), "--outdir", out(tmp, "report")),
+        str(write(tmp, "metrics.json", metrics)),
+    ]
+
+
 MORE_CASES = {
+    "argument: report on a JSON that is no metrics file": (
+        lambda t, s: report(t, s, '{"accuracy": 0.9}'),
+        ["metrics.json", "key 'backbone' missing", "expected a metrics.json"],
+    ),
+    "argument: report on a JSON array": (
+        lambda t, s: report(t, s, "[0.9, 0.8]"),
+        ["metrics.json", "a JSON list", "expected a metrics.json"],
+    ),
     "perplexity not below the features": (
         lambda t, s: fit(t, s["embeddings"], "projector=tsne", "tsne.perplexity=40"),
         ["deepinsight.tsne.perplexity", "40", "32 features"],

@@ -233,6 +233,8 @@ def imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     """A state_dict from a local file, read with `weights_only=True` (pickled code is refused)."""
+    if Path(path).is_file() and Path(path).stat().st_size == 0:
+        raise InputError(f"{path}: weights file is empty; expected a state_dict of tensors")
     try:
         with warnings.catch_warnings():  # torch's warnings about the pickle protocol
             warnings.simplefilter("ignore")

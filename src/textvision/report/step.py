@@ -115,13 +115,35 @@ def _row(name: str, ms: list[dict]) -> dict:
     return row
 
 
+# what every metrics.json of a training job or the baseline holds, and the report reads
+METRICS_KEYS = {"backbone": str, "seed": int, "val_best": dict, "label_names": list}
+
+
+def read_metrics(path: str | Path) -> dict:
+    """A training job's or the baseline's metrics.json, refused (naming the file and the key)
+    when it is not one."""
+    metrics = read_json(path)
+    if not isinstance(metrics, dict):
+        raise InputError(
+            f"{path}: a JSON {type(metrics).__name__}; expected a metrics.json of a training job "
+            "or the baseline (a JSON object)"
+        )
+    for key, kind in METRICS_KEYS.items():
+        if not isinstance(metrics.get(key), kind):
+            raise InputError(
+                f"{path}: key {key!r} missing or not a {kind.__name__}; expected a metrics.json "
+                "of a training job or the baseline"
+            )
+    return metrics
+
+
 def collect(metrics_files: list[str | Path]) -> tuple[pd.DataFrame, dict]:
     """One row per model (seeds aggregated: mean, std, 95% t-interval, per-seed values), in
     the order first seen; and each row's metrics files."""
     runs: dict[str, list[dict]] = {}
     files: dict[str, list[Path]] = {}
     for path in metrics_files:
-        m = read_json(path)
+        m = read_metrics(path)
         name = row_name(path, m)
         runs.setdefault(name, []).append(m)
         files.setdefault(name, []).append(Path(path))
