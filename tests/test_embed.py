@@ -218,3 +218,64 @@ def test_precisions_a_cpu_cannot_run_are_refused(monkeypatch):
     check_precision("int8", "cpu")
     with pytest.raises(ConfigError, match="int8 runs on a CPU only"):
         check_precision("int8", "cuda:0")
+
+
+def tiny_mpnet(folder):
+    """A randomly initialised MPNet (3 layers, hidden 32) with its own tokenizer (`<s>` first,
+    not `[CLS]`), built from a config: no download."""
+    import torch
+    from transformers import MPNetConfig, MPNetModel, MPNetTokenizer
+
+    words = "the a film movie good bad great awful plot actor review story and was is it"
+    vocab = [
+        "<s>",
+        "<pad>",
+        "</s>",
+        "<unk>",
+        "<mask>",
+        *words.split(),
+        *"abcdefghijklmnopqrstuvwxyz.",
+    ]
+    folder.mkdir()
+    tokenizer = MPNetTokenizer(vocab={w: i for i, w in enumerate(vocab)}, unk_token="<unk>")
+    tokenizer.save_pretrained(folder)
+    config = MPNetConfig(
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
+        intermediate_size=37, max_position_embeddings=80, pad_token_id=1,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    MPNetModel(config).eval().save_pretrained(folder)
+    return folder
+
+
+def test_an_encoder_without_sdpa_loads_eager_and_embeds_its_first_token(tmp_path, dataset):
+    """MPNet has no scaled_dot_product_attention path: the encoder loads with its own (eager)
+    attention, recorded in the embeddings; `[CLS]` is the first position whatever the tokenizer
+    calls it (`<s>` here), and `layers: 2` are the last two of its 3 layers."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    folder = tiny_mpnet(tmp_path / "mpnet")
+    out = tmp_path / "e.h5"
+    embed_dataset(dataset, out, EmbedSettings.make(model=str(folder), layers=2, max_length=32))
+    with h5py.File(out) as fh:
+        attrs, cls = attrs_dict(fh), fh["cls"][:]
+    assert attrs["attention"] == "eager" and attrs["layers"] == [2, 3]
+    assert cls.shape[1:] == (2, 32) and np.isfinite(cls).all()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModel.from_pretrained(folder, attn_implementation="eager").eval()
+    texts = pd.read_parquet(dataset)["text"].tolist()[:3]
+    for row, text in enumerate(texts):
+        enc = tokenizer(text, truncation=True, max_length=32, return_tensors="pt")
+        assert tokenizer.convert_ids_to_tokens(int(enc["input_ids"][0, 0])) == "<s>"
+        with torch.no_grad():
+            states = model(**enc, output_hidden_states=True).hidden_states
+        expected = np.stack([states[i][0, 0].numpy() for i in (2, 3)])
+        np.testing.assert_allclose(cls[row], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_the_packaged_encoder_records_sdpa_attention(dataset, tmp_path):
+    out = tmp_path / "e.h5"
+    embed_dataset(dataset, out, EmbedSettings.make(layers=1, max_length=32))
+    with h5py.File(out) as fh:
+        assert attrs_dict(fh)["attention"] == "sdpa"

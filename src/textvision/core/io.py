@@ -71,6 +71,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     other hosts (a shared file system) only once they are `STALE_AFTER_S` old. A full disk, a
     read-only or forbidden folder stop with an `OutputError` naming `path`."""
     path = Path(path)
+    existing = next(p for p in (path.parent, *path.parents) if p.exists())
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -88,10 +89,25 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         reason = write_failure(err, tmp)
         if reason is None:
             raise
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        remove_empty_folders(path.parent, existing)
         raise OutputError(f"{path}: cannot write ({reason})") from err
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
+
+
+def remove_empty_folders(folder: Path, stop: Path) -> None:
+    """Remove `folder` and its parents up to (not including) `stop` while they are empty: what
+    a failed write made and left empty."""
+    folder, stop = Path(folder).absolute(), Path(stop).absolute()
+    while folder != stop and stop in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        folder = folder.parent
 
 
 @contextlib.contextmanager
@@ -104,15 +120,22 @@ def atomic_folder(folder: str | Path) -> Iterator[Path]:
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"{folder}: is a file, expected a folder (or nothing)")
     shutil.rmtree(tmp, ignore_errors=True)
+    existing = next(p for p in (folder.parent, *folder.parents) if p.exists())
     try:
         tmp.mkdir(parents=True)
     except OSError as err:
+        remove_empty_folders(folder.parent, existing)
         raise OutputError(f"{folder}: cannot create it ({os_reason(err)})") from err
     try:
         try:
             yield tmp
         except OutputError as err:  # a file inside: named as it would have been in `folder`
             raise OutputError(str(err).replace(str(tmp), str(folder))) from err.__cause__
+        except (OSError, RuntimeError) as err:  # written inside without `atomic_path`
+            reason = write_failure(err, tmp / "x")
+            if reason is None:
+                raise
+            raise OutputError(f"{folder}: cannot write ({reason})") from err
         old = folder.with_name(f".{folder.name}.old-{owner}")
         if folder.is_dir() and any(folder.iterdir()):
             os.replace(folder, old)
@@ -122,6 +145,8 @@ def atomic_folder(folder: str | Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if not folder.exists():
+            remove_empty_folders(folder.parent, existing)
 
 
 def _abandoned(tmp: Path, owner: str) -> bool:

@@ -58,6 +58,24 @@ def weights_hash(folder: Path) -> str:
     return files_sha256(sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin")))
 
 
+def _load_model(auto, folder: Path):
+    """The model in float32 with hidden states, attention through PyTorch's
+    scaled_dot_product_attention where the architecture supports it, else its own (eager)
+    implementation (MPNet, among others); `model.config._attn_implementation` says which."""
+    kwargs = {"output_hidden_states": True, "dtype": torch.float32}
+    try:
+        return auto.from_pretrained(folder, attn_implementation="sdpa", **kwargs)
+    except ValueError as err:
+        if "scaled_dot_product_attention" not in str(err):
+            raise
+        return auto.from_pretrained(folder, attn_implementation="eager", **kwargs)
+
+
+def attention_of(model) -> str:
+    """The attention implementation the encoder runs (`sdpa` or `eager`), for the record."""
+    return str(getattr(model.config, "_attn_implementation", None) or "eager")
+
+
 def load_encoder(name: str, device: str, precision: str = "float32"):
     """Return (tokenizer, model, folder) with hidden states switched on, in eval mode; with
     `precision` int8 its linear layers quantised (`textvision.embed.int8`)."""
@@ -66,9 +84,7 @@ def load_encoder(name: str, device: str, precision: str = "float32"):
     folder = resolve_model(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
-        model = AutoModel.from_pretrained(
-            folder, output_hidden_states=True, dtype=torch.float32, attn_implementation="sdpa"
-        )
+        model = _load_model(AutoModel, folder)
     except (OSError, ValueError) as err:
         raise InputError(f"embedding.model {name!r} ({folder}): cannot load ({err})") from err
     if precision == "int8":

@@ -23,6 +23,7 @@ from textvision.core.io import (
 )
 from textvision.data.store import read_dataset
 from textvision.embed.encoder import (
+    attention_of,
     check_max_length,
     check_precision,
     embed_texts,
@@ -84,6 +85,7 @@ def embed_dataset(
         "clean_html": meta["clean_html"],
         "dtype": "float32",
         "precision": precision,
+        "attention": attention_of(encoder),
         "textvision_version": __version__,
         "row_start": start,
         "row_stop": stop,
