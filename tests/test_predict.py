@@ -129,6 +129,9 @@ def test_refusals_leave_no_output(copied, tmp_path, capsys):
     latin.write_bytes("text\nun film très beau\n".encode("latin-1"))
     assert "invalid UTF-8" in refused(capsys, bundle, latin, out)
     assert "written as CSV" in refused(capsys, bundle, texts, tmp_path / "p.xlsx")
+    header = tmp_path / "header.csv"
+    header.write_text("text\n")
+    assert "no rows, only a header" in refused(capsys, bundle, header, out)
 
 
 @slow
@@ -254,3 +257,11 @@ def test_texts_are_read_in_chunks_with_rows_counted_over_the_whole_file(tmp_path
         InputError, match=r"found columns \[\]" if suffix == ".jsonl" else "no data rows"
     ):
         list(iter_texts(path, "text", None, clean_html=True, chunk=2))
+
+
+@slow
+def test_a_bundle_classifies_no_texts_as_no_rows(tiny_run):
+    from textvision.bundle.model import load_bundle
+
+    for folder in ("train/alexnet/seed0/bundle", "baselines/logreg/bundle"):
+        assert load_bundle(tiny_run / "out" / folder).predict_proba([]).shape == (0, 2)

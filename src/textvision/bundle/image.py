@@ -165,10 +165,12 @@ class ImageClassifier:
         return int(self.transformer.n_features_in_)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        if not len(X):  # scikit-learn's checks refuse no rows
+            return np.zeros((0, self.n_classes), np.float32)
         images = self.transformer.transform(X)
         out = []
         with torch.no_grad(), autocast(self.precision, self.device):
             for lo in range(0, len(images), self.batch_size):
                 batch = torch.from_numpy(images[lo : lo + self.batch_size]).to(self.device)
                 out.append(torch.softmax(self.net(batch).float(), 1).cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, self.n_classes), np.float32)
+        return np.concatenate(out)

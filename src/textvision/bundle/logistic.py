@@ -65,4 +65,6 @@ class LogisticClassifier:
         return int(self.scaler.n_features_in_)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        if not len(X):  # scikit-learn refuses no rows
+            return np.zeros((0, len(self.logreg.classes_)), np.float64)
         return self.logreg.predict_proba(self.scaler.transform(X))

@@ -81,7 +81,7 @@ class Bundle:
             precision=self.meta["encoder"]["precision"],
             progress=progress,
         )
-        return cls.reshape(len(cls), -1)
+        return cls.reshape(len(cls), int(np.prod(cls.shape[1:])))
 
     def predict_proba(self, texts: list[str], progress=None) -> np.ndarray:
         """Class probabilities `[len(texts), classes]` of raw texts (HTML line breaks removed

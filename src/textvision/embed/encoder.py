@@ -165,6 +165,8 @@ def embed_texts(
     batches on a GPU (`embed_padded`), equal-length batches on a CPU (`embed_unpadded`);
     `precision` bfloat16/float16 autocasts the encoder (`check_precision` says where); int8 is
     the encoder's own (`load_encoder`)."""
+    if not len(texts):
+        return np.zeros((0, len(layers), model.config.hidden_size), np.float32)
     encoded = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
     if next(model.parameters()).device.type == "cpu":
         return embed_unpadded(encoded, model, layers, batch_size, progress, precision)

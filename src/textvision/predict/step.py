@@ -99,6 +99,8 @@ def predict_texts(
     clean_html = bool(meta["encoder"]["clean_html"])
     chunks = iter_texts(source, settings.text_column, id_column, clean_html)
     first = next(chunks)  # the input's checks before the bundle loads
+    if first.empty:
+        raise InputError(f"{source}: no rows, only a header; expected texts to classify")
     device = str(resolve_device(settings.device))
     bundle = load_bundle(model, device=device, batch_size=settings.batch_size)
     names = bundle.class_names
