@@ -12,6 +12,7 @@ import torch
 import torchvision
 from conftest import (
     RESNET18,
+    SHARED,
     TINY,
     needs_resnet18,
     run_snakemake,
@@ -39,7 +40,12 @@ from textvision.domain.step import (
     slice_statistics,
     trace_sqrt_product,
 )
-from textvision.models.network import adapt_batchnorm, batchnorm_layers, build_backbone
+from textvision.models.network import (
+    adapt_batchnorm,
+    batchnorm_layers,
+    build_backbone,
+    has_initial_statistics,
+)
 
 VARIANTS = ("raw", "zscore", "pixel", "adapted")
 PIXEL_VARIANTS = ("raw", "zscore", "pixel", "natural")
@@ -365,3 +371,49 @@ def test_the_shared_resnet18_file_is_said_folded_and_refused_by_adapt(images, tm
     with pytest.raises(InputError, match="resnet18@layer2 with weights .* has folded BatchNorm"):
         train_job(images, tmp_path / "t", backbone="resnet18@layer2", weights=str(RESNET18),
                      batchnorm="adapt")  # fmt: skip
+
+
+MOBILENET = SHARED / "weights" / "mobilenet_v2-b0353104.pth"
+needs_mobilenet = pytest.mark.skipif(
+    not MOBILENET.exists(),
+    reason=f"shared MobileNetV2 weights absent: {MOBILENET} (set TEXTVISION_SHARED)",
+)
+
+
+@pytest.fixture
+def torch_cache(tmp_path, monkeypatch):
+    """A TORCH_HOME holding torchvision's MobileNetV2 ImageNet file where torchvision caches
+    it, and no network: `weights: imagenet` must find it there."""
+    checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / MOBILENET.name).symlink_to(MOBILENET)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return checkpoints
+
+
+@needs_mobilenet
+def test_mobilenet_v2_imagenet_slice_loads_offline_with_real_statistics(torch_cache):
+    body = build_backbone("mobilenet_v2", "imagenet").body
+    state = torch.load(MOBILENET, weights_only=True)
+    assert torch.equal(body[0][0].weight, state["features.0.0.weight"])
+    assert len(batchnorm_layers(body)) == 18 and not has_initial_statistics(body)
+    maps = body(torch.zeros(1, 3, 48, 48))
+    assert maps.shape == (1, 32, 6, 6)  # stride 8, like the AlexNet and ShuffleNet slices
+
+
+@needs_mobilenet
+def test_mobilenet_v2_real_statistics_give_divergences_and_adapt(images, tmp_path, torch_cache):
+    """The domain shift on MobileNetV2's real ImageNet BatchNorm statistics, and AdaBN
+    (`training.batchnorm: adapt`) training on them."""
+    result = run_domain(images, tmp_path, backbone="mobilenet_v2", weights="imagenet")
+    trained = result["slices"][0]
+    assert trained["weights"] == "imagenet" and trained["batchnorm"] == RUNNING
+    for name in VARIANTS:
+        assert trained["variants"][name]["bn_kl"] > 0
+    assert trained["variants"]["adapted"]["bn_kl"] < trained["variants"]["zscore"]["bn_kl"]
+    metrics = train_job(
+        images, tmp_path / "t", backbone="mobilenet_v2", weights="imagenet", epochs=1,
+        batchnorm="adapt",
+    )  # fmt: skip
+    assert metrics["batchnorm"] == "adapt" and metrics["weights"] == "imagenet"

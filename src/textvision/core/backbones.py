@@ -47,6 +47,10 @@ register_backbone("wide_resnet50_2", (*_RESNET_STEM, "layer1"), 256, paper=True)
 register_backbone("resnext50_32x4d", (*_RESNET_STEM, "layer1"), 256, paper=True)
 register_backbone("shufflenet_v2_x1_0", ("conv1", "maxpool", "stage2"), 116, paper=True)
 register_backbone("vgg16", ("features",), 256, stop=12, paper=True)
+# MobileNetV2 to its third stage (`features[:7]`, 32 maps at stride 8, like the AlexNet and
+# ShuffleNet slices; 6 of its 17 inverted residual blocks): an ImageNet slice whose BatchNorm
+# layers carry real running statistics, for `training.batchnorm: adapt` and the domain shift
+register_backbone("mobilenet_v2", ("features",), 32, stop=7)
 for _arch, _channels in {"resnet18": (64, 128, 256), "resnet50": (256, 512, 1024)}.items():
     for _depth, _maps in enumerate(_channels, start=1):
         _layers = tuple(f"layer{i}" for i in range(1, _depth + 1))

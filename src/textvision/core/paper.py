@@ -11,6 +11,8 @@ LEARNING_RATES = {
     "vgg16": {"head": 5e-5, "classifier": 1e-3},
     "resnet18": {"head": 5e-5, "classifier": 1e-4},
     "resnet50": {"head": 5e-5, "classifier": 1e-4},
+    # not the paper's: ShuffleNet's, the other light network with a slice of stride 8
+    "mobilenet_v2": {"head": 5e-4, "classifier": 1e-3},
 }
 
 # validation accuracy on IMDB: the paper's table (each +-0.01) and a published reproduction's

@@ -212,10 +212,15 @@ def slice_keys(state_keys, spec: Slice) -> list[str]:
 def imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
     """torchvision's ImageNet weights: from the TORCH_HOME cache, else downloaded; a clear
     error naming the file and the download's own error where neither works."""
-    weights = torchvision.models.get_model_weights(arch).DEFAULT
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
-    if cached.exists():
-        return load_state_dict_file(cached)
+    enum = torchvision.models.get_model_weights(arch)
+    weights = enum.DEFAULT
+    folder = Path(torch.hub.get_dir()) / "checkpoints"
+    cached = folder / os.path.basename(weights.url)
+    # the default release first, then any other ImageNet release torchvision has of `arch`
+    for release in dict.fromkeys([weights, *enum]):
+        found = folder / os.path.basename(release.url)
+        if "IMAGENET1K" in release.name and found.exists():
+            return load_state_dict_file(found)
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         reason, cause = "HF_HUB_OFFLINE=1, so no download was tried", None
     else:
