@@ -394,10 +394,23 @@ def torch_cache(tmp_path, monkeypatch):
 
 @needs_mobilenet
 def test_mobilenet_v2_imagenet_slice_loads_offline_with_real_statistics(torch_cache):
-    body = build_backbone("mobilenet_v2", "imagenet").body
+    backbone = build_backbone("mobilenet_v2", "imagenet")
+    body = backbone.body
     state = torch.load(MOBILENET, weights_only=True)
-    assert torch.equal(body[0][0].weight, state["features.0.0.weight"])
+    own = {f"features.{k}": v for k, v in body.state_dict().items()}
+    wanted = {k: v for k, v in state.items() if k.split(".")[0] == "features"}
+    wanted = {k: v for k, v in wanted.items() if int(k.split(".")[1]) < 7}
+    assert own.keys() == wanted.keys()  # strict for the slice: every tensor, no other
+    counters = [k for k in wanted if k.endswith("num_batches_tracked")]  # never used frozen
+    assert all(torch.equal(own[k], wanted[k]) for k in wanted if k not in counters)
+    assert not any(p.requires_grad for p in backbone.parameters())  # frozen
     assert len(batchnorm_layers(body)) == 18 and not has_initial_statistics(body)
+    before = {k: v.clone() for k, v in body.state_dict().items()}
+    adapt_batchnorm(body, [torch.rand(8, 3, 48, 48) for _ in range(2)])
+    after = body.state_dict()
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved and all(k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+                         for k in moved)  # fmt: skip
     maps = body(torch.zeros(1, 3, 48, 48))
     assert maps.shape == (1, 32, 6, 6)  # stride 8, like the AlexNet and ShuffleNet slices
 
