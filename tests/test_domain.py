@@ -27,19 +27,19 @@ from textvision.config.schema import prepare_config
 from textvision.config.settings import DomainSettings, step_params
 from textvision.core.errors import ConfigError, InputError
 from textvision.domain.figures import DOMAIN_FIGURES
-from textvision.domain.step import (
+from textvision.domain.reference import load_reference
+from textvision.domain.statistics import (
     FOLDED,
     NO_BATCHNORM,
     RANDOM_INIT,
     RUNNING,
     batchnorm_divergence,
-    domain_shift,
     frechet_distance,
     gaussian_kl,
-    load_reference,
     slice_statistics,
     trace_sqrt_product,
 )
+from textvision.domain.step import domain_shift
 from textvision.models.network import (
     adapt_batchnorm,
     batchnorm_layers,

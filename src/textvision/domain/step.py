@@ -24,7 +24,6 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 from torch import nn
-from torch.nn import functional as F
 
 from textvision.config.settings import DomainSettings
 from textvision.core.backbones import parse_backbone
@@ -33,124 +32,34 @@ from textvision.core.errors import InputError
 from textvision.core.io import attrs_dict, check_finite, decode, open_h5, verify_sealed, write_json
 from textvision.core.registry import DOMAIN_INPUTS, RANDOM_WEIGHTS, TEXT_VARIANTS
 from textvision.domain.figures import write_domain_figures
+from textvision.domain.reference import imagenet_normalise, load_reference
+from textvision.domain.statistics import (
+    BATCH,
+    FOLDED,
+    NO_BATCHNORM,
+    RANDOM_INIT,
+    RUNNING,
+    batchnorm_divergence,
+    batchnorm_status,
+    frechet_distance,
+    slice_statistics,
+)
 from textvision.models.network import (
     InputAdapter,
     adapt_batchnorm,
-    batchnorm_layers,
     build_backbone,
-    has_initial_statistics,
 )
 
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-BATCH = 32  # images per forward pass
 HISTOGRAM_BINS = 40
 DIGITS = 6  # significant digits of every number written: the same on any thread count
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-
-NO_BATCHNORM = "no BatchNorm"
-RANDOM_INIT = "random init: no running statistics"
-FOLDED = "folded BatchNorm: no running statistics"
-RUNNING = "running statistics"
 
 
 # --- distances ----------------------------------------------------------------------------------
 
 
-def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:
-    values, vectors = np.linalg.eigh(matrix)
-    return (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
-
-
-def trace_sqrt_product(s1: np.ndarray, s2: np.ndarray) -> float:
-    """Tr((S1 S2)^1/2) of two symmetric positive semi-definite matrices, as
-    Tr((S1^1/2 S2 S1^1/2)^1/2): a symmetric product, so eigh suffices (no scipy)."""
-    root = _psd_sqrt(s1)
-    product = root @ s2 @ root
-    values = np.linalg.eigvalsh((product + product.T) / 2)
-    return float(np.sqrt(np.clip(values, 0.0, None)).sum())
-
-
-def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Fréchet distance between Gaussians fitted to two sets of vectors (`[n, d]` each, rows
-    are samples), as FID: |mu_a - mu_b|² + Tr(S_a + S_b - 2 (S_a S_b)^1/2). On one BLAS thread:
-    the same bits on any machine's thread count."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
-        raise ValueError(f"expected two [n >= 2, d] arrays of equal d, got {a.shape}, {b.shape}")
-    with threadpool_limits(limits=1):
-        s_a = np.atleast_2d(np.cov(a, rowvar=False))
-        s_b = np.atleast_2d(np.cov(b, rowvar=False))
-        mean_term = float(((a.mean(0) - b.mean(0)) ** 2).sum())
-        cov_term = np.trace(s_a) + np.trace(s_b) - 2 * trace_sqrt_product(s_a, s_b)
-    return max(mean_term + float(cov_term), 0.0)
-
-
-def gaussian_kl(m1, v1, m2, v2) -> np.ndarray:
-    """KL(N(m1, v1) || N(m2, v2)) elementwise (variances, not standard deviations)."""
-    m1, v1, m2, v2 = (np.asarray(x, dtype=np.float64) for x in (m1, v1, m2, v2))
-    return 0.5 * (np.log(v2 / v1) + (v1 + (m1 - m2) ** 2) / v2 - 1.0)
-
-
 # --- a slice's outputs and BatchNorm inputs -----------------------------------------------------
-
-
-def _accumulate(moments: list):
-    def hook(module, args):
-        x = args[0].detach().double()
-        moments[0] += x.numel() // x.shape[1]
-        moments[1] = moments[1] + x.sum(dim=(0, 2, 3))
-        moments[2] = moments[2] + (x * x).sum(dim=(0, 2, 3))
-
-    return hook
-
-
-def slice_statistics(
-    body: nn.Module, batches
-) -> tuple[np.ndarray, dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """The slice's outputs average-pooled over space (`[n, channels]`, float64) and, for each
-    BatchNorm layer, the per-channel mean and (population) variance of its input over all
-    images and positions."""
-    layers = batchnorm_layers(body)
-    moments = {name: [0, 0.0, 0.0] for name in layers}
-    handles = [m.register_forward_pre_hook(_accumulate(moments[n])) for n, m in layers.items()]
-    pooled = []
-    try:
-        with torch.no_grad():
-            for batch in batches:
-                pooled.append(body(batch).double().mean(dim=(2, 3)).cpu().numpy())
-    finally:
-        for handle in handles:
-            handle.remove()
-    stats = {}
-    for name, (count, s1, s2) in moments.items():
-        mean = (s1 / count).cpu().numpy()
-        stats[name] = (mean, np.maximum((s2 / count).cpu().numpy() - mean**2, 0.0))
-    return np.concatenate(pooled), stats
-
-
-def batchnorm_divergence(body: nn.Module, stats: dict) -> dict[str, float]:
-    """Per BatchNorm layer: the mean over channels of KL(N(inputs) || N(running statistics)),
-    both variances plus the layer's eps (what it divides by)."""
-    out = {}
-    for name, layer in batchnorm_layers(body).items():
-        mean, var = stats[name]
-        running_mean = layer.running_mean.detach().double().cpu().numpy()
-        running_var = layer.running_var.detach().double().cpu().numpy()
-        kl = gaussian_kl(mean, var + layer.eps, running_mean, running_var + layer.eps)
-        out[name] = float(kl.mean())
-    return out
-
-
-def batchnorm_status(body: nn.Module, weights: str) -> str:
-    """Whether the slice's BatchNorm layers hold statistics worth comparing with."""
-    if not batchnorm_layers(body):
-        return NO_BATCHNORM
-    if weights == RANDOM_WEIGHTS:
-        return RANDOM_INIT
-    return FOLDED if has_initial_statistics(body) else RUNNING
 
 
 # --- inputs -------------------------------------------------------------------------------------
@@ -190,87 +99,6 @@ def load_text_sample(images: str | Path, max_images: int, seed: int) -> dict:
 def text_adapters(text: dict, upsample: int) -> dict[str, InputAdapter]:
     """The input adapter of each text variant (1 -> 3 channels, nearest upsampling)."""
     return {name: InputAdapter(*text["adapter"][name], upsample=upsample) for name in TEXT_VARIANTS}
-
-
-def _reference_photos(reference: str) -> tuple[list[np.ndarray], list[str]]:
-    """RGB photos as float32 `[H, W, 3]` in [0, 1], and their names."""
-    if reference == "sklearn":
-        from sklearn.datasets import load_sample_images
-
-        bunch = load_sample_images()
-        return [img.astype(np.float32) / 255 for img in bunch.images], [
-            Path(f).name for f in bunch.filenames
-        ]
-    from matplotlib.image import imread
-
-    folder = Path(reference)
-    files = sorted(p for p in folder.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not folder.is_dir() or not files:
-        raise InputError(
-            f"domain.reference {reference}: expected 'sklearn' or a folder holding JPEG/PNG "
-            "images, found none"
-        )
-    photos = []
-    for path in files:
-        try:
-            img = np.asarray(imread(path))
-        except (OSError, ValueError, SyntaxError) as err:
-            raise InputError(f"{path}: not a readable JPEG/PNG image ({err})") from err
-        img = img.astype(np.float32) / 255 if img.dtype == np.uint8 else img.astype(np.float32)
-        img = np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img[..., :3]
-        photos.append(img)
-    return photos, [p.name for p in files]
-
-
-def _random_crop(photo: np.ndarray, size: int, rng: np.random.Generator) -> torch.Tensor:
-    """A square of random side (from `size`, or the short side if smaller, up to the short side)
-    and position, resized to `size` x `size`: `[3, size, size]`."""
-    height, width = photo.shape[:2]
-    short = min(height, width)
-    side = int(rng.integers(min(size, short), short + 1))
-    top, left = int(rng.integers(0, height - side + 1)), int(rng.integers(0, width - side + 1))
-    crop = torch.from_numpy(np.ascontiguousarray(photo[top : top + side, left : left + side]))
-    crop = crop.permute(2, 0, 1)[None]
-    if side != size:
-        crop = F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True)
-    return crop[0].clamp(0, 1)
-
-
-def load_reference(reference: str, n: int, size: int, seed: int) -> tuple[torch.Tensor, dict]:
-    """`n` natural crops `[n, 3, size, size]` in [0, 1], spread evenly over the reference photos
-    (seeded), and what they are."""
-    photos, names = _reference_photos(reference)
-    small = [
-        (name, p.shape) for name, p in zip(names, photos, strict=True) if min(p.shape[:2]) < size
-    ]
-    if small:
-        name, shape = small[0]
-        raise InputError(
-            f"domain.reference {reference}: photo {name} is {shape[1]}x{shape[0]} pixels, smaller "
-            f"than the slice's input ({size}x{size}; {len(small)} such photo(s)): enlarged, it "
-            f"would be no natural image; expected photos of at least {size} pixels on each side"
-        )
-    rng = np.random.default_rng(seed)
-    crops = torch.stack([_random_crop(photos[i % len(photos)], size, rng) for i in range(n)])
-    source = (
-        "sklearn.datasets.load_sample_images() (scikit-learn's bundled photographs)"
-        if reference == "sklearn"
-        else f"folder {reference}"
-    )
-    return crops, {
-        "reference": reference,
-        "source": source,
-        "photos": names,
-        "n_images": n,
-        "size": size,
-        "crops": "random squares (side from the input size to the photo's short side), resized",
-    }
-
-
-def imagenet_normalise(images: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (images - mean) / std
 
 
 @dataclass
