@@ -207,9 +207,21 @@ def test_changing_the_domain_settings_reruns_only_the_domain_jobs_and_the_report
 
 
 def test_changing_batchnorm_reruns_training_and_the_report(tiny_run):
-    jobs = planned_jobs(tiny_run, "--config", 'training={"batchnorm": "adapt"}')
-    # the domain step reports both anyway
-    assert jobs == {"train": 4, "train_variant": 2, "explain_backbone": 1, "report": 1, "all": 1}
+    """`adapt` for AlexNet (no BatchNorm) is refused while the workflow is read, so no job of
+    the finished run is touched; for a slice with BatchNorm the setting is in the training
+    jobs' params (they and the report rerun), not in the domain step's (which reports both)."""
+    from textvision.config.schema import prepare_config
+    from textvision.config.settings import DomainSettings, TrainSettings, step_params
+
+    proc = run_snakemake(tiny_run, "-n", "--config", 'training={"batchnorm": "adapt"}', check=False)
+    said = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "backbone alexnet (weights none) has no BatchNorm layer to adapt" in said
+    assert "rule train" not in said
+    frozen, adapt = (prepare_config({"training": {"batchnorm": b}}) for b in ("frozen", "adapt"))
+    for cls, differs in ((TrainSettings, True), (DomainSettings, False)):
+        params = [step_params(cls, c, backbone="shufflenet_v2_x1_0") for c in (frozen, adapt)]
+        assert (params[0] != params[1]) == differs, cls
 
 
 def test_domain_shift_outputs_and_the_report_section(tiny_run):
