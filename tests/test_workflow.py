@@ -382,6 +382,15 @@ def test_realrun_compares_two_runs_rule_by_rule(tiny_run, tiny_run_one_core):
     assert float(rows["**after / before**"].split("**")[3]) > 0
 
 
+@pytest.fixture(scope="module")
+def finished_copy(tiny_run, tmp_path_factory):
+    """One copy of the finished tiny run (outputs and Snakemake's records) for the dry runs
+    that delete a product each."""
+    import shutil
+
+    return shutil.copytree(tiny_run, tmp_path_factory.mktemp("finished") / "run", symlinks=True)
+
+
 @pytest.mark.parametrize(
     ("product", "expected"),
     [
@@ -405,15 +414,16 @@ def test_realrun_compares_two_runs_rule_by_rule(tiny_run, tiny_run_one_core):
         ("report/comparisons.csv", {"report": 1}),
     ],
 )
-def test_a_deleted_product_is_rebuilt(tiny_run, tmp_path, product, expected):
+def test_a_deleted_product_is_rebuilt(finished_copy, product, expected):
     """A copy of the finished run with one product deleted: the default target rebuilds it
     (and what depends on it), nothing upstream of it."""
-    import shutil
-
-    copy = tmp_path / "run"
-    shutil.copytree(tiny_run, copy, symlinks=True)
-    (copy / "out" / product).unlink()
-    jobs = planned_jobs(copy)
+    path = finished_copy / "out" / product
+    aside = path.with_name(f".{path.name}.aside")
+    path.rename(aside)  # deleted for this case, put back after it
+    try:
+        jobs = planned_jobs(finished_copy)
+    finally:
+        aside.rename(path)
     assert {rule: jobs.get(rule) for rule in expected} == expected, jobs
     chain = ["prepare_data", "embed_shard"]  # the first steps, in order
     first = min((chain.index(rule) for rule in expected if rule in chain), default=len(chain))
