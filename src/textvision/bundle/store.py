@@ -88,16 +88,16 @@ def read_meta(folder: str | Path) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise InputError(f"{path}: not valid JSON ({err})") from err
     version = str(meta.get("textvision_version", "?"))
-    if meta.get("format") != FORMAT and version.split(".")[:2] == __version__.split(".")[:2]:
-        raise InputError(
-            f"{folder}: bundle format {meta.get('format')}; this textvision {__version__} reads "
-            f"format {FORMAT} (sealed whole): train the model again to make its bundle"
-        )
-    if meta.get("format") != FORMAT or version.split(".")[:2] != __version__.split(".")[:2]:
+    if version.split(".")[:2] != __version__.split(".")[:2]:
         raise InputError(
             f"{folder}: bundle format {meta.get('format')} from textvision {version}; this is "
             f"textvision {__version__} (format {FORMAT}): retrain, or predict with textvision "
             f"{'.'.join(version.split('.')[:2])}.x"
+        )
+    if meta.get("format") != FORMAT:
+        raise InputError(
+            f"{folder}: bundle format {meta.get('format')}; this textvision {__version__} reads "
+            f"format {FORMAT} (sealed whole): train the model again to make its bundle"
         )
     tensors = folder / TENSORS
     if not tensors.is_file():

@@ -14,6 +14,7 @@ import yaml
 
 from textvision.core.backbones import backbone_names, parse_backbone
 from textvision.core.errors import ConfigError
+from textvision.core.io import nearest_existing
 from textvision.core.registry import IMAGENET, is_weights_file
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "config.schema.yaml"
@@ -235,7 +236,7 @@ def check_outdir(outdir: str | Path) -> None:
         )
     if path.exists() and not path.is_dir():
         raise ConfigError(f"config key 'outdir': {outdir} is a file; expected a folder")
-    existing = next(p for p in (path, *path.parents) if p.exists())
+    existing = nearest_existing(path)
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(
             f"config key 'outdir': {outdir}: {existing} is not writable; expected a folder the "

@@ -44,11 +44,17 @@ def write_failure(err: BaseException, path: Path) -> str | None:
     return None
 
 
+def nearest_existing(path: str | Path) -> Path:
+    """`path` itself or its nearest parent that exists (`.` for a relative path with none)."""
+    path = Path(path)
+    return next((p for p in (path, *path.parents) if p.exists()), Path("."))
+
+
 def check_free_space(path: str | Path, nbytes: int) -> None:
     """Refuse, before any work, to write about `nbytes` into `path`'s folder where it has less
     free space (some writers, HDF5 among them, do not survive a full disk)."""
     path = Path(path)
-    folder = next((p for p in (path.parent, *path.parents) if p.exists()), Path("."))
+    folder = nearest_existing(path.parent)
     free = shutil.disk_usage(folder).free
     if free < nbytes:
         raise OutputError(
@@ -71,7 +77,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     other hosts (a shared file system) only once they are `STALE_AFTER_S` old. A full disk, a
     read-only or forbidden folder stop with an `OutputError` naming `path`."""
     path = Path(path)
-    existing = next(p for p in (path.parent, *path.parents) if p.exists())
+    existing = nearest_existing(path.parent)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -120,7 +126,7 @@ def atomic_folder(folder: str | Path) -> Iterator[Path]:
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"{folder}: is a file, expected a folder (or nothing)")
     shutil.rmtree(tmp, ignore_errors=True)
-    existing = next(p for p in (folder.parent, *folder.parents) if p.exists())
+    existing = nearest_existing(folder.parent)
     try:
         tmp.mkdir(parents=True)
     except OSError as err:
