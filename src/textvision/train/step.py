@@ -23,6 +23,8 @@ from textvision.core.errors import InputError
 from textvision.core.io import (
     atomic_path,
     file_sha256,
+    nearest_existing,
+    remove_empty_folders,
     verify_sealed,
     write_json,
 )
@@ -456,13 +458,12 @@ def train_backbone(
     Runs on `settings.threads` CPU threads, so that the result does not depend on the machine.
     """
     outdir = Path(outdir)
-    made = not outdir.exists()
+    existing = nearest_existing(outdir)
     try:
         with limit_threads(settings.threads):
             return _train(images, outdir, settings, backbone, seed, mapping)
     except BaseException:
-        if made and outdir.is_dir() and not any(outdir.iterdir()):
-            outdir.rmdir()  # a refused job leaves no empty folder behind
+        remove_empty_folders(outdir, existing)  # a refused job leaves no empty folder behind
         raise
 
 
