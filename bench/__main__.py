@@ -59,6 +59,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--quality-n", type=int, default=10000, help="reviews, opt-in precisions' accuracy guard"
     )
+    p.add_argument(
+        "--mpnet",
+        type=Path,
+        default=Path.home() / ".cache" / "textvision" / "models" / "all-mpnet-base-v2",
+        help="local all-mpnet-base-v2 folder for the MPNet rows "
+        "(../shared/models/get-all-mpnet-base-v2.sh makes it)",
+    )
+    p.add_argument(
+        "--mpnet-quality-n", type=int, default=2000, help="reviews, MPNet precisions' guard"
+    )
     p.add_argument("--fit-rows", type=int, default=10000)
     p.add_argument("--tsne-iter", type=int, default=1000)
     p.add_argument("--backend", default="numba", choices=("numba", "sklearn"))
@@ -93,6 +103,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.quick:
         args.runs = min(args.runs, 2)
         args.embed_n, args.embed_scale, args.quality_n = 6, [6, 12], 300
+        args.mpnet_quality_n = 300
         args.fit_rows, args.tsne_iter = 300, 300
         args.render_rows, args.render_scale = 500, [200, 500]
         args.train_images = 32

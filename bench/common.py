@@ -200,12 +200,19 @@ def imdb_texts(n: int, imdb: Path = IMDB, seed: int = 0) -> list[str]:
 
 
 def ensure_embeddings(
-    path: Path | None, n_rows: int, out: Path, imdb: Path, threads: int, workflow: bool = True
+    path: Path | None,
+    n_rows: int,
+    out: Path,
+    imdb: Path,
+    threads: int,
+    workflow: bool = True,
+    model: str | None = None,
 ) -> Path:
     """An `embeddings.h5` with at least `n_rows` rows: `path` if given, else the workflow's
     real-IMDB embeddings under results/imdb if present (and `workflow`), else made here with
-    the package (prepare_data + embed + merge on `n_rows` IMDB reviews, MiniLM, last 6 layers:
-    `out/embeddings_<n_rows>.h5` beside `out/dataset_<n_rows>.parquet`)."""
+    the package (prepare_data + embed + merge on `n_rows` IMDB reviews, last 6 layers of
+    `model` (default the offline MiniLM): `out/embeddings_<n_rows>[_<model>].h5` beside
+    `out/dataset_<n_rows>.parquet`)."""
     import h5py
 
     for candidate in (path, IMDB_EMBEDDINGS if workflow else None):
@@ -214,7 +221,7 @@ def ensure_embeddings(
                 if len(fh["cls"]) >= n_rows:
                     return Path(candidate)
                 log.info("%s has %d rows, %d wanted", candidate, len(fh["cls"]), n_rows)
-    made = out / f"embeddings_{n_rows}.h5"
+    made = out / f"embeddings_{n_rows}{'_' + Path(model).name if model else ''}.h5"
     if made.exists():
         return made
     log.info("embedding %d IMDB reviews from %s into %s", n_rows, imdb, made)
@@ -226,9 +233,11 @@ def ensure_embeddings(
 
     torch.set_num_threads(threads)
     dataset = out / f"dataset_{n_rows}.parquet"
-    prepare_dataset(dataset, DataSettings.make(source=str(imdb), n_per_class=n_rows // 2))
-    shard = out / f"shard_{n_rows}.h5"
-    embed_dataset(dataset, shard, EmbedSettings.make(layers=6, max_length=512))
+    if not dataset.exists():
+        prepare_dataset(dataset, DataSettings.make(source=str(imdb), n_per_class=n_rows // 2))
+    shard = made.with_suffix(".shard.h5")
+    model_key = {"model": model} if model else {}
+    embed_dataset(dataset, shard, EmbedSettings.make(layers=6, max_length=512, **model_key))
     merge_shards([shard], dataset, made, MergeSettings.make())
     shard.unlink()
     return made

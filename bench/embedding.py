@@ -4,6 +4,8 @@ this CPU's fp32 peak."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from bench.common import log, median, ratio, repeat, worker
@@ -84,39 +86,72 @@ def gpu_row(args, common: dict) -> list[str]:
     ]
 
 
-def run(args) -> dict:
-    out = args.out
-    common = {"imdb": str(args.imdb), "model": MODEL, "layers": LAYERS}
-    n = args.embed_n
+def speed_row(args, common: dict, label: str, tag: str = "") -> tuple[list, dict, float]:
+    """Ours against the original one-text loop on `args.embed_n` reviews of `common["model"]`:
+    the row, the raw runs and the largest absolute difference of the vectors."""
+    out, n = args.out, args.embed_n
     res = repeat(
         args.runs,
         args.threads,
         [
-            ("ref", "embed_ref", {**common, "n": n, "save": str(out / "embed_ref.npy")}),
-            ("ours", "embed_ours", {**common, "n": n, "save": str(out / "embed_ours.npy")}),
+            ("ref", "embed_ref", {**common, "n": n, "save": str(out / f"embed_ref{tag}.npy")}),
+            ("ours", "embed_ours", {**common, "n": n, "save": str(out / f"embed_ours{tag}.npy")}),
         ],
     )
-    diff = float(np.abs(np.load(out / "embed_ref.npy") - np.load(out / "embed_ours.npy")).max())
-    lengths = res["ours"][0]["lengths"]
-    tokens = int(np.sum(lengths))
+    diff = float(
+        np.abs(np.load(out / f"embed_ref{tag}.npy") - np.load(out / f"embed_ours{tag}.npy")).max()
+    )
+    tokens = int(np.sum(res["ours"][0]["lengths"]))
     t_ref = median(r["seconds"] for r in res["ref"])
     t_ours = median(r["seconds"] for r in res["ours"])
     speedup = t_ref / t_ours
     met = speedup >= 1.3 and diff < 1e-4
-    rows = [
-        [
-            "embedding, CPU",
-            f"{n} real IMDB reviews ({tokens:,} tokens, mean {tokens / n:.0f}), offline MiniLM, "
-            f"[CLS] of 6 layers, {args.threads} threads",
-            f"{n / t_ref:.1f} texts/s",
-            f"{n / t_ours:.1f} texts/s",
-            ratio(speedup),
-            ">= 1.3x texts/s, max abs diff < 1e-4",
-            "yes" if met else "**no**",
-            f"max abs diff {diff:.1e}",
-        ],
-        gpu_row(args, common),
+    row = [
+        f"embedding, CPU{', ' + tag.strip('_') if tag else ''}",
+        f"{n} real IMDB reviews ({tokens:,} tokens, mean {tokens / n:.0f}), {label}, "
+        f"{args.threads} threads",
+        f"{n / t_ref:.1f} texts/s",
+        f"{n / t_ours:.1f} texts/s",
+        ratio(speedup),
+        ">= 1.3x texts/s, max abs diff < 1e-4",
+        "yes" if met else "**no**",
+        f"max abs diff {diff:.1e}",
     ]
+    return row, res, diff
+
+
+def mpnet_rows(args) -> tuple[list, dict, dict]:
+    """all-mpnet-base-v2 (12 layers, H = 768, the last six = the paper's 4,608 features) from
+    `args.mpnet`: float32 against the original loop, then the opt-in precisions with the same
+    quality guard on `args.mpnet_quality_n` reviews; a row saying why where the folder is absent."""
+    if not (Path(args.mpnet) / "config.json").exists():
+        why = f"not run: no {args.mpnet} (../shared/models/get-all-mpnet-base-v2.sh makes it)"
+        row = ["embedding, CPU, MPNet", *["-"] * 6, why]
+        return [row], {}, {}
+    common = {"imdb": str(args.imdb), "model": str(args.mpnet), "layers": LAYERS}
+    label = "all-mpnet-base-v2 (12 layers, H = 768), [CLS] (`<s>`) of the last 6 layers"
+    row, res, diff = speed_row(args, common, label, tag="_MPNet")
+    t_ref = median(r["seconds"] for r in res["ref"])
+    opt_rows, opt_met, opt_raw = opt_in_rows(
+        args, common, t_ref, quality_n=args.mpnet_quality_n, tag="_MPNet"
+    )
+    met = {"embedding, MPNet": row[6] == "yes"}
+    met.update({f"{k}, MPNet": v for k, v in opt_met.items()})
+    raw = {"ref": res["ref"], "max_abs_diff": diff, "opt_in": opt_raw}
+    raw["ours"] = [{k: v for k, v in r.items() if k != "lengths"} for r in res["ours"]]
+    return [row, *opt_rows], met, raw
+
+
+def run(args) -> dict:
+    common = {"imdb": str(args.imdb), "model": MODEL, "layers": LAYERS}
+    n = args.embed_n
+    row, res, diff = speed_row(args, common, "offline MiniLM, [CLS] of 6 layers")
+    met = row[6] == "yes"
+    lengths = res["ours"][0]["lengths"]
+    tokens = int(np.sum(lengths))
+    t_ref = median(r["seconds"] for r in res["ref"])
+    t_ours = median(r["seconds"] for r in res["ours"])
+    rows = [row, gpu_row(args, common)]
 
     # scaling: ours at a second, larger size (the first size is the run above)
     scaling = {n: res["ours"]}
@@ -234,13 +269,14 @@ def run(args) -> dict:
             for k, v in scaling.items()
         },
     }
-    opt_rows, opt_met, raw["opt_in"] = opt_in_rows(args, common, t_ref)
+    opt_rows, opt_met, raw["opt_in"] = opt_in_rows(args, common, t_ref, args.quality_n)
+    mp_rows, mp_met, raw["mpnet"] = mpnet_rows(args)
     return {
-        "rows": rows + opt_rows,
+        "rows": rows + opt_rows + mp_rows,
         "scaling": scale_rows,
         "sections": sections,
         "raw": raw,
-        "met": {"embedding": met, **opt_met},
+        "met": {"embedding": met, **opt_met, **mp_met},
     }
 
 
@@ -249,31 +285,36 @@ def _cosine(a, b) -> np.ndarray:
     return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
-def opt_in_rows(args, common: dict, t_ref: float) -> tuple[list, dict, dict]:
+def opt_in_rows(
+    args, common: dict, t_ref: float, quality_n: int, tag: str = ""
+) -> tuple[list, dict, dict]:
     """The opt-in `embedding.precision`s this CPU runs (bfloat16 where it is native, int8):
     speed against the original loop (the same reviews as the float32 row), [CLS] cosine
     similarity to float32, and the logistic baseline's validation accuracy on `quality_n`
-    reviews embedded both ways. The target holds when one of them meets all three."""
+    reviews embedded both ways. The target holds when one of them meets all three. `tag`
+    names the encoder in rows and files (empty for the default MiniLM)."""
     import h5py
     import torch
 
     from bench.common import ensure_embeddings
     from textvision.core.device import native_bf16
 
+    model = common["model"] if tag else None
     fp32 = ensure_embeddings(
-        None, args.quality_n, args.out, args.imdb, args.threads, workflow=False
+        None, quality_n, args.out, args.imdb, args.threads, workflow=False, model=model
     )
     torch.set_num_threads(args.threads)
     with h5py.File(fp32) as fh:
         reference = {"cls": fh["cls"][:]}
-    reference["accuracy"] = _logreg_accuracy(fp32, args.out, "float32")
+    reference["accuracy"] = _logreg_accuracy(fp32, args.out, f"float32{tag}")
     rows, raw, met = [], {}, []
     if not native_bf16():
         rows.append(
-            ["embedding, CPU, bfloat16", *["-"] * 6, "not run: no native bfloat16 on this CPU"]
-        )
+            [f"embedding, CPU{tag.replace('_', ', ')}, bfloat16", *["-"] * 6,
+             "not run: no native bfloat16 on this CPU"]
+        )  # fmt: skip
     for precision in ["bfloat16"] * native_bf16() + ["int8"]:
-        row, raw[precision] = _opt_in_row(args, common, t_ref, reference, precision)
+        row, raw[precision] = _opt_in_row(args, common, t_ref, reference, precision, quality_n, tag)
         rows.append(row)
         met.append(row[6] == "yes")
     return rows, {"embedding opt-in precision": any(met)}, raw
@@ -289,25 +330,29 @@ def _logreg_accuracy(embeddings, out, name: str) -> float:
     return metrics["val_best"]["accuracy"]
 
 
-def _opt_in_row(args, common: dict, t_ref: float, reference: dict, precision: str):
+def _opt_in_row(
+    args, common: dict, t_ref: float, reference: dict, precision: str, n_quality: int, tag: str
+):
     """One opt-in precision's row and raw figures, against the float32 `reference` (its
-    [CLS] tensor and baseline accuracy on the same `quality_n` reviews)."""
+    [CLS] tensor and baseline accuracy on the same `n_quality` reviews)."""
     import h5py
 
-    out, n, n_quality = args.out, args.embed_n, args.quality_n
+    out, n = args.out, args.embed_n
     runs = [
         worker("embed_ours", args.threads, run=r, **common, n=n, precision=precision,
-               save=str(out / f"embed_{precision}.npy"))
+               save=str(out / f"embed_{precision}{tag}.npy"))
         for r in range(args.runs)
     ]  # fmt: skip
     t_ours = median(r["seconds"] for r in runs)
-    cosine = _cosine(np.load(out / "embed_ours.npy"), np.load(out / f"embed_{precision}.npy"))
-    other = out / f"embeddings_{n_quality}_{precision}.h5"
+    cosine = _cosine(
+        np.load(out / f"embed_ours{tag}.npy"), np.load(out / f"embed_{precision}{tag}.npy")
+    )
+    other = out / f"embeddings_{n_quality}_{precision}{tag}.h5"
     worker("embed_file", args.threads, dataset=str(out / f"dataset_{n_quality}.parquet"),
-           out=str(other), precision=precision)  # fmt: skip
+           model=common["model"], out=str(other), precision=precision)  # fmt: skip
     accuracy = {
         "float32": reference["accuracy"],
-        precision: _logreg_accuracy(other, out, precision),
+        precision: _logreg_accuracy(other, out, f"{precision}{tag}"),
     }
     with h5py.File(other) as fh:
         x, y = reference["cls"], fh["cls"][:]
@@ -319,7 +364,7 @@ def _opt_in_row(args, common: dict, t_ref: float, reference: dict, precision: st
     least = min(cosine.min(), big.min())
     met = speed >= 2.0 and least >= 0.995 and abs(drop) <= 0.005
     row = [
-        f"embedding, CPU, {precision} (opt-in)",
+        f"embedding, CPU{tag.replace('_', ', ')}, {precision} (opt-in)",
         f"the same {n} reviews; quality on {n_quality:,} reviews",
         f"{n / t_ref:.1f} texts/s (original loop, float32)",
         f"{n / t_ours:.1f} texts/s",

@@ -93,7 +93,9 @@ def embed_file(p: dict) -> dict:
     out = Path(p["out"])
     shard = out.with_suffix(".shard.h5")
     with Timed() as timer:
-        settings = EmbedSettings.make(layers=6, max_length=512, precision=p["precision"])
+        settings = EmbedSettings.make(
+            model=p["model"], layers=6, max_length=512, precision=p["precision"]
+        )
         embed_dataset(p["dataset"], shard, settings)
         merge_shards([shard], p["dataset"], out, MergeSettings.make())
     shard.unlink()

