@@ -89,8 +89,8 @@ def test_refined_lowers_its_error_from_the_mds_start():
 
 def test_a_grid_too_small_for_one_feature_per_pixel_is_refused_before_the_fit(tmp_path, tiny_run):
     embeddings = tiny_run / "out" / "embeddings" / "embeddings.h5"
-    settings = MappingSettings.make(method="igtd", pixels=40)
-    with pytest.raises(ConfigError, match=r"deepinsight.pixels.*one feature per pixel.* 48"):
+    settings = MappingSettings.make(method="igtd", pixels=27)  # 729 pixels, 768 features
+    with pytest.raises(ConfigError, match=r"deepinsight.pixels.*one feature per pixel.* 28"):
         fit_mapping(embeddings, tmp_path / "mapping.h5", settings)
     assert not (tmp_path / "mapping.h5").exists()
     with pytest.raises(ValueError, match="pixels at least 10"):
@@ -101,7 +101,7 @@ def test_a_grid_too_small_for_one_feature_per_pixel_is_refused_before_the_fit(tm
 @pytest.mark.parametrize("name", METHODS)
 def test_a_mapping_file_gives_back_the_fitted_method(tmp_path, tiny_run, name):
     embeddings = tiny_run / "out" / "embeddings" / "embeddings.h5"
-    settings = MappingSettings.make(method=name, pixels=48, **_config(name))
+    settings = MappingSettings.make(method=name, pixels=28, **_config(name))
     fitted = fit_mapping(embeddings, tmp_path / "mapping.h5", settings, threads=2)
     loaded, attrs = load_mapping(tmp_path / "mapping.h5")
     assert type(loaded) is type(fitted) and attrs["method"] == name
@@ -182,7 +182,7 @@ def test_a_methods_images_train_predict_and_explain(embedded, tmp_path, name):
                  "--backbone", "alexnet", "--seed", "0", "--mapping", str(mapping),
                  "--settings", settings]) == 0  # fmt: skip
     metrics = json.loads((tmp_path / "cnn" / "metrics.json").read_text())
-    assert metrics["settings"]["method"] == name
+    assert metrics["method"] == name
     bundle = load_bundle(tmp_path / "cnn" / "bundle", batch_size=1)
     assert bundle.classifier.transformer.method == name
     val = pd.read_parquet(embedded / "dataset.parquet").query("split == 'val'")

@@ -251,7 +251,7 @@ def _what(row: dict) -> str:
     """The weights and the DeepInsight/training choices that differ from the usual ones."""
     random = row["weights"] == RANDOM_WEIGHTS
     parts = [row["weights"] + (" (random init: no transfer)" if random else "")]
-    if row.get("method") not in (None, "deepinsight"):
+    if isinstance(row.get("method"), str) and row["method"] != "deepinsight":
         parts.append(row["method"])
     if row.get("layout") == "shuffled":
         parts.append("shuffled layout")
