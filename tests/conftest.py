@@ -120,6 +120,7 @@ def write_images(path, n=96, pixels=16, seed=0, classes=2):
             fh,
             {
                 "pixels": pixels,
+                "method": "deepinsight",
                 "discretization": "bin",
                 "layout": "fitted",
                 "mu": float(train.mean()),

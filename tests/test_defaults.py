@@ -14,6 +14,10 @@ import pytest
 from sklearn.utils._param_validation import Interval, StrOptions, make_constraint
 
 from textvision.config.schema import schema_default, schema_node
+from textvision.deepinsight.base import RasterTransformer
+from textvision.deepinsight.igtd import IGTDTransformer
+from textvision.deepinsight.methods import CLASSES
+from textvision.deepinsight.refined import REFINEDTransformer
 from textvision.deepinsight.transformer import DeepInsightTransformer
 from textvision.deepinsight.tsne import tsne
 from textvision.explain.attribution import integrated_gradients
@@ -28,29 +32,52 @@ TSNE_KEYS = {
     "max_iter": "deepinsight.tsne.max_iter",
     "random_state": "deepinsight.tsne.seed",
 }
-TRANSFORMER_KEYS = {
+SHARED_KEYS = {
     "pixels": "deepinsight.pixels",
     "scaler": "deepinsight.scaler",
-    "projector": "deepinsight.projector",
-    "pca_components": "deepinsight.pca_components",
-    "discretization": "deepinsight.discretization",
     "empty_value": "deepinsight.empty_value",
     "layout": "deepinsight.layout",
     "layout_seed": "deepinsight.layout_seed",
     "chunk_size": "deepinsight.chunk_size",
+}
+TRANSFORMER_KEYS = {
+    **SHARED_KEYS,
+    "projector": "deepinsight.projector",
+    "pca_components": "deepinsight.pca_components",
+    "discretization": "deepinsight.discretization",
     "backend": "deepinsight.tsne.backend",
     **TSNE_KEYS,
+}
+IGTD_KEYS = {
+    **SHARED_KEYS,
+    **{
+        name: f"deepinsight.igtd.{name}"
+        for name in ("feature_distance", "pixel_distance", "error", "max_step", "val_step")
+    },
+    "min_gain": "deepinsight.igtd.min_gain",
+}
+REFINED_KEYS = {
+    **SHARED_KEYS,
+    "hc_iterations": "deepinsight.refined.hc_iterations",
+    "mds_max_iter": "deepinsight.refined.mds_max_iter",
+    "random_state": "deepinsight.refined.seed",
 }
 INTEGRATED_GRADIENTS_KEYS = {"steps": "explain.steps"}
 
 # parameters without a config key: the data, and run-time choices the workflow sets elsewhere
 WITHOUT_KEY = {
     DeepInsightTransformer: {"n_jobs"},
+    IGTDTransformer: {"n_jobs"},
+    REFINEDTransformer: {"n_jobs"},
+    RasterTransformer: {"n_jobs"},
     tsne: {"points", "n_jobs"},
     integrated_gradients: {"path", "text", "target", "batch_tokens", "refine", "references"},
 }
 ALGORITHMS = {
     DeepInsightTransformer: TRANSFORMER_KEYS,
+    IGTDTransformer: IGTD_KEYS,
+    REFINEDTransformer: REFINED_KEYS,
+    RasterTransformer: SHARED_KEYS,
     tsne: TSNE_KEYS,
     integrated_gradients: INTEGRATED_GRADIENTS_KEYS,
 }
@@ -136,10 +163,9 @@ def test_every_parameter_is_paired_with_a_key_or_has_none(algorithm):
     assert keys <= set(constraints_of(algorithm))  # a parameter with a key is checked
 
 
-def test_every_constrained_parameter_of_the_transformer_is_a_parameter():
-    assert set(DeepInsightTransformer._parameter_constraints) == set(
-        DeepInsightTransformer().get_params()
-    )
+@pytest.mark.parametrize("method", CLASSES, ids=lambda m: m.__name__)
+def test_every_constrained_parameter_of_a_method_is_a_parameter(method):
+    assert set(method._parameter_constraints) == set(method().get_params())
 
 
 def _leaf_keys(prefix: str) -> set[str]:
@@ -149,13 +175,24 @@ def _leaf_keys(prefix: str) -> set[str]:
     return {k for name in node["properties"] for k in _leaf_keys(f"{prefix}.{name}")}
 
 
-def test_every_deepinsight_key_but_fit_on_is_a_transformer_parameter():
-    # `fit_on` chooses the rows `fit_mapping` fits on: a step setting, not the estimator's
-    assert _leaf_keys("deepinsight") - {"deepinsight.fit_on"} == set(TRANSFORMER_KEYS.values())
+def test_every_deepinsight_key_but_fit_on_and_method_is_a_method_parameter():
+    # `fit_on` chooses the rows `fit_mapping` fits on, `method` the estimator: step settings
+    keys = {key for algorithm in CLASSES for key in ALGORITHMS[algorithm].values()}
+    assert _leaf_keys("deepinsight") - {"deepinsight.fit_on", "deepinsight.method"} == keys
+
+
+@pytest.mark.parametrize("method", CLASSES, ids=lambda m: m.__name__)
+def test_a_method_reads_the_keys_its_fragment_keeps(method):
+    # MappingSettings.METHOD_KEYS: what a change of which reruns only this method's fits
+    from textvision.config.settings import MappingSettings
+
+    own = set(ALGORITHMS[method].values()) - set(SHARED_KEYS.values())
+    assert {key.split(".")[1] for key in own} == set(MappingSettings.METHOD_KEYS[method.method])
 
 
 def test_algorithms_never_import_the_workflow_config():
     modules = (
+        "textvision.deepinsight.methods",
         "textvision.deepinsight.transformer",
         "textvision.deepinsight.tsne",
         "textvision.deepinsight.functional",

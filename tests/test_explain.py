@@ -17,8 +17,8 @@ from conftest import ENV, planned_jobs, write_config
 
 from textvision.cli import main
 from textvision.data.synthetic import PLOT, SENTIMENT, SUBJECTS
-from textvision.deepinsight.functional import averaging_map
-from textvision.deepinsight.transformer import SCALERS, DeepInsightTransformer, apply_scaler
+from textvision.deepinsight.functional import SCALERS, apply_scaler, averaging_map
+from textvision.deepinsight.transformer import DeepInsightTransformer
 from textvision.explain.attribution import (
     COMPLETENESS_TOLERANCE,
     DifferentiablePath,

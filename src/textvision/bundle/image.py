@@ -16,7 +16,9 @@ from textvision.core.device import autocast
 from textvision.core.errors import InputError
 from textvision.core.io import file_sha256
 from textvision.core.registry import IMAGENET, RANDOM_WEIGHTS, is_weights_file
-from textvision.deepinsight.transformer import DeepInsightTransformer, feature_counts
+from textvision.deepinsight.base import PixelMapTransformer
+from textvision.deepinsight.functional import feature_counts
+from textvision.deepinsight.methods import get_method
 from textvision.models.network import (
     InputAdapter,
     TextVisionNet,
@@ -26,7 +28,7 @@ from textvision.models.network import (
 )
 
 
-def _transformer(folder: Path, meta: dict, tensors: dict) -> DeepInsightTransformer:
+def _transformer(folder: Path, meta: dict, tensors: dict) -> PixelMapTransformer:
     info = meta["deepinsight"]
     n, pixels = info["n_features"], info["pixels"]
     require_tensors(folder, tensors, ("deepinsight.pixels", "deepinsight.feature_counts"))
@@ -40,7 +42,7 @@ def _transformer(folder: Path, meta: dict, tensors: dict) -> DeepInsightTransfor
         or not np.array_equal(counts, feature_counts(where, pixels))
     ):
         raise InputError(f"{folder / TENSORS}: DeepInsight pixels and counts disagree")
-    transformer = DeepInsightTransformer(**info["params"])
+    transformer = get_method(info["method"])(**info["params"])
     transformer.pixels_, transformer.feature_counts_ = where, counts
     prefix = "deepinsight.scale."
     scale = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
@@ -92,7 +94,7 @@ class ImageClassifier:
     slice, head, classifier) on `device`."""
 
     KIND: ClassVar[str] = "cnn"
-    transformer: DeepInsightTransformer
+    transformer: PixelMapTransformer
     net: TextVisionNet
     device: torch.device
     batch_size: int  # rows per forward pass (with per-batch normalisation: the training batch)
@@ -116,6 +118,7 @@ class ImageClassifier:
             "class_names": list(attrs["label_names"]),
             "encoder": encoder_meta(attrs),
             "deepinsight": {
+                "method": transformer.method,
                 "params": params,
                 "n_features": int(transformer.n_features_in_),
                 "scaler": transformer.scaler,

@@ -25,7 +25,7 @@ from textvision.core.errors import InputError
 from textvision.core.io import atomic_folder, atomic_path, file_sha256, write_json
 from textvision.core.registry import BUNDLE_FILES
 
-FORMAT = 2  # 2: sealed whole (format 1 sealed only the tensors)
+FORMAT = 3  # 3: the image method recorded; 2: sealed whole (1 sealed only the tensors)
 META, TENSORS = BUNDLE_FILES  # the text, the numbers
 ENCODER_KEYS = ("model", "weights_sha256", "layers", "max_length", "clean_html", "precision")
 
@@ -97,7 +97,7 @@ def read_meta(folder: str | Path) -> dict:
     if meta.get("format") != FORMAT:
         raise InputError(
             f"{folder}: bundle format {meta.get('format')}; this textvision {__version__} reads "
-            f"format {FORMAT} (sealed whole): train the model again to make its bundle"
+            f"format {FORMAT}: train the model again to make its bundle"
         )
     tensors = folder / TENSORS
     if not tensors.is_file():

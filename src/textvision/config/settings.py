@@ -146,9 +146,30 @@ class MergeSettings(Settings):
     compression: str
 
 
-MappingSettings = section_settings(
-    "MappingSettings", "deepinsight", "`fit-mapping`: the `deepinsight` section, every key of it."
-)
+_MappingSection = section_settings("_MappingSection", "deepinsight", "")
+
+
+class MappingSettings(_MappingSection):
+    """`fit-mapping`: the `deepinsight` section; its fragment leaves out the keys of the
+    methods not chosen, so that changing them reruns nothing."""
+
+    # the keys only one `deepinsight.method` reads
+    METHOD_KEYS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "deepinsight": ("projector", "pca_components", "discretization", "tsne"),
+        "igtd": ("igtd",),
+        "refined": ("refined",),
+        "raster": (),
+    }
+
+    @classmethod
+    def fragment(cls, config: dict, **context) -> dict:
+        fragment = super().fragment(config, **context)
+        section = fragment[cls.SECTION]
+        for method, keys in cls.METHOD_KEYS.items():
+            if method != section["method"]:
+                for key in keys:
+                    del section[key]
+        return fragment
 
 
 @dataclass(frozen=True)

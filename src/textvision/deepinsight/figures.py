@@ -15,13 +15,10 @@ from textvision.core.errors import InputError  # noqa: E402
 from textvision.core.figures import robust_max, save_figure  # noqa: E402
 from textvision.core.io import attrs_dict, decode, open_h5, verify_sealed  # noqa: E402
 from textvision.core.registry import DEEPINSIGHT_FIGURES, png  # noqa: E402
+from textvision.deepinsight.base import occupancy  # noqa: E402
+from textvision.deepinsight.functional import feature_counts  # noqa: E402
 from textvision.deepinsight.store import load_mapping  # noqa: E402
-from textvision.deepinsight.transformer import (  # noqa: E402
-    assign_coordinates,
-    bin_coordinates,
-    feature_counts,
-    occupancy,
-)
+from textvision.deepinsight.transformer import assign_coordinates, bin_coordinates  # noqa: E402
 
 
 def plot_mapping(mapping: str | Path, images: str | Path, outdir: str | Path) -> None:
@@ -42,19 +39,19 @@ def plot_mapping(mapping: str | Path, images: str | Path, outdir: str | Path) ->
         images_all = fh["images"][::step]
         samples = fh["images"][sample]
     figures = {name: Path(outdir) / png(name) for name in DEEPINSIGHT_FIGURES}
-    # the same positions under the other discretisation, for comparison
-    other = "assignment" if transformer.discretization == "bin" else "bin"
-    place = assign_coordinates if other == "assignment" else bin_coordinates
-    alternative = feature_counts(place(transformer.coords_, transformer.pixels), transformer.pixels)
-    plot_feature_density(
-        {transformer.discretization: transformer.feature_counts_, other: alternative},
-        figures["feature_density"],
-    )
+    counts = {transformer.discretization: transformer.feature_counts_}
+    positions = transformer.pixels_ + 0.5
+    if transformer.method == "deepinsight":  # the same positions, the other discretisation
+        other = "assignment" if transformer.discretization == "bin" else "bin"
+        place = assign_coordinates if other == "assignment" else bin_coordinates
+        counts[other] = feature_counts(
+            place(transformer.coords_, transformer.pixels), transformer.pixels
+        )
+        positions = transformer.coords_
+    plot_feature_density(counts, figures["feature_density"])
     plot_class_means(images_all, labels[::step], names, figures["class_means"])
-    plot_samples(samples, labels[sample], names, figures["samples"])
-    plot_feature_map(
-        transformer.coords_, info["layers"], info["hidden_size"], figures["feature_map"]
-    )
+    plot_samples(samples, labels[sample], names, figures["samples"], transformer.method)
+    plot_feature_map(positions, info["layers"], info["hidden_size"], figures["feature_map"])
 
 
 def plot_feature_density(counts: dict[str, np.ndarray], path: str | Path) -> None:
@@ -96,7 +93,12 @@ def plot_class_means(
 
 
 def plot_samples(
-    images: np.ndarray, labels: np.ndarray, names: list[str], path: str | Path, per_class: int = 6
+    images: np.ndarray,
+    labels: np.ndarray,
+    names: list[str],
+    path: str | Path,
+    method: str = "deepinsight",
+    per_class: int = 6,
 ) -> None:
     vmax = robust_max(images)
     fig, axes = plt.subplots(
@@ -110,12 +112,13 @@ def plot_samples(
             ax.set_xticks([])
             ax.set_yticks([])
         axes[k, 0].set_ylabel(name, fontsize=9)
-    fig.suptitle("DeepInsight images, validation rows", fontsize=10)
+    fig.suptitle(f"{method} images, validation rows", fontsize=10)
     save_figure(fig, path)
 
 
 def plot_feature_map(coords: np.ndarray, layers: list[int], hidden: int, path: str | Path) -> None:
-    """The rotated 2-D feature positions, coloured by the BERT layer each feature comes from."""
+    """The features' positions (DeepInsight's rotated projection, or the pixels of a method that
+    places features on the grid), coloured by the BERT layer each feature comes from."""
     fig, ax = plt.subplots(figsize=(5.2, 4.4))
     layer = np.repeat(np.arange(len(layers)), hidden)
     colors = plt.cm.viridis(np.linspace(0, 1, len(layers)))
@@ -124,7 +127,7 @@ def plot_feature_map(coords: np.ndarray, layers: list[int], hidden: int, path: s
         # row coordinate downwards, column across: oriented as the images
         ax.scatter(coords[sel, 1], coords[sel, 0], s=2, color=colors[i], label=f"layer {name}")
     ax.legend(markerscale=4, fontsize=7)
-    ax.set_title("feature positions after rotation", fontsize=9)
+    ax.set_title("feature positions", fontsize=9)
     ax.set_aspect("equal")
     ax.invert_yaxis()
     save_figure(fig, path)

@@ -9,21 +9,36 @@ import numpy as np
 
 from textvision.config.settings import MappingSettings
 from textvision.core.errors import ConfigError, InputError
+from textvision.deepinsight.base import PixelMapTransformer, check_grid
+from textvision.deepinsight.methods import get_method
 from textvision.deepinsight.store import save_mapping
-from textvision.deepinsight.transformer import DeepInsightTransformer
 from textvision.embed.store import n_features, read_embeddings, read_splits
 
 log = logging.getLogger(__name__)
 
 
+SHARED_KEYS = ("pixels", "scaler", "empty_value", "layout", "layout_seed", "chunk_size")
+
+
 def transformer_params(settings: MappingSettings) -> dict:
-    """The DeepInsightTransformer parameters of the `deepinsight` settings: every key but
-    `fit_on`, those of `tsne` included, `tsne.seed` as `random_state`."""
-    params = settings.to_dict()
-    del params["fit_on"]
-    tsne = params.pop("tsne")
-    random_state = tsne.pop("seed")
-    return {**params, **tsne, "random_state": random_state}
+    """The parameters of the chosen method's transformer from the `deepinsight` settings: the
+    keys every method shares and the method's own (`deepinsight`: `projector` ... and those of
+    `tsne`, `tsne.seed` as `random_state`; `igtd`: those of `igtd`; `refined`: those of
+    `refined`, `refined.seed` as `random_state`)."""
+    values = settings.to_dict()
+    params = {key: values[key] for key in SHARED_KEYS}
+    if settings.method == "deepinsight":
+        tsne = values["tsne"]
+        random_state = tsne.pop("seed")
+        own = {key: values[key] for key in MappingSettings.METHOD_KEYS["deepinsight"][:-1]}
+        return {**params, **own, **tsne, "random_state": random_state}
+    if settings.method == "igtd":
+        return {**params, **values["igtd"]}
+    if settings.method == "refined":
+        refined = values["refined"]
+        random_state = refined.pop("seed")
+        return {**params, **refined, "random_state": random_state}
+    return params
 
 
 MIN_FEATURES_PER_PIXEL = 0.1  # a grid with 10x more pixels than features is refused
@@ -31,8 +46,13 @@ MIN_FEATURES_PER_PIXEL = 0.1  # a grid with 10x more pixels than features is ref
 
 def check_against_features(settings: MappingSettings, features: int, embeddings) -> None:
     """Stop before the fit when the settings cannot work for this many features."""
+    try:
+        check_grid(get_method(settings.method), settings.pixels, features)
+    except ValueError as err:
+        raise ConfigError(f"config key 'deepinsight.pixels' ({embeddings}): {err}") from None
     perplexity = settings.tsne.perplexity
-    if settings.projector == "tsne" and perplexity >= features:
+    deepinsight = settings.method == "deepinsight"
+    if deepinsight and settings.projector == "tsne" and perplexity >= features:
         raise ConfigError(
             f"config key 'deepinsight.tsne.perplexity': {perplexity} is not below the "
             f"{features} features of {embeddings} (t-SNE places the features; lower it)"
@@ -51,9 +71,9 @@ def fit_mapping(
     out: str | Path,
     settings: MappingSettings,
     threads: int | None = None,
-) -> DeepInsightTransformer:
-    """Fit a DeepInsightTransformer on the training rows (or all rows, `fit_on: all`) and save
-    it as HDF5."""
+) -> PixelMapTransformer:
+    """Fit the chosen method's transformer on the training rows (or all rows, `fit_on: all`)
+    and save it as HDF5."""
     fit_on = settings.fit_on
     check_against_features(settings, n_features(embeddings), embeddings)
     split = read_splits(embeddings)
@@ -68,7 +88,8 @@ def fit_mapping(
     if rows.sum() < 2:
         raise InputError(f"{embeddings}: {rows.sum()} rows to fit on (fit_on={fit_on})")
     X, attrs = read_embeddings(embeddings, rows)
-    transformer = DeepInsightTransformer(**transformer_params(settings), n_jobs=threads).fit(X)
+    method = get_method(settings.method)
+    transformer = method(**transformer_params(settings), n_jobs=threads).fit(X)
     save_mapping(
         transformer,
         out,

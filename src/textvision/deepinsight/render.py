@@ -103,6 +103,7 @@ def render_images(
                     "eps": NORMALISATION_EPS,
                     "pixels": pixels,
                     "fit_on": info["fit_on"],
+                    "method": transformer.method,
                     "discretization": transformer.discretization,
                     "layout": transformer.layout,
                     "occupancy": info["occupancy"],

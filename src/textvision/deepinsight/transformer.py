@@ -10,77 +10,52 @@ mean of its scaled features that landed there.
 from __future__ import annotations
 
 import math
-import os
-from numbers import Integral, Real
+from numbers import Integral
 
 import numpy as np
-from joblib import effective_n_jobs
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial import ConvexHull
 from scipy.spatial.distance import cdist
-from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.decomposition import PCA, KernelPCA
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_array, check_is_fitted
 from threadpoolctl import threadpool_limits
 
-from textvision.core.threads import share
-from textvision.deepinsight.functional import (
-    SCALERS,
-    apply_scaler,
-    average_pixels,
-    averaging_plan,
-    feature_counts,
-    fit_transform_scaler,
-    invert_scaler,
-)
-from textvision.deepinsight.params import check_params
+from textvision.deepinsight.base import BASE_CONSTRAINTS, PixelMapTransformer, register_method
 from textvision.deepinsight.tsne import TSNE_CONSTRAINTS, tsne
 
 PROJECTORS = ("tsne", "pca", "kpca")
 DISCRETIZATIONS = ("bin", "assignment")
-LAYOUTS = ("fitted", "shuffled")
 BACKENDS = ("sklearn", "numba")  # t-SNE implementations
-BLOCK_ROWS = 64  # rows scaled and binned at a time (at most chunk_size): the block stays in cache
 TSNE_SETTINGS = tuple(name for name in TSNE_CONSTRAINTS if name != "n_jobs")
 
 # the allowed values of every parameter, checked by `fit` (the `deepinsight` config keys;
 # tests/test_defaults.py holds them equal to the config schema's)
 PARAMETER_CONSTRAINTS = {
-    "pixels": [Interval(Integral, 2, 512, closed="both")],
-    "scaler": [StrOptions(set(SCALERS))],
+    **BASE_CONSTRAINTS,
     "projector": [StrOptions(set(PROJECTORS))],
     **{name: TSNE_CONSTRAINTS[name] for name in TSNE_SETTINGS},
     "backend": [StrOptions(set(BACKENDS))],
     "pca_components": [Interval(Integral, 2, None, closed="left"), None],
     "discretization": [StrOptions(set(DISCRETIZATIONS))],
-    "empty_value": [Interval(Real, None, None, closed="neither")],
-    "layout": [StrOptions(set(LAYOUTS))],
-    "layout_seed": [Interval(Integral, 0, None, closed="left")],
-    "chunk_size": [Interval(Integral, 1, None, closed="left")],
-    "n_jobs": [Integral, None],
 }
 
 
-class DeepInsightTransformer(TransformerMixin, BaseEstimator):
+@register_method("deepinsight")
+class DeepInsightTransformer(PixelMapTransformer):
     """Map `[n_samples, n_features]` vectors to `[n_samples, pixels, pixels]` float32 images.
 
     Parameters are the `deepinsight` config keys (`deepinsight.tsne.seed` is `random_state`),
     with the schema's defaults and allowed values (`PARAMETER_CONSTRAINTS`, checked by `fit`);
-    docs/configuration.md describes each.
+    docs/configuration.md describes each. The rendering, the `shuffled` control and `n_jobs`
+    are `PixelMapTransformer`'s.
 
-    `layout="shuffled"` is the no-structure control: the fitted pixels and their occupancy are
-    kept, but features are dealt to them by a random permutation (`layout_seed`), so that
-    neighbouring pixels no longer hold similar features.
-
-    `n_jobs`: threads of the numba t-SNE and of `transform` (None: every CPU this process may
-    use); the results are the same for any number. Fitted attributes: `scale_` (scaler
-    statistics), `embedding_` (2-D feature positions), `rotation_` (2x2), `coords_` (rotated
-    positions), `pixels_` (`[n_features, 2]` row and column of every feature),
-    `feature_counts_` (`[P, P]` features per pixel), `occupancy_`.
+    Fitted attributes, besides the base class's: `embedding_` (2-D feature positions),
+    `rotation_` (2x2), `coords_` (rotated positions).
     """
 
-    _parameter_constraints: dict = PARAMETER_CONSTRAINTS
+    one_feature_per_pixel = False
+    _STATE = ("embedding_", "rotation_", "coords_")
+    _parameter_constraints = PARAMETER_CONSTRAINTS
 
     def __init__(
         self,
@@ -123,106 +98,19 @@ class DeepInsightTransformer(TransformerMixin, BaseEstimator):
         self.chunk_size = chunk_size
         self.n_jobs = n_jobs
 
-    # -- fitting ---------------------------------------------------------------------------
-    def fit(self, X, y=None):
-        self._validate_params()
-        X = check_array(X, dtype=np.float32)
-        self.n_features_in_ = X.shape[1]
-        # one BLAS thread: matrix products (t-SNE's neighbours and PCA start, PCA) then give the
-        # same bits for any thread count, and t-SNE would amplify a last-bit difference
-        with threadpool_limits(limits=1, user_api="blas"):
-            self.scale_, scaled = fit_transform_scaler(X, self.scaler)
-            tsne_settings = {name: getattr(self, name) for name in TSNE_SETTINGS}
-            self.embedding_ = project(
-                scaled.T, self.projector, self.pca_components, self.backend, self._threads(),
-                tsne_settings,
-            )  # fmt: skip
+    def _place(self, scaled: np.ndarray) -> np.ndarray:
+        """Project the features (rows of the transposed matrix), rotate the hull's
+        minimum-area rectangle axis-parallel, discretise onto the grid."""
+        tsne_settings = {name: getattr(self, name) for name in TSNE_SETTINGS}
+        self.embedding_ = project(
+            scaled.T, self.projector, self.pca_components, self.backend, self._threads(),
+            tsne_settings,
+        )  # fmt: skip
         self.rotation_ = min_area_rotation(self.embedding_)
         self.coords_ = self.embedding_ @ self.rotation_.T
         if self.discretization == "bin":
-            self.pixels_ = bin_coordinates(self.coords_, self.pixels)
-        else:
-            self.pixels_ = assign_coordinates(self.coords_, self.pixels)
-        if self.layout == "shuffled":  # same pixels, same counts; features dealt at random
-            self.pixels_ = self.pixels_[
-                np.random.default_rng(self.layout_seed).permutation(len(self.pixels_))
-            ]
-        self.feature_counts_ = feature_counts(self.pixels_, self.pixels)
-        self._build_plan()
-        return self
-
-    def _validate_params(self):
-        """scikit-learn's check of `_parameter_constraints`, in `check_params`' words."""
-        check_params(self._parameter_constraints, self.get_params(deep=False), type(self).__name__)
-
-    def _build_plan(self):
-        """The `functional.AveragingPlan` `transform` averages pixels with."""
-        self._plan = averaging_plan(self.pixels_, self.pixels)
-
-    @property
-    def occupancy_(self) -> dict:
-        check_is_fitted(self, "pixels_")
-        return occupancy(self.feature_counts_)
-
-    # -- transforming ----------------------------------------------------------------------
-    def transform(self, X) -> np.ndarray:
-        check_is_fitted(self, "pixels_")
-        X = check_array(X, dtype=np.float32)
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X has {X.shape[1]} features, the mapping was fitted on {self.n_features_in_}"
-            )
-        if not hasattr(self, "_plan"):
-            self._build_plan()
-        out = np.empty((len(X), self.pixels, self.pixels), dtype=np.float32)
-        flat = out.reshape(len(X), -1)
-        step = max(1, min(self.chunk_size, BLOCK_ROWS))
-        starts = range(0, len(X), step)
-
-        def render(take):  # one thread: blocks as they come free, one buffer
-            means = np.empty((step, len(self._plan.pixel_index)), dtype=np.float32)
-            while (lo := take()) is not None:
-                self._render_block(X[lo : lo + step], flat[lo : lo + step], means)
-
-        share(starts, min(self._threads(), len(starts)), render)  # numpy releases the GIL
-        return out
-
-    def _render_block(self, rows: np.ndarray, dst: np.ndarray, means: np.ndarray) -> None:
-        """Images of a block of rows into `dst` (`[rows, P*P]`)."""
-        block = apply_scaler(rows, self.scaler, self.scale_)
-        average_pixels(block, self._plan, self.empty_value, out=dst, work=means)
-
-    def _threads(self) -> int:
-        if self.n_jobs is None:
-            return len(os.sched_getaffinity(0))
-        return effective_n_jobs(self.n_jobs)
-
-    def inverse_transform(self, images) -> np.ndarray:
-        """Images -> feature vectors (each feature reads its pixel; the scaler is undone)."""
-        check_is_fitted(self, "pixels_")
-        images = np.asarray(images, dtype=np.float32)
-        if images.shape[-2:] != (self.pixels, self.pixels):
-            raise ValueError(
-                f"expected images [..., {self.pixels}, {self.pixels}], got {images.shape}"
-            )
-        values = images[..., self.pixels_[:, 0], self.pixels_[:, 1]]
-        return invert_scaler(values, self.scaler, self.scale_)
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state.pop("_plan", None)
-        return state
-
-
-def occupancy(counts: np.ndarray) -> dict:
-    """How a discretisation uses the grid: pixels used, most and mean features per used pixel."""
-    return {
-        "pixels_used": int((counts > 0).sum()),
-        "pixels_total": int(counts.size),
-        "max_features_per_pixel": int(counts.max()),
-        "mean_features_per_used_pixel": float(counts[counts > 0].mean()),
-        "n_features": int(counts.sum()),
-    }
+            return bin_coordinates(self.coords_, self.pixels)
+        return assign_coordinates(self.coords_, self.pixels)
 
 
 # -- projection --------------------------------------------------------------------------------

@@ -5,9 +5,7 @@ which for DeepInsight's few thousand features is faster than a Barnes-Hut tree a
 
 from __future__ import annotations
 
-import os
 from numbers import Integral, Real
-from pathlib import Path
 
 import numba
 import numpy as np
@@ -15,6 +13,7 @@ from scipy import sparse
 from sklearn.decomposition import PCA
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from textvision.deepinsight.jit import numba_threads
 from textvision.deepinsight.params import validate_params
 
 EXPLORATION_ITER = 250  # scikit-learn's early-exaggeration phase (iterations, momentum 0.5)
@@ -22,12 +21,6 @@ CHECK_EVERY = 50  # iterations between checks of the error and gradient norm
 N_ITER_WITHOUT_PROGRESS = 300
 MIN_GRAD_NORM = 1e-7
 MIN_GAIN = 0.01
-
-# numba's compiled kernels go to the user's cache folder (NUMBA_CACHE_DIR, where set, wins), not
-# beside this module: an installed package's folder may be read-only or shared between users
-if not numba.config.CACHE_DIR:
-    _cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    numba.config.CACHE_DIR = str(_cache / "textvision" / "numba")
 
 # the allowed values of `tsne`'s settings (the `deepinsight.tsne` config keys, `seed` as
 # `random_state`; tests/test_defaults.py holds them and the defaults equal to the schema)
@@ -79,17 +72,12 @@ def tsne(
     P = affinities(points, perplexity, metric, gram)
     layout = initial_layout(points, init, random_state, gram)
     rate = resolve_learning_rate(len(points), learning_rate, early_exaggeration)
-    before = numba.get_num_threads()
-    if n_jobs is not None:
-        numba.set_num_threads(max(1, min(n_jobs, numba.config.NUMBA_NUM_THREADS)))
-    try:
+    with numba_threads(n_jobs):
         it = descend(
             layout, P, rate, early_exaggeration, 0.5, 0, EXPLORATION_ITER, EXPLORATION_ITER
         )
         if max_iter > EXPLORATION_ITER:
             descend(layout, P, rate, 1.0, 0.8, it + 1, max_iter, N_ITER_WITHOUT_PROGRESS)
-    finally:
-        numba.set_num_threads(before)
     return layout.astype(np.float64)
 
 

@@ -45,7 +45,15 @@ METRICS = {  # report metric -> where a metrics.json holds it
     "val_roc_auc": ("val_best", "roc_auc"),
 }
 STATS = ("mean", "std", "ci_low", "ci_high", "seeds")
-SETTINGS = ("weights", "layout", "discretization", "normalization", "batchnorm", "precision")
+SETTINGS = (
+    "weights",
+    "method",
+    "layout",
+    "discretization",
+    "normalization",
+    "batchnorm",
+    "precision",
+)
 COLUMNS = [
     "model",
     "variant",
@@ -193,14 +201,30 @@ def describe_run(
         f"{counts['test']} ({how}); HTML breaks removed: {meta['clean_html']}",
         f"- **Embeddings**: `{emb['model']}`, `[CLS]` of layers {emb['layers']}, max_length "
         f"{emb['max_length']}, tensor {list(shape)}",
-        f"- **DeepInsight** (main run): fitted on **{info['fit_on']}** rows "
-        f"({info['n_fit_rows']}), scaler {params['scaler']}, projector {params['projector']} "
-        f"(perplexity {params['perplexity']}, metric {params['metric']}), {params['pixels']}x"
-        f"{params['pixels']} pixels, discretization {params['discretization']}, layout "
-        f"{params.get('layout', 'fitted')}: {occ['pixels_used']}/{occ['pixels_total']} pixels "
-        f"used, max {occ['max_features_per_pixel']} features per pixel",
+        f"- **Images** (main run): {_method_line(info['method'], params)}, fitted on "
+        f"**{info['fit_on']}** rows ({info['n_fit_rows']}), scaler {params['scaler']}, "
+        f"{params['pixels']}x{params['pixels']} pixels, layout {params['layout']}: "
+        f"{occ['pixels_used']}/{occ['pixels_total']} pixels used, max "
+        f"{occ['max_features_per_pixel']} features per pixel",
         f"- **Device**: {', '.join(devices) or 'n/a'}",
     ]
+
+
+def _method_line(method: str, params: dict) -> str:
+    """The image method and its own settings, in words."""
+    if method == "deepinsight":
+        return (
+            f"DeepInsight, projector {params['projector']} (perplexity {params['perplexity']}, "
+            f"metric {params['metric']}), discretization {params['discretization']}"
+        )
+    if method == "igtd":
+        return (
+            f"IGTD ({params['feature_distance']} feature distances, {params['error']} error, "
+            f"at most {params['max_step']} steps)"
+        )
+    if method == "refined":
+        return f"REFINED (MDS start, {params['hc_iterations']} hill-climbing iterations)"
+    return "raster (features in their given order)"
 
 
 def _fmt(value, digits=3) -> str:
@@ -227,6 +251,8 @@ def _what(row: dict) -> str:
     """The weights and the DeepInsight/training choices that differ from the usual ones."""
     random = row["weights"] == RANDOM_WEIGHTS
     parts = [row["weights"] + (" (random init: no transfer)" if random else "")]
+    if isinstance(row.get("method"), str) and row["method"] != "deepinsight":
+        parts.append(row["method"])
     if row.get("layout") == "shuffled":
         parts.append("shuffled layout")
     if row.get("discretization") == "assignment":

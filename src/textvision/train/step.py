@@ -30,9 +30,9 @@ from textvision.core.io import (
 )
 from textvision.core.registry import is_weights_file
 from textvision.core.threads import limit_threads
+from textvision.deepinsight.base import PixelMapTransformer
 from textvision.deepinsight.images import Images, load_images
 from textvision.deepinsight.store import load_mapping
-from textvision.deepinsight.transformer import DeepInsightTransformer
 from textvision.models.network import (
     InputAdapter,
     TextVisionNet,
@@ -372,21 +372,22 @@ def write_outputs(outdir: Path, metrics: dict, settings: dict, run: Run, last_st
 
 
 def check_mapping(mapping: str | Path, attrs: dict):
-    """The fitted DeepInsight transformer of `mapping`, which must be the one the images were
-    rendered with (same grid and discretisation): checked before training."""
+    """The fitted image transformer of `mapping`, which must be the one the images were
+    rendered with (same method, grid and discretisation): checked before training."""
     transformer, _ = load_mapping(mapping)
-    rendered = (attrs["pixels"], attrs["discretization"])
-    if (transformer.pixels, transformer.discretization) != rendered:
+    rendered = (attrs["method"], attrs["pixels"], attrs["discretization"])
+    fitted = (transformer.method, transformer.pixels, transformer.discretization)
+    if fitted != rendered:
         raise InputError(
-            f"{mapping}: {transformer.pixels}x{transformer.pixels} pixels, discretization "
-            f"{transformer.discretization!r}; the images were rendered with {rendered[0]}x"
-            f"{rendered[0]}, {rendered[1]!r}: not their mapping"
+            f"{mapping}: method {fitted[0]!r}, {fitted[1]}x{fitted[1]} pixels, discretization "
+            f"{fitted[2]!r}; the images were rendered with {rendered[0]!r}, {rendered[1]}x"
+            f"{rendered[1]}, {rendered[2]!r}: not their mapping"
         )
     return transformer
 
 
 def write_bundle_files(
-    outdir: Path, job: Job, transformer: DeepInsightTransformer, recorded: dict
+    outdir: Path, job: Job, transformer: PixelMapTransformer, recorded: dict
 ) -> None:
     """`bundle/`: everything needed to classify new texts with the best epoch."""
     meta, tensors = ImageClassifier.pack(job.net, job.data.attrs, transformer, recorded)
@@ -482,6 +483,7 @@ def _recorded(settings: TrainSettings, job: Job) -> dict:
         "normalization": settings.normalization,
         "batchnorm": settings.batchnorm,
         "precision": job.precision,
+        "method": attrs["method"],
         "discretization": attrs["discretization"],
         "layout": attrs["layout"],
         "n_classes": len(attrs["label_names"]),
