@@ -157,8 +157,12 @@ def embedded(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", METHODS)
-def test_a_methods_images_train_predict_and_explain(embedded, tmp_path, name):
+@pytest.mark.parametrize(
+    "name, trainable", [("igtd", "none"), ("refined", "none"), ("raster", "last")]
+)
+def test_a_methods_images_train_predict_and_explain(embedded, tmp_path, name, trainable):
+    """Each method's images train, and the bundle predicts and explains; the raster case also
+    fine-tunes the slice's last block, whose bundle then stores the trained slice."""
     import json
 
     import pandas as pd
@@ -175,16 +179,18 @@ def test_a_methods_images_train_predict_and_explain(embedded, tmp_path, name):
                  json.dumps({"deepinsight": deepinsight})]) == 0  # fmt: skip
     assert main(["render-images", "--embeddings", str(emb), "--mapping", str(mapping),
                  "--out", str(images)]) == 0  # fmt: skip
-    training = {"weights": "none", "epochs": 3, "batch_size": 16, "upsample": 3,
-                "lr": {"alexnet": {"head": 3e-4, "classifier": 3e-4}}}  # fmt: skip
+    lr = {"alexnet": {"head": 3e-4, "classifier": 3e-4}}
+    training = {"weights": "none", "epochs": 3, "batch_size": 16, "upsample": 3, "lr": lr,
+                "trainable": trainable}  # fmt: skip
     settings = json.dumps({"training": training, "device": "cpu"})
     assert main(["train", "--images", str(images), "--outdir", str(tmp_path / "cnn"),
                  "--backbone", "alexnet", "--seed", "0", "--mapping", str(mapping),
                  "--settings", settings]) == 0  # fmt: skip
     metrics = json.loads((tmp_path / "cnn" / "metrics.json").read_text())
-    assert metrics["method"] == name
+    assert metrics["method"] == name and metrics["trainable"] == trainable
     bundle = load_bundle(tmp_path / "cnn" / "bundle", batch_size=1)
     assert bundle.classifier.transformer.method == name
+    assert bundle.meta["backbone"]["trainable"] == trainable
     val = pd.read_parquet(embedded / "dataset.parquet").query("split == 'val'")
     texts = val["text"].tolist()[:12]
     recorded = read_predictions(tmp_path / "cnn" / "predictions.parquet").query("split == 'val'")

@@ -168,3 +168,55 @@ def test_bfloat16_is_refused_on_a_cpu_without_it(images, tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="'training.precision': bfloat16 on this CPU"):
         train_job(images, tmp_path / "x", precision="bfloat16")
     assert not (tmp_path / "x/metrics.json").exists()
+
+
+def _resnet_file(path):
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18()
+    for m in model.modules():  # real-looking running statistics, which must not move
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    torch.save(model.state_dict(), path)
+    return {f"{k}": v for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("trainable", ["none", "last", "all"])
+def test_fine_tuning_trains_only_the_blocks_it_names(images, tmp_path, trainable):
+    """`last` changes the weights of the slice's last block (`layer1` of the ResNet-18 cut)
+    and leaves the rest bit-identical; `all` changes the stem too; `none` changes nothing in the
+    slice and computes its outputs once. Running statistics never move."""
+    loaded = _resnet_file(tmp_path / "w.pt")
+    metrics = train_job(images, tmp_path / trainable, backbone="resnet18@layer1",
+                        weights=str(tmp_path / "w.pt"), epochs=2, upsample=2,
+                        trainable=trainable, trainable_lr=1e-3)  # fmt: skip
+    assert metrics["trainable"] == trainable and metrics["feature_cache"] == (trainable == "none")
+    saved = torch.load(tmp_path / trainable / "model.pt", weights_only=True)
+    if trainable == "none":
+        assert "backbone" not in saved["best"]
+        return
+    body = saved["best"]["backbone"]
+    modules = {"0": "conv1", "1": "bn1", "2": "relu", "3": "maxpool", "4": "layer1"}
+    changed = set()
+    for key, value in body.items():
+        index, rest = key.split(".", 1)
+        original = loaded[f"{modules[index]}.{rest}"]
+        if "running" in key or "num_batches" in key:
+            assert torch.equal(value, original), key  # frozen statistics
+        elif not torch.equal(value, original):
+            changed.add(modules[index])
+    assert changed == ({"layer1"} if trainable == "last" else {"conv1", "bn1", "layer1"})
+
+
+def test_the_fine_tuning_keys_reach_a_job_only_when_the_slice_trains():
+    from textvision.config.schema import prepare_config
+    from textvision.config.settings import TrainSettings
+
+    frozen = prepare_config({"training": {"trainable_lr": 1e-3}})
+    section = TrainSettings.fragment(frozen, backbone="alexnet")["training"]
+    assert not {"trainable", "trainable_lr"} & set(section)  # nothing to rerun
+    tuned = prepare_config({"training": {"trainable": "last"}})
+    section = TrainSettings.fragment(tuned, backbone="alexnet")["training"]
+    assert section["trainable"] == "last" and section["trainable_lr"] == 1e-5

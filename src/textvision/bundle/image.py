@@ -107,7 +107,11 @@ class ImageClassifier:
         attributes and the fitted DeepInsight transformer; `settings` are the training job's
         recorded ones."""
         weights = settings["weights"]
-        referenced = weights == IMAGENET and settings["batchnorm"] == "frozen"
+        referenced = (
+            weights == IMAGENET
+            and settings["batchnorm"] == "frozen"
+            and settings["trainable"] == "none"
+        )
         if is_weights_file(weights):
             identifier, sha = Path(weights).name, file_sha256(weights)
         else:
@@ -136,6 +140,7 @@ class ImageClassifier:
                 "weights": identifier,
                 "weights_sha256": sha,
                 "batchnorm": settings["batchnorm"],
+                "trainable": settings["trainable"],
                 "slice_stored": not referenced,
             },
             "training": {

@@ -192,8 +192,12 @@ class TrainSettings(Settings):
     precision: str
     cache_features_mb: int
     threads: int
+    trainable: str
+    trainable_lr: float
     device: str
 
+    # keys whose values leave a job unchanged unless the slice trains: in its fragment then only
+    _FINE_TUNING: ClassVar[tuple[str, ...]] = ("trainable", "trainable_lr")
     _SHARED: ClassVar[tuple[str, ...]] = (
         "epochs",
         "batch_size",
@@ -214,7 +218,7 @@ class TrainSettings(Settings):
             lr_head=head,
             lr_classifier=classifier,
             device=config["device"],
-            **{k: section[k] for k in cls._SHARED},
+            **{k: section[k] for k in (*cls._SHARED, *cls._FINE_TUNING)},
         )
 
     @classmethod
@@ -225,11 +229,14 @@ class TrainSettings(Settings):
             "lr": {backbone: {"head": resolved.lr_head, "classifier": resolved.lr_classifier}},
             **{k: config[cls.SECTION][k] for k in cls._SHARED},
         }
+        if resolved.trainable != "none":
+            section.update({k: config[cls.SECTION][k] for k in cls._FINE_TUNING})
         return {cls.SECTION: section, "device": config["device"]}
 
     @classmethod
     def setting_keys(cls) -> list[str]:
-        return [f"training.{k}" for k in ("weights", "lr", *cls._SHARED)] + ["device"]
+        keys = ("weights", "lr", *cls._SHARED, *cls._FINE_TUNING)
+        return [f"training.{k}" for k in keys] + ["device"]
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""The network of the paper: frozen backbone slice (built from the registry, with its weights)
--> conv head ("CAE") -> dense classifier."""
+"""The network of the paper: backbone slice (built from the registry, with its weights; frozen,
+or fine-tuned) -> conv head ("CAE") -> dense classifier."""
 
 from __future__ import annotations
 
@@ -20,15 +20,21 @@ from textvision.core.paper import NORMALISATION_EPS
 from textvision.core.registry import IMAGENET, RANDOM_WEIGHTS, is_weights_file
 
 
-class FrozenBackbone(nn.Module):
-    """A sliced backbone that never trains: no gradients, and always in eval mode (BatchNorm
-    statistics never move, which folded-BatchNorm weight files require)."""
+class SliceBackbone(nn.Module):
+    """A backbone slice, frozen (`trainable="none"`, the paper's: no gradients, its outputs may be
+    cached) or with its last block (`"last"`) or all of it (`"all"`) training. Always in eval
+    mode: BatchNorm normalises with its running statistics, which never move (frozen
+    statistics; folded-BatchNorm weight files require it); the affine parameters of a trained
+    block's BatchNorm train with it."""
 
-    def __init__(self, body: nn.Sequential, channels: int):
+    def __init__(self, body: nn.Sequential, channels: int, trainable: str = "none"):
         super().__init__()
         self.body = body
         self.channels = channels
+        self.trainable = trainable
         self.body.requires_grad_(False)
+        for module in trained_blocks(body, trainable):
+            module.requires_grad_(True)
         self.body.eval()
 
     def train(self, mode: bool = True):
@@ -37,8 +43,21 @@ class FrozenBackbone(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return self.body(x)
+        if self.trainable == "none":
+            with torch.no_grad():
+                return self.body(x)
+        return self.body(x)
+
+
+def trained_blocks(body: nn.Sequential, trainable: str) -> list[nn.Module]:
+    """The modules of a slice that `trainable` trains: none, the last child with weights, or
+    the whole slice."""
+    if trainable == "none":
+        return []
+    if trainable == "all":
+        return [body]
+    weighted = [m for m in body.children() if any(True for _ in m.parameters())]
+    return weighted[-1:]
 
 
 class InputAdapter(nn.Module):
@@ -162,12 +181,13 @@ def build_head(
 
 
 class TextVisionNet(nn.Module):
-    """adapter -> frozen backbone -> head -> classifier; only head and classifier train."""
+    """adapter -> backbone slice -> head -> classifier; head and classifier train, and the slice
+    where its `trainable` says so."""
 
     def __init__(
         self,
         adapter: InputAdapter,
-        backbone: FrozenBackbone,
+        backbone: SliceBackbone,
         head: nn.Sequential,
         classifier: nn.Sequential,
     ):
@@ -176,8 +196,16 @@ class TextVisionNet(nn.Module):
         self.head, self.classifier = head, classifier
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """The frozen part: what may be computed once and cached."""
+        """Adapter and slice: what may be computed once and cached when the slice is frozen."""
         return self.backbone(self.adapter(images))
+
+    def trained_parts(self) -> dict[str, nn.Module]:
+        """The parts whose weights training changes, by name (`head`, `classifier`, and the
+        slice's `backbone` body when it trains): what checkpoints and the best epoch keep."""
+        parts = {"head": self.head, "classifier": self.classifier}
+        if self.backbone.trainable != "none":
+            parts["backbone"] = self.backbone.body
+        return parts
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.classify(self.features(images))
@@ -267,8 +295,9 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def build_backbone(name: str, weights: str) -> FrozenBackbone:
-    """The frozen slice of `name` with `weights`: 'imagenet', 'none' or a state_dict file."""
+def build_backbone(name: str, weights: str, trainable: str = "none") -> SliceBackbone:
+    """The slice of `name` with `weights` ('imagenet', 'none' or a state_dict file), frozen or
+    with the blocks `trainable` names training."""
     arch, spec = parse_backbone(name)
     model = torchvision.models.get_model(arch, weights=None)
     if weights != RANDOM_WEIGHTS:
@@ -298,7 +327,7 @@ def build_backbone(name: str, weights: str) -> FrozenBackbone:
         body = nn.Sequential(*list(model.features.children())[: spec.stop])
     else:
         body = nn.Sequential(*(getattr(model, m) for m in spec.modules))
-    return FrozenBackbone(body, spec.channels)
+    return SliceBackbone(body, spec.channels, trainable)
 
 
 def place(net: TextVisionNet, dev: torch.device) -> TextVisionNet:

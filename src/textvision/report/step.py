@@ -52,6 +52,7 @@ SETTINGS = (
     "discretization",
     "normalization",
     "batchnorm",
+    "trainable",
     "precision",
 )
 COLUMNS = [
@@ -259,6 +260,8 @@ def _what(row: dict) -> str:
         parts.append("assignment")
     if row.get("batchnorm") == "adapt":
         parts.append("BatchNorm adapted")
+    if row.get("trainable") in ("last", "all"):
+        parts.append(f"slice trained ({row['trainable']})")
     if row.get("precision") == "bfloat16":
         parts.append("bfloat16")
     return ", ".join(p for p in parts if p)

@@ -1,4 +1,5 @@
-"""Train one backbone with one seed: frozen slice + head + classifier, metrics every epoch."""
+"""Train one backbone with one seed: slice (frozen or fine-tuned) + head + classifier, metrics
+every epoch."""
 
 from __future__ import annotations
 
@@ -61,9 +62,9 @@ def _batches(n: int, batch_size: int, generator: torch.Generator | None = None):
 
 
 class FeatureSource:
-    """The frozen slice's outputs for a split (under `autocast`, `device.autocast`): computed
-    once and cached when they fit in the memory budget (normalisation by training statistics
-    only), else computed per batch."""
+    """The slice's outputs for a split (under `autocast`, `device.autocast`): computed once and
+    cached when the slice is frozen and they fit in the memory budget (normalisation by training
+    statistics only), else computed per batch (with gradients where the slice trains)."""
 
     def __init__(
         self,
@@ -101,7 +102,8 @@ def train_epoch(
     autocast,
     desc: str = "train",
 ) -> tuple[float, int]:
-    """One epoch of head and classifier steps on the frozen maps; (loss sum, correct)."""
+    """One epoch of steps of the trained parts (head, classifier, the slice where it trains);
+    (loss sum, correct)."""
     dev = next(net.head.parameters()).device
     net.train()
     loss_sum, correct = 0.0, 0
@@ -167,7 +169,7 @@ def build_network(
     )
     net = TextVisionNet(
         adapter,
-        build_backbone(backbone, settings.weights),
+        build_backbone(backbone, settings.weights, settings.trainable),
         *build_head(arch, spec.channels, len(attrs["label_names"])),
     )
     return net, check_input_size(net, attrs["pixels"])
@@ -233,8 +235,7 @@ def _split_tensors(data: Images, images: str | Path) -> dict:
 def _checkpoint_state(identity: dict, net, optimizer, run: Run) -> dict:
     return {
         **identity,
-        "head": net.head.state_dict(),
-        "classifier": net.classifier.state_dict(),
+        **{name: part.state_dict() for name, part in net.trained_parts().items()},
         "optimizer": optimizer.state_dict(),
         "history": run.history,
         "best": run.best,
@@ -256,8 +257,8 @@ def resume(checkpoint: Path, identity: dict, net, optimizer, dev) -> Run:
             " and ".join(key.removesuffix("_sha256") for key in changed),
         )
         return Run()
-    net.head.load_state_dict(state["head"])
-    net.classifier.load_state_dict(state["classifier"])
+    for name, part in net.trained_parts().items():
+        part.load_state_dict(state[name])
     optimizer.load_state_dict(state["optimizer"])
     settings = identity["settings"]
     log.info(
@@ -269,10 +270,11 @@ def resume(checkpoint: Path, identity: dict, net, optimizer, dev) -> Run:
     return Run(state["history"], state["best"], state["train_seconds"])
 
 
-def _head_state(net: TextVisionNet) -> dict:
+def _trained_state(net: TextVisionNet) -> dict:
+    """A copy of the weights of every trained part, by part."""
     return {
-        "head": {k: v.detach().clone() for k, v in net.head.state_dict().items()},
-        "classifier": {k: v.detach().clone() for k, v in net.classifier.state_dict().items()},
+        name: {k: v.detach().clone() for k, v in part.state_dict().items()}
+        for name, part in net.trained_parts().items()
     }
 
 
@@ -306,7 +308,7 @@ def fit_epochs(job: Job, run: Run, checkpoint: Path, identity: dict) -> np.ndarr
             }
         )
         if run.best is None or val_acc > run.best["val_accuracy"]:
-            run.best = {"epoch": epoch + 1, "val_accuracy": val_acc, **_head_state(net)}
+            run.best = {"epoch": epoch + 1, "val_accuracy": val_acc, **_trained_state(net)}
         log.info("%s seed %d epoch %d: %s", job.backbone, seed, epoch + 1, run.history[-1])
         with atomic_path(checkpoint) as tmp:
             torch.save(_checkpoint_state(identity, net, optimizer, run), tmp)
@@ -327,9 +329,9 @@ def final_metrics(
         if val_proba is not None
         else _evaluate(net, sources["val"], labels["val"], batch_size, autocast)[1],
     )
-    last_state = {"head": net.head.state_dict(), "classifier": net.classifier.state_dict()}
-    net.head.load_state_dict(run.best["head"])
-    net.classifier.load_state_dict(run.best["classifier"])
+    last_state = _trained_state(net)  # a copy: loading the best epoch overwrites the weights
+    for name, part in net.trained_parts().items():
+        part.load_state_dict(run.best[name])
     proba_best = {
         s: _evaluate(net, sources[s], labels[s], batch_size, autocast)[1]
         for s in ("val", "test")
@@ -355,7 +357,7 @@ def write_outputs(outdir: Path, metrics: dict, settings: dict, run: Run, last_st
             {
                 "settings": settings,
                 "last": last_state,
-                "best": {k: run.best[k] for k in ("epoch", "head", "classifier")},
+                "best": {k: run.best[k] for k in ("epoch", *last_state)},
             },
             tmp,
         )
@@ -408,18 +410,22 @@ def _prepare_job(images, backbone: str, seed: int, settings: TrainSettings) -> J
         adapt_to_training_images(net, tensors["train"][0], settings.batch_size)
     per_image_mb = 4 * float(np.prod(maps)) / 2**20
     n_cached = sum(len(y) for _, y in tensors.values())
-    cache = settings.normalization != "batch" and per_image_mb * n_cached <= (
-        settings.cache_features_mb
+    cache = (
+        settings.trainable == "none"
+        and settings.normalization != "batch"
+        and per_image_mb * n_cached <= settings.cache_features_mb
     )
     batch_size = settings.batch_size
     precision = training_precision(settings.precision, dev)
     amp = autocast(precision, dev)
-    optimizer = torch.optim.Adam(
-        [
-            {"params": net.head.parameters(), "lr": settings.lr_head},
-            {"params": net.classifier.parameters(), "lr": settings.lr_classifier},
-        ]
-    )
+    groups = [
+        {"params": net.head.parameters(), "lr": settings.lr_head},
+        {"params": net.classifier.parameters(), "lr": settings.lr_classifier},
+    ]
+    trained = [p for p in net.backbone.parameters() if p.requires_grad]
+    if trained:
+        groups.append({"params": trained, "lr": settings.trainable_lr})
+    optimizer = torch.optim.Adam(groups)
     return Job(
         data=data,
         dev=dev,
@@ -482,6 +488,8 @@ def _recorded(settings: TrainSettings, job: Job) -> dict:
         "upsample": settings.upsample,
         "normalization": settings.normalization,
         "batchnorm": settings.batchnorm,
+        "trainable": settings.trainable,
+        "trainable_lr": settings.trainable_lr,
         "precision": job.precision,
         "method": attrs["method"],
         "discretization": attrs["discretization"],
