@@ -220,3 +220,13 @@ def test_the_fine_tuning_keys_reach_a_job_only_when_the_slice_trains():
     tuned = prepare_config({"training": {"trainable": "last"}})
     section = TrainSettings.fragment(tuned, backbone="alexnet")["training"]
     assert section["trainable"] == "last" and section["trainable_lr"] == 1e-5
+
+
+def test_model_pt_keeps_the_last_epoch_apart_from_the_best(images, tmp_path):
+    metrics = train_job(images, tmp_path / "a", epochs=4)
+    saved = torch.load(tmp_path / "a" / "model.pt", weights_only=True)
+    assert saved["best"]["epoch"] == metrics["best_epoch"] < 4  # this seed's best is not the last
+    assert any(
+        not torch.equal(saved["last"]["head"][k], saved["best"]["head"][k])
+        for k in saved["best"]["head"]
+    )
