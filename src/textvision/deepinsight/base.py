@@ -82,6 +82,13 @@ class PixelMapTransformer(TransformerMixin, BaseEstimator):
     _STATE: ClassVar[tuple[str, ...]] = ()
     _parameter_constraints: ClassVar[dict] = BASE_CONSTRAINTS
 
+    def _set_shared(self, pixels, scaler, empty_value, layout, layout_seed, chunk_size, n_jobs):
+        """Store the parameters every method has (each `__init__` lists them, as scikit-learn
+        reads the parameters from its signature)."""
+        self.pixels, self.scaler, self.empty_value = pixels, scaler, empty_value
+        self.layout, self.layout_seed = layout, layout_seed
+        self.chunk_size, self.n_jobs = chunk_size, n_jobs
+
     # -- fitting ---------------------------------------------------------------------------
     def fit(self, X, y=None):
         self._validate_params()
@@ -210,13 +217,7 @@ class RasterTransformer(PixelMapTransformer):
         chunk_size=4096,
         n_jobs=None,
     ):
-        self.pixels = pixels
-        self.scaler = scaler
-        self.empty_value = empty_value
-        self.layout = layout
-        self.layout_seed = layout_seed
-        self.chunk_size = chunk_size
-        self.n_jobs = n_jobs
+        self._set_shared(pixels, scaler, empty_value, layout, layout_seed, chunk_size, n_jobs)
 
     def _place(self, scaled: np.ndarray) -> np.ndarray:
         return grid_positions(self.pixels)[: scaled.shape[1]]

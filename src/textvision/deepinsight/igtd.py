@@ -80,19 +80,13 @@ class IGTDTransformer(PixelMapTransformer):
         chunk_size=4096,
         n_jobs=None,
     ):
-        self.pixels = pixels
-        self.scaler = scaler
+        self._set_shared(pixels, scaler, empty_value, layout, layout_seed, chunk_size, n_jobs)
         self.feature_distance = feature_distance
         self.pixel_distance = pixel_distance
         self.error = error
         self.max_step = max_step
         self.val_step = val_step
         self.min_gain = min_gain
-        self.empty_value = empty_value
-        self.layout = layout
-        self.layout_seed = layout_seed
-        self.chunk_size = chunk_size
-        self.n_jobs = n_jobs
 
     def _place(self, scaled: np.ndarray) -> np.ndarray:
         features = rank_matrix(feature_distances(scaled, self.feature_distance))

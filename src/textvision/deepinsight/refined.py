@@ -73,16 +73,10 @@ class REFINEDTransformer(PixelMapTransformer):
         chunk_size=4096,
         n_jobs=None,
     ):
-        self.pixels = pixels
-        self.scaler = scaler
+        self._set_shared(pixels, scaler, empty_value, layout, layout_seed, chunk_size, n_jobs)
         self.hc_iterations = hc_iterations
         self.mds_max_iter = mds_max_iter
         self.random_state = random_state
-        self.empty_value = empty_value
-        self.layout = layout
-        self.layout_seed = layout_seed
-        self.chunk_size = chunk_size
-        self.n_jobs = n_jobs
 
     def _place(self, scaled: np.ndarray) -> np.ndarray:
         distances = euclidean_distances(scaled)

@@ -79,8 +79,7 @@ class DeepInsightTransformer(PixelMapTransformer):
         chunk_size=4096,
         n_jobs=None,
     ):
-        self.pixels = pixels
-        self.scaler = scaler
+        self._set_shared(pixels, scaler, empty_value, layout, layout_seed, chunk_size, n_jobs)
         self.projector = projector
         self.perplexity = perplexity
         self.early_exaggeration = early_exaggeration
@@ -91,12 +90,7 @@ class DeepInsightTransformer(PixelMapTransformer):
         self.backend = backend
         self.pca_components = pca_components
         self.discretization = discretization
-        self.empty_value = empty_value
-        self.layout = layout
-        self.layout_seed = layout_seed
         self.random_state = random_state
-        self.chunk_size = chunk_size
-        self.n_jobs = n_jobs
 
     def _place(self, scaled: np.ndarray) -> np.ndarray:
         """Project the features (rows of the transposed matrix), rotate the hull's
