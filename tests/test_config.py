@@ -23,6 +23,18 @@ def test_shipped_configs_validate():
     assert paper["training"]["upsample"] == 3 and paper["training"]["epochs"] == 15
 
 
+@pytest.mark.parametrize(
+    "path", sorted((REPO / "config").glob("*.yaml")), ids=lambda path: path.name
+)
+def test_every_shipped_config_validates_with_its_variants_and_pairs(path):
+    from textvision.config.variants import check_comparisons, variant_config
+
+    config = prepared(yaml.safe_load(path.read_text()))
+    for name in config["variants"]:
+        variant_config(config, name)
+    check_comparisons(config)
+
+
 def test_defaults_fill_every_section():
     config = prepared({})
     assert config["data"]["split"] == {"val": 0.2, "test": 0.0, "seed": 42, "column": None}
