@@ -30,7 +30,7 @@ def transformer_params(settings: MappingSettings) -> dict:
     if settings.method == "deepinsight":
         tsne = values["tsne"]
         random_state = tsne.pop("seed")
-        own = {key: values[key] for key in MappingSettings.METHOD_KEYS["deepinsight"][:-1]}
+        own = {k: values[k] for k in MappingSettings.METHOD_KEYS["deepinsight"] if k != "tsne"}
         return {**params, **own, **tsne, "random_state": random_state}
     if settings.method == "igtd":
         return {**params, **values["igtd"]}
