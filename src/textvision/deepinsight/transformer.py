@@ -23,6 +23,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from threadpoolctl import threadpool_limits
 
 from textvision.deepinsight.base import BASE_CONSTRAINTS, PixelMapTransformer, register_method
+from textvision.deepinsight.jit import numba_threads
 from textvision.deepinsight.tsne import TSNE_CONSTRAINTS, tsne
 
 PROJECTORS = ("tsne", "pca", "kpca", "umap")
@@ -134,7 +135,7 @@ def project(
         projector: `tsne`, `pca`, `kpca` (RBF kernel PCA) or `umap` (umap-learn).
         pca_components: first reduce to this many dimensions with PCA (None: no reduction).
         backend: the t-SNE, `numba` (`tsne`) or `sklearn` (`sklearn.manifold.TSNE`).
-        n_jobs: threads of the numba t-SNE.
+        n_jobs: threads of the numba t-SNE and of UMAP's numba kernels.
         settings: `tsne`'s keyword arguments (`TSNE_SETTINGS`) and UMAP's (`UMAP_SETTINGS`);
             `random_state` seeds every projector.
     """
@@ -146,7 +147,8 @@ def project(
     if projector == "kpca":
         return KernelPCA(2, kernel="rbf", random_state=random_state).fit_transform(points)
     if projector == "umap":
-        return umap_embedding(points, *(settings[name] for name in UMAP_SETTINGS), random_state)
+        with numba_threads(n_jobs):  # its numba kernels; seeded, the result is the same
+            return umap_embedding(points, *(settings[k] for k in UMAP_SETTINGS), random_state)
     settings = {name: settings[name] for name in TSNE_SETTINGS}
     if settings["perplexity"] >= len(points):
         raise ValueError(
