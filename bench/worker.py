@@ -258,13 +258,14 @@ def _igtd_error(scaled: np.ndarray, slot: np.ndarray, pixels: int) -> float:
 
 @task
 def igtd_ref(p: dict) -> dict:
-    """TINTOlib's IGTD (Euclidean, abs error) on the min-max scaled matrix."""
+    """TINTOlib's IGTD (Euclidean, abs error) on the min-max scaled matrix, seeded by the run
+    (it picks the feature to move at random among the least recently moved)."""
     from bench.references import tintolib_igtd
 
     scaled = _minmax_scaled(p["embeddings"], p["rows"], p["features"])
     settings = {k: p[k] for k in ("max_step", "val_step", "min_gain")}
     with Timed() as timer:
-        slot = tintolib_igtd(scaled, p["pixels"], error="abs", **settings)
+        slot = tintolib_igtd(scaled, p["pixels"], error="abs", seed=p["run"] + 1, **settings)
     return {**timer.result(), "error": _igtd_error(scaled, slot, p["pixels"])}
 
 
@@ -285,14 +286,15 @@ def igtd_ours(p: dict) -> dict:
 
 @task
 def refined_ref(p: dict) -> dict:
-    """TINTOlib's REFINED (MDS, greedy start, MPI hill climbing on 2 ranks), and the time of one
-    evaluation of its error at the full matrix's size (what each candidate swap costs it)."""
+    """TINTOlib's REFINED (MDS, greedy start, MPI hill climbing on 2 ranks) seeded by the run,
+    and the time of one evaluation of its error at the full matrix's size (what each candidate
+    swap costs it)."""
     from bench.references import tintolib_refined
     from textvision.deepinsight.refined import euclidean_distances, refined_error
 
     scaled = _minmax_scaled(p["embeddings"], p["rows"], p["features"])
     with Timed() as timer:
-        pixels = tintolib_refined(scaled, hc_iterations=p["hc_iterations"])
+        pixels = tintolib_refined(scaled, hc_iterations=p["hc_iterations"], seed=p["run"] + 1)
     result = {**timer.result(), "error": refined_error(pixels, euclidean_distances(scaled))}
     if p.get("run", 0) == 0:
         result["evaluation_seconds"] = _tintolib_refined_evaluation(p)

@@ -129,15 +129,19 @@ def test_igtd_error_is_no_worse_than_tintolibs_on_the_same_input():
     if reason := missing("igtd"):
         pytest.skip(reason)
     X = structured(n_features=81, seed=5)  # 9x9: TINTOlib's IGTD needs a full grid
-    settings = {"max_step": 1000, "val_step": 50, "min_gain": 1e-5}
+    # both run to a layout no single swap improves (val_step beyond one pass over the features);
+    # which local optimum depends on the path, TINTOlib's seeded: ours against their median
+    settings = {"max_step": 3000, "val_step": 200, "min_gain": 1e-5}
     ours = IGTDTransformer(pixels=9, scaler="minmax", **settings).fit(X)
     scaled = _scaled(ours, X)
-    slot = tintolib_igtd(scaled, 9, error="abs", **settings)
     features = rank_matrix(feature_distances(scaled, "euclidean"))
     pixels = rank_matrix(_pdist(grid_positions(9)))
-    reference = layout_error(slot, features, pixels, False)
-    assert len(set(slot)) == 81
-    assert ours.errors_[-1] <= reference * 1.01, (ours.errors_[-1], reference)
+    references = []
+    for seed in (1, 2, 3):
+        slot = tintolib_igtd(scaled, 9, error="abs", seed=seed, **settings)
+        assert sorted(slot) == list(range(81))
+        references.append(layout_error(slot, features, pixels, False))
+    assert ours.errors_[-1] <= np.median(references), (ours.errors_[-1], references)
 
 
 @pytest.mark.slow
