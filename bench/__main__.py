@@ -12,28 +12,53 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import deepinsight_fit, embedding, explain, predict, render, training, workflow
+from bench import (
+    deepinsight_fit,
+    embedding,
+    explain,
+    image_methods,
+    predict,
+    render,
+    training,
+    workflow,
+)
 from bench.common import FOREIGN, IMDB, REPO, log, setup_logging
 from bench.machine import describe
 from bench.machine import markdown as machine_markdown
 from textvision.core.markdown import markdown_table
 
 BENCHMARKS = ("embed", "fit", "render", "train", "predict", "explain", "workflow")
+# run only when named: their references need installs beyond the test extra (bench/references.py)
+EXTRA = ("methods",)
 HEADER = ["step", "inputs", "reference", "ours", "ratio", "target", "met", "notes"]
 SCALING_HEADER = ["step", "size", "time (median)", "throughput", "peak RSS", "peak above start"]
 
 
 README = REPO / "bench" / "README.md"
-MARKERS = ("<!-- results: written by python -m bench --readme -->", "<!-- /results -->")
+# the README's blocks: the whole default table, and each extra benchmark's own table
+BLOCKS = {"results": (), **{name: ("--only", name) for name in EXTRA}}
 
 
-def write_readme(path: Path, report: str) -> None:
-    """Put `report` between the README's result markers."""
+def readme_block(only: list[str]) -> str | None:
+    """The README block that a run of `only` fills, or None for a part of the default table."""
+    if sorted(only) == sorted(BENCHMARKS):
+        return "results"
+    return only[0] if len(only) == 1 and only[0] in EXTRA else None
+
+
+def markers(block: str) -> tuple[str, str]:
+    command = shlex.join(["python", "-m", "bench", *BLOCKS[block], "--readme"])
+    return f"<!-- {block}: written by {command} -->", f"<!-- /{block} -->"
+
+
+def write_readme(path: Path, report: str, block: str = "results") -> None:
+    """Put `report` between the README's markers of `block`."""
+    start_marker, end_marker = markers(block)
     text = path.read_text()
-    head, start, rest = text.partition(MARKERS[0])
-    _, end, tail = rest.partition(MARKERS[1])
+    head, start, rest = text.partition(start_marker)
+    _, end, tail = rest.partition(end_marker)
     if not start or not end:
-        raise SystemExit(f"{path}: no {MARKERS[0]!r} ... {MARKERS[1]!r} block to fill")
+        raise SystemExit(f"{path}: no {start_marker!r} ... {end_marker!r} block to fill")
     path.write_text(f"{head}{start}\n{report}\n{end}{tail}")
 
 
@@ -43,7 +68,13 @@ def _sizes(text: str) -> list[int]:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    p.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
+    p.add_argument(
+        "--only",
+        nargs="+",
+        choices=BENCHMARKS + EXTRA,
+        default=list(BENCHMARKS),
+        help=f"these benchmarks (default: all but {', '.join(EXTRA)})",
+    )
     p.add_argument("--runs", type=int, default=3, help="runs per figure (median reported)")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch/BLAS threads")
     p.add_argument("--imdb", type=Path, default=IMDB, help="real IMDB reviews (parquet)")
@@ -72,6 +103,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--fit-rows", type=int, default=10000)
     p.add_argument("--tsne-iter", type=int, default=1000)
     p.add_argument("--backend", default="numba", choices=("numba", "sklearn"))
+    p.add_argument("--igtd-steps", type=int, default=1000, help="IGTD's max_step, both sides")
+    p.add_argument("--refined-features", type=int, default=256, help="features of the REFINED rows")
     p.add_argument("--render-rows", type=int, default=10000)
     p.add_argument("--render-scale", type=_sizes, default=[2000, 10000])
     p.add_argument("--train-images", type=int, default=256, help="images per epoch")
@@ -100,11 +133,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick and args.readme:
         p.error("--readme takes the full table, not --quick figures")
+    if args.readme and readme_block(args.only) is None:
+        p.error(f"--readme takes the whole default table or one of --only {' '.join(EXTRA)}")
     if args.quick:
         args.runs = min(args.runs, 2)
         args.embed_n, args.embed_scale, args.quality_n = 6, [6, 12], 300
         args.mpnet_quality_n = 300
         args.fit_rows, args.tsne_iter = 300, 300
+        args.igtd_steps, args.refined_features = 60, 64
         args.render_rows, args.render_scale = 500, [200, 500]
         args.train_images = 32
         args.predict_n = 40
@@ -125,7 +161,7 @@ def main(argv=None) -> int:
     log.info("machine: %s", machine)
     rows, scaling, sections, raw, met = [], [], [], {}, {}
     mapping, embeddings = None, None
-    for name in BENCHMARKS:
+    for name in BENCHMARKS + EXTRA:
         if name not in args.only:
             continue
         start = time.perf_counter()
@@ -147,6 +183,8 @@ def main(argv=None) -> int:
             result = predict.run(args)
         elif name == "explain":
             result = explain.run(args)
+        elif name == "methods":
+            result = image_methods.run(args)
         else:
             result = workflow.run(args)
         rows += result["rows"]
@@ -186,7 +224,7 @@ def main(argv=None) -> int:
     print(report)
     (args.out / "results.md").write_text(report + "\n")
     if args.readme:
-        write_readme(README, report)
+        write_readme(README, report, readme_block(args.only))
     (args.out / "results.json").write_text(
         json.dumps(
             {"command": command, "machine": machine, "met": met, "raw": raw}, indent=1, default=str

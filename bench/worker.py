@@ -233,6 +233,112 @@ def fit_ours(p: dict) -> dict:
     return result
 
 
+# -- the one-feature-per-pixel methods against TINTOlib -----------------------------------------
+def _minmax_scaled(path: str, rows: int, features: int) -> np.ndarray:
+    """Rows of the matrix, min-max scaled per feature (TINTOlib's default MinMaxScaler, the
+    same array on both sides; scaling untimed), keeping `features` columns evenly strided."""
+    from bench.common import read_matrix
+    from textvision.deepinsight.functional import apply_scaler, fit_scaler
+
+    X = read_matrix(Path(path), rows)
+    X = X[:, np.linspace(0, X.shape[1] - 1, features).round().astype(int)]
+    return apply_scaler(X, "minmax", fit_scaler(X, "minmax")).astype(np.float64)
+
+
+def _igtd_error(scaled: np.ndarray, slot: np.ndarray, pixels: int) -> float:
+    from scipy.spatial.distance import pdist
+
+    from textvision.deepinsight.base import grid_positions
+    from textvision.deepinsight.igtd import feature_distances, layout_error, rank_matrix
+
+    features = rank_matrix(feature_distances(scaled, "euclidean"))
+    grid = rank_matrix(pdist(grid_positions(pixels).astype(np.float64)))
+    return layout_error(slot, features, grid, False)
+
+
+@task
+def igtd_ref(p: dict) -> dict:
+    """TINTOlib's IGTD (Euclidean, abs error) on the min-max scaled matrix, seeded by the run
+    (it picks the feature to move at random among the least recently moved)."""
+    from bench.references import tintolib_igtd
+
+    scaled = _minmax_scaled(p["embeddings"], p["rows"], p["features"])
+    settings = {k: p[k] for k in ("max_step", "val_step", "min_gain")}
+    with Timed() as timer:
+        slot = tintolib_igtd(scaled, p["pixels"], error="abs", seed=p["run"] + 1, **settings)
+    return {**timer.result(), "error": _igtd_error(scaled, slot, p["pixels"])}
+
+
+@task
+def igtd_ours(p: dict) -> dict:
+    """textvision's IGTDTransformer(scaler="none") on the same matrix and settings."""
+    from textvision.deepinsight.igtd import IGTDTransformer
+
+    scaled = _minmax_scaled(p["embeddings"], p["rows"], p["features"])
+    settings = {k: p[k] for k in ("max_step", "val_step", "min_gain")}
+    igtd = IGTDTransformer(p["pixels"], "none", error="abs", n_jobs=p["threads"], **settings)
+    with Timed() as timer:
+        igtd.fit(scaled)
+    slot = igtd.pixels_[:, 0] * p["pixels"] + igtd.pixels_[:, 1]
+    return {**timer.result(), "error": _igtd_error(scaled, slot, p["pixels"]),
+            "steps": igtd.n_steps_}  # fmt: skip
+
+
+@task
+def refined_ref(p: dict) -> dict:
+    """TINTOlib's REFINED (MDS, greedy start, MPI hill climbing on 2 ranks) seeded by the run,
+    and the time of one evaluation of its error at the full matrix's size (what each candidate
+    swap costs it)."""
+    from bench.references import tintolib_refined
+    from textvision.deepinsight.refined import euclidean_distances, refined_error
+
+    scaled = _minmax_scaled(p["embeddings"], p["rows"], p["features"])
+    with Timed() as timer:
+        pixels = tintolib_refined(scaled, hc_iterations=p["hc_iterations"], seed=p["run"] + 1)
+    result = {**timer.result(), "error": refined_error(pixels, euclidean_distances(scaled))}
+    if p.get("run", 0) == 0:
+        result["evaluation_seconds"] = _tintolib_refined_evaluation(p)
+    return result
+
+
+def _tintolib_refined_evaluation(p: dict) -> float:
+    """Seconds of one `paraHill.universial_corr` (TINTOlib's REFINED error) on all features."""
+    import time
+
+    from TINTOlib.utils import paraHill
+
+    from textvision.deepinsight.refined import euclidean_distances
+
+    scaled = _minmax_scaled(p["embeddings"], p["rows"], p["all_features"])
+    side = int(np.ceil(np.sqrt(scaled.shape[1])))
+    layout = np.full(side * side, -1)
+    layout[: scaled.shape[1]] = np.arange(scaled.shape[1])
+    distances = euclidean_distances(scaled).astype(np.float64)
+    tic = time.perf_counter()
+    paraHill.universial_corr(distances, layout.reshape(side, side))
+    return time.perf_counter() - tic
+
+
+@task
+def refined_ours(p: dict) -> dict:
+    """textvision's REFINEDTransformer(scaler="none") on the same matrix."""
+    from textvision.deepinsight.refined import (
+        REFINEDTransformer,
+        euclidean_distances,
+        refined_error,
+    )
+
+    scaled = _minmax_scaled(p["embeddings"], p["rows"], p["features"])
+    side = int(np.ceil(np.sqrt(scaled.shape[1])))
+    refined = REFINEDTransformer(
+        side, "none", hc_iterations=p["hc_iterations"], n_jobs=p["threads"]
+    )
+    with Timed() as timer:
+        refined.fit(scaled)
+    error = refined_error(refined.pixels_, euclidean_distances(scaled))
+    return {**timer.result(), "error": error}
+
+
 # -- DeepInsight render ------------------------------------------------------------------------
 def _pydeepinsight(transformer):
     """pyDeepInsight's ImageTransformer holding our rotated positions (its own rotation has a

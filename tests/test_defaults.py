@@ -47,6 +47,9 @@ TRANSFORMER_KEYS = {
     "discretization": "deepinsight.discretization",
     "backend": "deepinsight.tsne.backend",
     **TSNE_KEYS,
+    "n_neighbors": "deepinsight.umap.n_neighbors",
+    "min_dist": "deepinsight.umap.min_dist",
+    "umap_metric": "deepinsight.umap.metric",
 }
 IGTD_KEYS = {
     **SHARED_KEYS,

@@ -1,6 +1,7 @@
-"""The image methods beside DeepInsight (`igtd`, `refined`, `raster`): valid layouts, the same
-layout on any thread count, their objectives, the grid check, and images that the later steps
-take unchanged (train, bundle, predict, explain)."""
+"""The image methods beside DeepInsight's t-SNE and binning (`igtd`, `refined`, `raster`, the
+UMAP projector, quantile discretisation): valid layouts, the same layout on any thread count,
+their objectives against the reference implementations, the grid check, and images that the
+later steps take unchanged (train, bundle, predict, explain)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,11 @@ from textvision.deepinsight.igtd import (
 from textvision.deepinsight.methods import get_method
 from textvision.deepinsight.refined import REFINEDTransformer, euclidean_distances, refined_error
 from textvision.deepinsight.store import load_mapping
-from textvision.deepinsight.transformer import DeepInsightTransformer
+from textvision.deepinsight.transformer import (
+    DeepInsightTransformer,
+    bin_coordinates,
+    quantile_coordinates,
+)
 
 METHODS = ("igtd", "refined", "raster")
 FAST = {"igtd": {"max_step": 400}, "refined": {"hc_iterations": 3}, "raster": {}}
@@ -87,6 +92,74 @@ def test_refined_lowers_its_error_from_the_mds_start():
     assert fitted.errors_[-1] < fitted.errors_[0]
 
 
+def test_umap_places_every_feature_the_same_way_on_one_and_two_threads():
+    pytest.importorskip("umap", reason="umap-learn (the deepinsight extra) not installed")
+    X = structured(seed=4)
+    one = DeepInsightTransformer(pixels=10, projector="umap", n_jobs=1).fit(X)
+    two = DeepInsightTransformer(pixels=10, projector="umap", n_jobs=2).fit(X)
+    np.testing.assert_array_equal(one.embedding_, two.embedding_)
+    np.testing.assert_array_equal(one.pixels_, two.pixels_)
+    assert one.pixels_.shape == (90, 2) and one.pixels_.min() >= 0 and one.pixels_.max() < 10
+    # UMAP keeps correlated features together: a feature's nearest feature in the layout is
+    # mostly one of its own group (r about 0.9 within the 9 groups, about 0 across)
+    d = np.linalg.norm(one.embedding_[:, None] - one.embedding_[None], axis=-1)
+    np.fill_diagonal(d, np.inf)
+    r = np.corrcoef(X.T)
+    assert (r[np.arange(90), d.argmin(1)] > 0.5).mean() > 0.9
+
+
+def test_quantile_discretisation_is_pydeepinsights_qtb():
+    pytest.importorskip("cv2", reason="pyDeepInsight needs OpenCV (test extra)")
+    from pyDeepInsight import ImageTransformer
+
+    coords = np.random.default_rng(0).standard_cauchy(size=(500, 2))  # heavy tails crowd bins
+    ours = quantile_coordinates(coords, 12)
+    reference = ImageTransformer.coordinate_quantile_transformation(coords, (12, 12))
+    np.testing.assert_array_equal(ours, reference)
+    used = {tuple(p) for p in ours}
+    assert len(used) > 3 * len({tuple(p) for p in bin_coordinates(coords, 12)})
+    fitted = DeepInsightTransformer(pixels=10, projector="pca", discretization="quantile")
+    fitted.fit(structured())
+    assert fitted.feature_counts_.sum() == 90 and fitted.pixels_.max() < 10
+
+
+def test_igtd_error_is_no_worse_than_tintolibs_on_the_same_input():
+    from bench.references import missing, tintolib_igtd
+
+    if reason := missing("igtd"):
+        pytest.skip(reason)
+    X = structured(n_features=81, seed=5)  # 9x9: TINTOlib's IGTD needs a full grid
+    # both run to a layout no single swap improves (val_step beyond one pass over the features);
+    # which local optimum depends on the path, TINTOlib's seeded: ours against their median
+    settings = {"max_step": 3000, "val_step": 200, "min_gain": 1e-5}
+    ours = IGTDTransformer(pixels=9, scaler="minmax", **settings).fit(X)
+    scaled = _scaled(ours, X)
+    features = rank_matrix(feature_distances(scaled, "euclidean"))
+    pixels = rank_matrix(_pdist(grid_positions(9)))
+    references = []
+    for seed in (1, 2, 3):
+        slot = tintolib_igtd(scaled, 9, error="abs", seed=seed, **settings)
+        assert sorted(slot) == list(range(81))
+        references.append(layout_error(slot, features, pixels, False))
+    assert ours.errors_[-1] <= np.median(references), (ours.errors_[-1], references)
+
+
+@pytest.mark.slow
+def test_refined_error_is_no_worse_than_tintolibs_on_the_same_input():
+    from bench.references import missing, tintolib_refined
+
+    if reason := missing("refined"):
+        pytest.skip(reason)
+    X = structured(n_features=63, seed=6)  # an 8x8 grid, one pixel left empty
+    ours = REFINEDTransformer(pixels=8, scaler="minmax", hc_iterations=5).fit(X)
+    scaled = _scaled(ours, X)
+    pixels = tintolib_refined(scaled, hc_iterations=5)
+    assert len({tuple(p) for p in pixels}) == 63 and pixels.max() < 8
+    distances = euclidean_distances(scaled)
+    reference = refined_error(pixels, distances)
+    assert ours.errors_[-1] <= reference * 1.01, (ours.errors_[-1], reference)
+
+
 def test_a_grid_too_small_for_one_feature_per_pixel_is_refused_before_the_fit(tmp_path, tiny_run):
     embeddings = tiny_run / "out" / "embeddings" / "embeddings.h5"
     settings = MappingSettings.make(method="igtd", pixels=27)  # 729 pixels, 768 features
@@ -118,7 +191,9 @@ def test_only_the_chosen_methods_keys_reach_the_fit_step():
     assert "igtd" in section and not {"tsne", "refined", "projector"} & set(section)
     config = prepare_config({})
     section = MappingSettings.fragment(config)["deepinsight"]
-    assert "tsne" in section and not {"igtd", "refined"} & set(section)
+    assert "tsne" in section and not {"igtd", "refined", "umap"} & set(section)
+    config = prepare_config({"deepinsight": {"projector": "umap"}})
+    assert "umap" in MappingSettings.fragment(config)["deepinsight"]
 
 
 def _config(name: str) -> dict:

@@ -151,11 +151,11 @@ _MappingSection = section_settings("_MappingSection", "deepinsight", "")
 
 class MappingSettings(_MappingSection):
     """`fit-mapping`: the `deepinsight` section; its fragment leaves out the keys of the
-    methods not chosen, so that changing them reruns nothing."""
+    methods not chosen (and UMAP's unless it projects), so that changing them reruns nothing."""
 
     # the keys only one `deepinsight.method` reads
     METHOD_KEYS: ClassVar[dict[str, tuple[str, ...]]] = {
-        "deepinsight": ("projector", "pca_components", "discretization", "tsne"),
+        "deepinsight": ("projector", "pca_components", "discretization", "tsne", "umap"),
         "igtd": ("igtd",),
         "refined": ("refined",),
         "raster": (),
@@ -169,6 +169,8 @@ class MappingSettings(_MappingSection):
             if method != section["method"]:
                 for key in keys:
                     del section[key]
+        if "projector" in section and section["projector"] != "umap":
+            del section["umap"]  # UMAP's keys only where it projects
         return fragment
 
 

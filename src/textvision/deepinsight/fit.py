@@ -23,15 +23,18 @@ SHARED_KEYS = ("pixels", "scaler", "empty_value", "layout", "layout_seed", "chun
 def transformer_params(settings: MappingSettings) -> dict:
     """The parameters of the chosen method's transformer from the `deepinsight` settings: the
     keys every method shares and the method's own (`deepinsight`: `projector` ... and those of
-    `tsne`, `tsne.seed` as `random_state`; `igtd`: those of `igtd`; `refined`: those of
-    `refined`, `refined.seed` as `random_state`)."""
+    `tsne` and `umap`, `tsne.seed` as `random_state`, `umap.metric` as `umap_metric`; `igtd`:
+    those of `igtd`; `refined`: those of `refined`, `refined.seed` as `random_state`)."""
     values = settings.to_dict()
     params = {key: values[key] for key in SHARED_KEYS}
     if settings.method == "deepinsight":
-        tsne = values["tsne"]
+        tsne, umap = values["tsne"], values["umap"]
         random_state = tsne.pop("seed")
-        own = {k: values[k] for k in MappingSettings.METHOD_KEYS["deepinsight"] if k != "tsne"}
-        return {**params, **own, **tsne, "random_state": random_state}
+        umap["umap_metric"] = umap.pop("metric")
+        sections = ("tsne", "umap")
+        keys = [k for k in MappingSettings.METHOD_KEYS["deepinsight"] if k not in sections]
+        own = {k: values[k] for k in keys}
+        return {**params, **own, **tsne, **umap, "random_state": random_state}
     if settings.method == "igtd":
         return {**params, **values["igtd"]}
     if settings.method == "refined":
