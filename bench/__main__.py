@@ -103,6 +103,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--fit-rows", type=int, default=10000)
     p.add_argument("--tsne-iter", type=int, default=1000)
     p.add_argument("--backend", default="numba", choices=("numba", "sklearn"))
+    p.add_argument(
+        "--tintolib-python",
+        type=Path,
+        default=Path(sys.executable),
+        help="interpreter of an environment with TINTOlib for the methods rows (default: this "
+        "one; bench/README.md makes one with TINTOlib's own pins)",
+    )
     p.add_argument("--igtd-steps", type=int, default=1000, help="IGTD's max_step, both sides")
     p.add_argument("--refined-features", type=int, default=256, help="features of the REFINED rows")
     p.add_argument("--render-rows", type=int, default=10000)

@@ -3,7 +3,11 @@ matrix of IMDB reviews, each layout scored by the method's own error (bench/refe
 
 from __future__ import annotations
 
-from bench.common import ensure_embeddings, fmt, median, ratio, repeat
+import os
+import subprocess
+from pathlib import Path
+
+from bench.common import REPO, ensure_embeddings, fmt, median, ratio, repeat
 
 FULL = 2304  # MiniLM's six 384-wide layers
 SPEEDUP = 5  # the target: at least this much faster, at an error no worse
@@ -13,26 +17,27 @@ def run(args) -> dict:
     embeddings = ensure_embeddings(
         args.embeddings, args.fit_rows, args.out, args.imdb, args.threads
     )
-    common = {"embeddings": str(embeddings), "rows": args.fit_rows, "all_features": FULL}
-    igtd = {**common, "features": FULL, "pixels": 48, "max_step": args.igtd_steps,
-            "val_step": 50, "min_gain": 1e-5}  # fmt: skip
-    refined = {**common, "features": args.refined_features, "hc_iterations": 5}
-    results = {
-        "igtd": repeat(args.runs, args.threads, [("ref", "igtd_ref", igtd),
-                                                 ("ours", "igtd_ours", igtd)]),
-        "refined": repeat(args.runs, args.threads, [("ref", "refined_ref", refined),
-                                                    ("ours", "refined_ours", refined)]),
+    common = {"embeddings": str(embeddings), "rows": args.fit_rows, "all_features": FULL,
+              "tintolib_python": str(args.tintolib_python)}  # fmt: skip
+    settings = {
+        "IGTD": {**common, "features": FULL, "pixels": 48, "max_step": args.igtd_steps,
+                 "val_step": 50, "min_gain": 1e-5},
+        "REFINED": {**common, "features": args.refined_features, "hc_iterations": 5},
     }  # fmt: skip
     rows, met, raw = [], {}, {}
-    for name, inputs in (
-        ("IGTD", _igtd_inputs(args)),
-        ("REFINED", _refined_inputs(args, results["refined"]["ref"][0])),
-    ):
-        res = results[name.lower()]
+    for name, params in settings.items():
+        task = name.lower()
+        reason = missing(args.tintolib_python, task)
+        if reason:
+            rows.append([f"{name} fit", "-", "-", "-", "-", "-", "-", f"not run: {reason}"])
+            continue
+        res = repeat(args.runs, args.threads, [("ref", f"{task}_ref", params),
+                                               ("ours", f"{task}_ours", params)])  # fmt: skip
         t = {side: median(r["seconds"] for r in res[side]) for side in ("ref", "ours")}
         error = {side: median(r["error"] for r in res[side]) for side in ("ref", "ours")}
         speedup = t["ref"] / t["ours"]
         met[f"{name} fit"] = speedup >= SPEEDUP and error["ours"] <= error["ref"]
+        inputs = _igtd_inputs(args) if name == "IGTD" else _refined_inputs(args, res["ref"][0])
         rows.append(
             [
                 f"{name} fit",
@@ -46,8 +51,20 @@ def run(args) -> dict:
                 f"1-{args.runs}), ours {fmt(error['ours'], 4)}",
             ]
         )
-        raw[name.lower()] = {"seconds": t, "error": error, "runs": res}
+        raw[task] = {"seconds": t, "error": error, "runs": res}
     return {"rows": rows, "met": met, "raw": raw}
+
+
+def missing(python: Path, method: str) -> str | None:
+    """Why TINTOlib's `method` cannot run in the interpreter `python`, or None."""
+    env = {**os.environ, "PATH": f"{Path(python).parent}{os.pathsep}{os.environ['PATH']}"}
+    code = f"from bench.references import missing; print(missing({method!r}) or '')"
+    proc = subprocess.run(
+        [str(python), "-c", code], capture_output=True, text=True, cwd=REPO, env=env
+    )
+    if proc.returncode:
+        return f"{python}: {proc.stderr.strip().splitlines()[-1]}"
+    return proc.stdout.strip() or None
 
 
 def _igtd_inputs(args) -> str:

@@ -97,3 +97,26 @@ def tintolib_refined(
     with tempfile.TemporaryDirectory() as folder, contextlib.chdir(folder):
         model.fit(pd.DataFrame(scaled))
     return np.asarray(model.coords_MDS, dtype=np.int64)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m bench.references METHOD IN.npy OUT.npy JSON`: run TINTOlib's METHOD (`igtd`,
+    `refined`) on the matrix IN.npy with the keyword arguments JSON, save its layout to OUT.npy
+    and print the fit's seconds. The benchmark calls it with the interpreter of an environment
+    that holds TINTOlib with its own pins (bench/README.md)."""
+    import json
+    import sys
+    import time
+
+    method, source, target, kwargs = (argv or sys.argv[1:])[:4]
+    scaled = np.load(source)
+    fit = {"igtd": tintolib_igtd, "refined": tintolib_refined}[method]
+    tic = time.perf_counter()
+    layout = fit(scaled, **json.loads(kwargs))
+    seconds = time.perf_counter() - tic
+    np.save(target, layout)
+    print(json.dumps({"seconds": seconds}))
+
+
+if __name__ == "__main__":
+    main()

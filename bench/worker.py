@@ -256,17 +256,38 @@ def _igtd_error(scaled: np.ndarray, slot: np.ndarray, pixels: int) -> float:
     return layout_error(slot, features, grid, False)
 
 
+def _tintolib(p: dict, method: str, scaled: np.ndarray, **kwargs) -> tuple[np.ndarray, float]:
+    """TINTOlib's `method` on `scaled` in the interpreter `p["tintolib_python"]` (an environment
+    with TINTOlib and its own pins; `python -m bench.references`): its layout and the seconds
+    of its fit alone."""
+    import json
+    import os
+    import subprocess
+    import tempfile
+
+    python = p["tintolib_python"]
+    env = {**os.environ, "PATH": f"{Path(python).parent}{os.pathsep}{os.environ['PATH']}"}
+    with tempfile.TemporaryDirectory() as folder:
+        source, target = Path(folder) / "in.npy", Path(folder) / "out.npy"
+        np.save(source, scaled)
+        cmd = [python, "-m", "bench.references", method, str(source), str(target),
+               json.dumps(kwargs)]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+        if proc.returncode:
+            raise RuntimeError(f"{' '.join(cmd[:4])}: {proc.stderr[-2000:]}")
+        return np.load(target), json.loads(proc.stdout.strip().splitlines()[-1])["seconds"]
+
+
 @task
 def igtd_ref(p: dict) -> dict:
     """TINTOlib's IGTD (Euclidean, abs error) on the min-max scaled matrix, seeded by the run
     (it picks the feature to move at random among the least recently moved)."""
-    from bench.references import tintolib_igtd
-
     scaled = _minmax_scaled(p["embeddings"], p["rows"], p["features"])
     settings = {k: p[k] for k in ("max_step", "val_step", "min_gain")}
-    with Timed() as timer:
-        slot = tintolib_igtd(scaled, p["pixels"], error="abs", seed=p["run"] + 1, **settings)
-    return {**timer.result(), "error": _igtd_error(scaled, slot, p["pixels"])}
+    slot, seconds = _tintolib(
+        p, "igtd", scaled, pixels=p["pixels"], error="abs", seed=p["run"] + 1, **settings
+    )
+    return {"seconds": seconds, "error": _igtd_error(scaled, slot, p["pixels"])}
 
 
 @task
@@ -289,34 +310,34 @@ def refined_ref(p: dict) -> dict:
     """TINTOlib's REFINED (MDS, greedy start, MPI hill climbing on 2 ranks) seeded by the run,
     and the time of one evaluation of its error at the full matrix's size (what each candidate
     swap costs it)."""
-    from bench.references import tintolib_refined
     from textvision.deepinsight.refined import euclidean_distances, refined_error
 
     scaled = _minmax_scaled(p["embeddings"], p["rows"], p["features"])
-    with Timed() as timer:
-        pixels = tintolib_refined(scaled, hc_iterations=p["hc_iterations"], seed=p["run"] + 1)
-    result = {**timer.result(), "error": refined_error(pixels, euclidean_distances(scaled))}
+    pixels, seconds = _tintolib(
+        p, "refined", scaled, hc_iterations=p["hc_iterations"], seed=p["run"] + 1
+    )
+    result = {"seconds": seconds, "error": refined_error(pixels, euclidean_distances(scaled))}
     if p.get("run", 0) == 0:
         result["evaluation_seconds"] = _tintolib_refined_evaluation(p)
     return result
 
 
 def _tintolib_refined_evaluation(p: dict) -> float:
-    """Seconds of one `paraHill.universial_corr` (TINTOlib's REFINED error) on all features."""
-    import time
+    """Seconds of one evaluation of TINTOlib's REFINED error (`paraHill.universial_corr`) on
+    all features, in the TINTOlib interpreter."""
+    import subprocess
 
-    from TINTOlib.utils import paraHill
-
-    from textvision.deepinsight.refined import euclidean_distances
-
-    scaled = _minmax_scaled(p["embeddings"], p["rows"], p["all_features"])
-    side = int(np.ceil(np.sqrt(scaled.shape[1])))
-    layout = np.full(side * side, -1)
-    layout[: scaled.shape[1]] = np.arange(scaled.shape[1])
-    distances = euclidean_distances(scaled).astype(np.float64)
-    tic = time.perf_counter()
-    paraHill.universial_corr(distances, layout.reshape(side, side))
-    return time.perf_counter() - tic
+    code = (
+        "import time, numpy as np; from TINTOlib.utils import paraHill; "
+        f"n = {p['all_features']}; side = int(np.ceil(np.sqrt(n))); "
+        "rng = np.random.default_rng(0); x = rng.uniform(size=(n, 8)); "
+        "d = np.sqrt(((x[:, None] - x[None]) ** 2).sum(-1)); "
+        "m = np.full(side * side, -1); m[:n] = np.arange(n); m = m.reshape(side, side); "
+        "t = time.perf_counter(); paraHill.universial_corr(d, m); "
+        "print(time.perf_counter() - t)"
+    )
+    proc = subprocess.run([p["tintolib_python"], "-c", code], capture_output=True, text=True)
+    return float(proc.stdout.strip().splitlines()[-1])
 
 
 @task
