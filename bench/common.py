@@ -130,7 +130,13 @@ def snakemake_command(
 def snakemake_env() -> dict[str, str]:
     """This process's environment with this interpreter's bin folder first on PATH: the
     workflow's jobs call the `textvision` console script."""
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    return interpreter_env(Path(sys.executable))
+
+
+def interpreter_env(python: Path) -> dict[str, str]:
+    """This process's environment with `python`'s bin folder first on PATH (the scripts of its
+    environment: `textvision`, TINTOlib's `mpirun`)."""
+    return {**os.environ, "PATH": f"{Path(python).parent}{os.pathsep}{os.environ['PATH']}"}
 
 
 # -- memory (inside workers) ---------------------------------------------------------------------

@@ -3,11 +3,18 @@ matrix of IMDB reviews, each layout scored by the method's own error (bench/refe
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
-from bench.common import REPO, ensure_embeddings, fmt, median, ratio, repeat
+from bench.common import (
+    REPO,
+    ensure_embeddings,
+    fmt,
+    interpreter_env,
+    median,
+    ratio,
+    repeat,
+)
 
 FULL = 2304  # MiniLM's six 384-wide layers
 SPEEDUP = 5  # the target: at least this much faster, at an error no worse
@@ -57,11 +64,11 @@ def run(args) -> dict:
 
 def missing(python: Path, method: str) -> str | None:
     """Why TINTOlib's `method` cannot run in the interpreter `python`, or None."""
-    env = {**os.environ, "PATH": f"{Path(python).parent}{os.pathsep}{os.environ['PATH']}"}
     code = f"from bench.references import missing; print(missing({method!r}) or '')"
     proc = subprocess.run(
-        [str(python), "-c", code], capture_output=True, text=True, cwd=REPO, env=env
-    )
+        [str(python), "-c", code], capture_output=True, text=True, cwd=REPO,
+        env=interpreter_env(python),
+    )  # fmt: skip
     if proc.returncode:
         return f"{python}: {proc.stderr.strip().splitlines()[-1]}"
     return proc.stdout.strip() or None

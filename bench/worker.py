@@ -261,12 +261,13 @@ def _tintolib(p: dict, method: str, scaled: np.ndarray, **kwargs) -> tuple[np.nd
     with TINTOlib and its own pins; `python -m bench.references`): its layout and the seconds
     of its fit alone."""
     import json
-    import os
     import subprocess
     import tempfile
 
+    from bench.common import interpreter_env
+
     python = p["tintolib_python"]
-    env = {**os.environ, "PATH": f"{Path(python).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = interpreter_env(Path(python))
     with tempfile.TemporaryDirectory() as folder:
         source, target = Path(folder) / "in.npy", Path(folder) / "out.npy"
         np.save(source, scaled)

@@ -212,12 +212,7 @@ def quantile_coordinates(coords: np.ndarray, pixels: int) -> np.ndarray:
     """Pixel (row, column) of each point after each axis is quantile-transformed to uniform
     over `pixels` quantiles (pyDeepInsight's `qtb`): rows and columns hold about equally many
     points, so fewer share a pixel than with plain binning."""
-    uniform = np.column_stack(
-        [
-            quantile_transform(axis[:, None], n_quantiles=min(pixels, len(axis)), copy=True)
-            for axis in coords.T
-        ]
-    )
+    uniform = quantile_transform(coords, n_quantiles=min(pixels, len(coords)), copy=True)
     return bin_coordinates(uniform, pixels)
 
 
