@@ -142,6 +142,14 @@ def _io_report(p):
     p.add_argument("metrics_files", nargs="+", metavar="METRICS_JSON")
 
 
+def _io_combine(p):
+    p.add_argument(
+        "--report", nargs="+", required=True, dest="reports", metavar="NAME=DIR",
+        help="a setup's name and its report folder (<outdir>/report), in the order wanted",
+    )  # fmt: skip
+    p.add_argument("--outdir", required=True, help="where results.csv and comparisons.csv go")
+
+
 def _io_config_docs(p):
     p.add_argument("--out", required=True, help="e.g. config/README.md")
 
@@ -213,6 +221,11 @@ STEPS: dict[str, Step] = {
         "textvision.report.step:build_report",
         "metrics.json files (predictions.parquet beside each) -> results, comparisons, figures",
         _io_report, ReportSettings,
+    ),
+    "combine-reports": Step(
+        "textvision.report.setups:combine_reports",
+        "several runs' report folders -> one results.csv and comparisons.csv with a setup column",
+        _io_combine,
     ),
     "prefetch": Step(
         "textvision.prefetch.step:prefetch",
