@@ -246,14 +246,15 @@ def _minmax_scaled(path: str, rows: int, features: int) -> np.ndarray:
 
 
 def _igtd_error(scaled: np.ndarray, slot: np.ndarray, pixels: int) -> float:
-    from scipy.spatial.distance import pdist
-
-    from textvision.deepinsight.base import grid_positions
-    from textvision.deepinsight.igtd import feature_distances, layout_error, rank_matrix
+    from textvision.deepinsight.igtd import (
+        feature_distances,
+        layout_error,
+        pixel_ranks,
+        rank_matrix,
+    )
 
     features = rank_matrix(feature_distances(scaled, "euclidean"))
-    grid = rank_matrix(pdist(grid_positions(pixels).astype(np.float64)))
-    return layout_error(slot, features, grid, False)
+    return layout_error(slot, features, pixel_ranks(pixels), False)
 
 
 def _tintolib(p: dict, method: str, scaled: np.ndarray, **kwargs) -> tuple[np.ndarray, float]:

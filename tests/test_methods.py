@@ -16,6 +16,7 @@ from textvision.deepinsight.igtd import (
     IGTDTransformer,
     feature_distances,
     layout_error,
+    pixel_ranks,
     rank_matrix,
 )
 from textvision.deepinsight.methods import get_method
@@ -77,7 +78,7 @@ def test_igtd_lowers_its_error_and_reports_it_exactly():
     errors = fitted.errors_
     assert np.all(np.diff(errors) <= 0) and errors[-1] < 0.8 * errors[0]
     features = rank_matrix(feature_distances(_scaled(fitted, X), "euclidean"))
-    pixels = rank_matrix(_pdist(grid_positions(10)))
+    pixels = pixel_ranks(10)
     slot = fitted.pixels_[:, 0] * 10 + fitted.pixels_[:, 1]
     assert layout_error(slot, features, pixels, False) == pytest.approx(errors[-1], rel=1e-4)
     start = np.arange(90)
@@ -135,7 +136,7 @@ def test_igtd_error_is_no_worse_than_tintolibs_on_the_same_input():
     ours = IGTDTransformer(pixels=9, scaler="minmax", **settings).fit(X)
     scaled = _scaled(ours, X)
     features = rank_matrix(feature_distances(scaled, "euclidean"))
-    pixels = rank_matrix(_pdist(grid_positions(9)))
+    pixels = pixel_ranks(9)
     references = []
     for seed in (1, 2, 3):
         slot = tintolib_igtd(scaled, 9, error="abs", seed=seed, **settings)
@@ -204,12 +205,6 @@ def _scaled(fitted, X):
     from textvision.deepinsight.functional import apply_scaler
 
     return apply_scaler(X, fitted.scaler, fitted.scale_)
-
-
-def _pdist(points):
-    from scipy.spatial.distance import pdist
-
-    return pdist(points.astype(np.float64))
 
 
 @pytest.fixture(scope="module")

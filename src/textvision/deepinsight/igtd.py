@@ -91,8 +91,7 @@ class IGTDTransformer(PixelMapTransformer):
     def _place(self, scaled: np.ndarray) -> np.ndarray:
         features = rank_matrix(feature_distances(scaled, self.feature_distance))
         grid = grid_positions(self.pixels)
-        metric = "cityblock" if self.pixel_distance == "manhattan" else "euclidean"
-        pixels = rank_matrix(pdist(grid.astype(np.float64), metric))
+        pixels = pixel_ranks(self.pixels, self.pixel_distance)
         slot = np.arange(scaled.shape[1], dtype=np.int64)  # the given order, row by row
         errors = np.empty(self.max_step + 1, dtype=np.float64)
         with numba_threads(self._threads()):
@@ -117,6 +116,13 @@ def rank_matrix(condensed: np.ndarray) -> np.ndarray:
     divided by the number of pairs; zero on the diagonal."""
     ranks = rankdata(condensed) / len(condensed)
     return squareform(ranks.astype(np.float32))
+
+
+def pixel_ranks(pixels: int, kind: str = "euclidean") -> np.ndarray:
+    """`rank_matrix` of the distances between the pixels of a `pixels` x `pixels` grid, row by
+    row (`kind`: `euclidean` or `manhattan`)."""
+    metric = "cityblock" if kind == "manhattan" else "euclidean"
+    return rank_matrix(pdist(grid_positions(pixels).astype(np.float64), metric))
 
 
 def layout_error(slot: np.ndarray, features: np.ndarray, pixels: np.ndarray, squared: bool):
