@@ -138,6 +138,10 @@ def _io_report(p):
         "--explain", nargs="*", default=[], metavar="INDEX_HTML",
         help="`textvision explain` folders' index.html files: the explained-predictions section",
     )  # fmt: skip
+    p.add_argument(
+        "--layouts", nargs="*", default=[], metavar="MAPPING_H5",
+        help="the variants' own mapping.h5 files: the image-layouts section beside --mapping's",
+    )  # fmt: skip
     p.add_argument("--outdir", required=True)
     p.add_argument("metrics_files", nargs="+", metavar="METRICS_JSON")
 

@@ -11,6 +11,7 @@ rule report:
         dataset=f"{OUT}/data/dataset.parquet",
         embeddings=f"{OUT}/embeddings/embeddings.h5",
         mapping=f"{OUT}/deepinsight/mapping.h5",
+        layouts=variant_mappings(),
         domain=domain_results(),
         explain=explain_reported(),
     output:
@@ -56,7 +57,7 @@ rule report:
         benchmarks=benchmark_files(),
     shell:
         "textvision report --dataset {input.dataset:q} --embeddings {input.embeddings:q}"
-        " --mapping {input.mapping:q} --domain {input.domain:q}"
+        " --mapping {input.mapping:q} --layouts {input.layouts:q} --domain {input.domain:q}"
         " --benchmarks {params.benchmarks:q} --explain {input.explain:q}"
         " --outdir {params.outdir:q} --settings {params.settings:q} {input.metrics:q}"
         " --threads {threads} > {log:q} 2>&1"

@@ -33,7 +33,9 @@ def is_weights_file(weights: str) -> bool:
 
 # --- files of each stage (figures: `<name>.png`) ---------------------------------------------
 DEEPINSIGHT_FIGURES = unique("feature_density", "class_means", "samples", "feature_map")
-REPORT_FIGURES = unique("accuracy", "learning_curves", "confusion", "comparisons", "costs")
+REPORT_FIGURES = unique(
+    "accuracy", "learning_curves", "confusion", "comparisons", "layouts", "costs"
+)
 REPORT_DOMAIN_FIGURE = "domain_shift"  # the report's figure of the domain-shift step's results
 DOMAIN_FIGURES = unique("inputs", "normalisation", "histograms", "frechet")  # `{backbone}_<name>`
 EXPLAIN_FIGURES = unique("attribution_map", "layer_attribution")  # with `explain --dataset`

@@ -31,6 +31,7 @@ from textvision.report.figures import (
     plot_costs,
     plot_domain_shift,
 )
+from textvision.report.layouts import layouts_markdown, method_line, plot_layouts, read_layout
 from textvision.report.stats import mcnemar, paired_bootstrap, seed_interval
 from textvision.train.figures import plot_all_learning_curves
 from textvision.train.predictions import read_predictions
@@ -202,30 +203,13 @@ def describe_run(
         f"{counts['test']} ({how}); HTML breaks removed: {meta['clean_html']}",
         f"- **Embeddings**: `{emb['model']}`, `[CLS]` of layers {emb['layers']}, max_length "
         f"{emb['max_length']}, tensor {list(shape)}",
-        f"- **Images** (main run): {_method_line(info['method'], params)}, fitted on "
+        f"- **Images** (main run): {method_line(info['method'], params)}, fitted on "
         f"**{info['fit_on']}** rows ({info['n_fit_rows']}), scaler {params['scaler']}, "
         f"{params['pixels']}x{params['pixels']} pixels, layout {params['layout']}: "
         f"{occ['pixels_used']}/{occ['pixels_total']} pixels used, max "
         f"{occ['max_features_per_pixel']} features per pixel",
         f"- **Device**: {', '.join(devices) or 'n/a'}",
     ]
-
-
-def _method_line(method: str, params: dict) -> str:
-    """The image method and its own settings, in words."""
-    if method == "deepinsight":
-        return (
-            f"DeepInsight, projector {params['projector']} (perplexity {params['perplexity']}, "
-            f"metric {params['metric']}), discretization {params['discretization']}"
-        )
-    if method == "igtd":
-        return (
-            f"IGTD ({params['feature_distance']} feature distances, {params['error']} error, "
-            f"at most {params['max_step']} steps)"
-        )
-    if method == "refined":
-        return f"REFINED (MDS start, {params['hc_iterations']} hill-climbing iterations)"
-    return "raster (features in their given order)"
 
 
 def _fmt(value, digits=3) -> str:
@@ -502,14 +486,17 @@ def build_report(
     domain_files: list[str | Path] = (),
     benchmarks: list[str | Path] = (),
     explain: list[str | Path] = (),
+    layouts: list[str | Path] = (),
 ) -> pd.DataFrame:
     """Write results.csv, results.md, comparisons.csv and the figures (accuracy,
-    learning_curves, confusion, comparisons); with the domain-shift step's JSON files, a
-    "Domain shift" section and domain_shift.png; with Snakemake's benchmark files, a "Cost per
-    rule" section and costs.png (a job without its file, e.g. one run before benchmarks were
-    recorded, is counted as such); with `textvision explain` folders' `index.html` files, an
-    "Explained predictions" section linking them. Each metrics file's `predictions.parquet`
-    beside it feeds the paired comparisons (`settings.comparisons`; empty: the defaults of
+    learning_curves, confusion, comparisons); an "Image layouts" section and layouts.png of
+    `mapping` and the variants' own mapping files (`layouts`); with the domain-shift step's JSON
+    files, a "Domain shift" section and domain_shift.png; with Snakemake's benchmark files, a
+    "Cost per rule" section and costs.png (a job without its file, e.g. one run before
+    benchmarks were recorded, is counted as such) and the layouts' fit times; with `textvision
+    explain` folders' `index.html` files, an "Explained predictions" section linking them. Each
+    metrics file's `predictions.parquet` beside it feeds the paired comparisons
+    (`settings.comparisons`; empty: the defaults of
     `textvision.config.variants.default_comparisons`)."""
     outdir = Path(outdir)
     figures = {name: outdir / png(name) for name in (*REPORT_FIGURES, REPORT_DOMAIN_FIGURE)}
@@ -522,9 +509,12 @@ def build_report(
         rows, sources = collect_domain(domain_files)
         text += domain_markdown(rows, sources)
         plot_domain_shift(rows, figures[REPORT_DOMAIN_FIGURE])
+    found = [f for f in benchmarks if Path(f).exists()]
+    costs = read_costs(found)
+    fitted = [read_layout(f, costs) for f in (mapping, *layouts)]
+    text += layouts_markdown(fitted)
+    plot_layouts(fitted, figures["layouts"])
     if benchmarks:
-        found = [f for f in benchmarks if Path(f).exists()]
-        costs = read_costs(found)
         text += costs_markdown(costs, missing=len(benchmarks) - len(found))
         plot_costs(per_rule(costs), figures["costs"])
     if explain:

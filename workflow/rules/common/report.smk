@@ -29,3 +29,9 @@ def benchmark_files():
             seed=vconfig["training"]["seeds"],
         )
     return files + explain_benchmarks()
+
+
+def variant_mappings():
+    """The mapping file of every variant that fits its own (the report's image layouts)."""
+    own = [variant for variant in VARIANTS if not shares_images(config, variant)]
+    return expand(rules.fit_mapping_variant.output[0], variant=own)
