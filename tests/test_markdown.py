@@ -1,7 +1,7 @@
 """The one Markdown table writer (textvision.core.markdown) every table of the project goes
 through: results.md, config/README.md, the benchmarks' tables."""
 
-from textvision.core.markdown import cell, markdown_table
+from textvision.core.markdown import cell, markdown_section, markdown_table
 
 
 def test_a_table_is_a_header_a_separator_and_a_line_per_row():
@@ -47,3 +47,8 @@ def test_an_escaped_cell_keeps_the_table_s_columns():
     line = markdown_table(["k", "v"], [[cell("x|y"), cell("1\n2")]]).splitlines()[-1]
     assert line == "| x\\|y | 1 2 |"
     assert len(line.replace("\\|", "").split("|")) == 4
+
+
+def test_a_section_follows_what_came_before_after_a_blank_line_and_blocks_stay_apart():
+    text = "# Page\n" + markdown_section("Title", "A paragraph.", "- a\n- b", "| t |")
+    assert text == "# Page\n\n## Title\n\nA paragraph.\n\n- a\n- b\n\n| t |\n"

@@ -32,5 +32,11 @@ def markdown_table(header: Sequence, rows: Iterable[Sequence]) -> str:
     return "\n".join(lines)
 
 
+def markdown_section(title: str, *blocks: str) -> str:
+    """A section of a Markdown page: a blank line, `## title`, then each block (a paragraph, a
+    list, a table) after a blank line of its own; ending with a line break."""
+    return "\n" + "\n\n".join([f"## {title}", *blocks]) + "\n"
+
+
 def _line(cells: Sequence) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"

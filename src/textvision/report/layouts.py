@@ -13,7 +13,7 @@ from matplotlib.colors import LogNorm
 
 from textvision.core.figures import plt, save_figure
 from textvision.core.io import attrs_dict, open_h5
-from textvision.core.markdown import markdown_table
+from textvision.core.markdown import markdown_section, markdown_table
 from textvision.deepinsight.base import occupancy
 
 MAIN = "main"
@@ -99,20 +99,16 @@ def layouts_markdown(layouts: list[Layout]) -> str:
                 "" if layout.fit_seconds is None else f"{layout.fit_seconds:,.1f}",
             ]
         )
-    lines = [
-        "",
-        "## Image layouts",
-        "",
+    return markdown_section(
+        "Image layouts",
         "Each run's fitted image method (`mapping.h5`; variants that change no image setting "
         "share the main run's): the pixels its features use and the wall seconds of its fit "
         "(the `fit_mapping` jobs' benchmark files; blank where a job has none).",
-        "",
         markdown_table(
             ["run", "method", "fitted on", "pixels used", "most features in a pixel", "fit s"],
             cells,
         ),
-    ]
-    return "\n".join(lines) + "\n"
+    )
 
 
 def plot_layouts(layouts: list[Layout], path: str | Path) -> None:

@@ -11,7 +11,7 @@ from textvision.config.settings import ReportSettings
 from textvision.config.variants import default_comparisons
 from textvision.core.errors import InputError
 from textvision.core.io import atomic_path, attrs_dict, open_h5, read_json
-from textvision.core.markdown import markdown_table
+from textvision.core.markdown import markdown_section, markdown_table
 from textvision.core.paper import PAPER_ACCURACY, PAPER_ACCURACY_ERROR, REPRODUCTION_ACCURACY
 from textvision.core.registry import (
     DOMAIN_VARIANTS,
@@ -389,20 +389,16 @@ def comparisons_markdown(comparisons: pd.DataFrame, n_boot: int) -> str:
         ]
         for row in comparisons.to_dict("records")
     ]
-    lines = [
-        "",
-        "## Paired comparisons",
-        "",
+    return markdown_section(
+        "Paired comparisons",
         f"Each pair is scored on the same {split} examples. Difference: mean accuracy of a over "
         f"its seeds minus that of b; 95% interval: paired bootstrap ({n_boot} replicates) "
         "resampling the examples (the same ones for both) and each side's seeds; McNemar: "
         "exact binomial test of the discordant examples, pooled over paired seeds (a right and "
         "b wrong vs a wrong and b right). An interval that excludes 0 is a difference the data "
         "support; one that contains 0 is not evidence either way. Figure: `comparisons.png`.",
-        "",
         markdown_table(columns, rows),
-    ]
-    return "\n".join(lines) + "\n"
+    )
 
 
 def collect_domain(domain_files: list[str | Path]) -> tuple[list[dict], list[str]]:
@@ -453,10 +449,8 @@ def domain_markdown(rows: list[dict], sources: list[str]) -> str:
         ]
         for row in rows
     ]
-    lines = [
-        "",
-        "## Domain shift",
-        "",
+    return markdown_section(
+        "Domain shift",
         "How far the text images are from natural photographs, per backbone slice: Fréchet "
         "distance between the slice's outputs (average-pooled) on text and natural images, and "
         "the mean over BatchNorm layers and channels of KL(text batch statistics || running "
@@ -465,15 +459,12 @@ def domain_markdown(rows: list[dict], sources: list[str]) -> str:
         "images); rows with weights `none` are the no-transfer reference point. Distances are "
         "in the units of each slice's features; the last column divides them by the natural "
         "features' total variance, Tr(S), which compares slices and variants of other scales.",
-        "",
-        *[f"- {line}" for line in sources],
-        "",
+        "\n".join(f"- {line}" for line in sources),
         markdown_table(
             ["backbone", "weights", "variant", "Fréchet distance", "mean BN KL", "Fréchet / Tr(S)"],
             cells,
         ),
-    ]
-    return "\n".join(lines) + "\n"
+    )
 
 
 def build_report(
