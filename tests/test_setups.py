@@ -40,13 +40,24 @@ def test_rows_of_each_setup_in_order_with_a_leading_setup_column(tmp_path):
     assert comparisons.drop(columns="setup").iloc[0].tolist() == COMPARISONS.iloc[0].tolist()
 
 
+def test_a_column_one_report_lacks_is_blank_in_its_rows_and_keeps_its_place(tmp_path):
+    old = report(tmp_path / "old")
+    newer = RESULTS.assign(method="igtd")[["model", "method", "test_accuracy_mean"]]
+    new = report(tmp_path / "new", results=newer)
+    out = tmp_path / "out"
+    assert combine("--report", f"old={old}", f"new={new}", "--outdir", str(out)) == 0
+    results = pd.read_csv(out / "results.csv")
+    assert list(results.columns) == ["setup", "model", "method", "test_accuracy_mean"]
+    assert results["method"].isna().tolist() == [True, True, False, False]
+
+
 @pytest.mark.parametrize(
     ("reports", "message"),
     [
         (["minilm"], "expected NAME=DIR"),
         (["a={a}", "a={b}"], "given twice: a"),
         (["a={a}", "c={missing}"], "missing/results.csv: no such file (setup 'c'"),
-        (["a={a}", "x={odd}"], "odd/results.csv: columns differ from"),
+        (["a={a}", "x={odd}"], "odd/results.csv: no column model: not a report's results.csv"),
         (["a={a}", "x={combined}"], "combined/results.csv: already has a 'setup' column"),
     ],
 )
@@ -55,7 +66,7 @@ def test_bad_reports_stop_with_one_line_and_write_nothing(tmp_path, capsys, repo
         "a": report(tmp_path / "a"),
         "b": report(tmp_path / "b"),
         "missing": tmp_path / "missing",
-        "odd": report(tmp_path / "odd", results=RESULTS.assign(extra=1)),
+        "odd": report(tmp_path / "odd", results=RESULTS.drop(columns="model")),
         "combined": report(tmp_path / "combined", results=RESULTS.assign(setup="s")),
     }
     out = tmp_path / "out"

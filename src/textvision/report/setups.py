@@ -1,5 +1,6 @@
 """Several runs' reports in one table: `results.csv` and `comparisons.csv` of each report folder,
-a leading `setup` column naming the run (the first setup, the paper's dimensions, ...)."""
+a leading `setup` column naming the run (the first setup, the paper's dimensions, ...). A column
+that a run's report lacks (written by a version that did not record it) is blank in its rows."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pandas as pd
 from textvision.core.errors import ConfigError, InputError
 from textvision.core.io import atomic_path
 
-REPORT_TABLES = ("results.csv", "comparisons.csv")
+REPORT_TABLES = {"results.csv": ("model",), "comparisons.csv": ("a", "b")}  # table: its keys
 
 
 @dataclass(frozen=True)
@@ -39,24 +40,30 @@ def _read_table(setup: Setup, table: str) -> pd.DataFrame:
     frame = pd.read_csv(path)
     if "setup" in frame.columns:
         raise InputError(f"{path}: already has a 'setup' column (a combined table, not a report's)")
+    if missing := [key for key in REPORT_TABLES[table] if key not in frame.columns]:
+        raise InputError(f"{path}: no column {', '.join(missing)}: not a report's {table}")
     return frame
 
 
+def merged_columns(frames: list[pd.DataFrame]) -> list[str]:
+    """Every frame's columns once, each in its frame's order: a column only a later frame has
+    goes right after the column it follows there."""
+    columns: list[str] = []
+    for frame in frames:
+        before = -1
+        for column in frame.columns:
+            if column not in columns:
+                columns.insert(before + 1, column)
+            before = columns.index(column)
+    return columns
+
+
 def combine_tables(setups: list[Setup], table: str) -> pd.DataFrame:
-    """One report table of every setup, in the order given, `setup` first; the setups' columns
-    must be the same (reports of one version of the workflow)."""
-    frames = []
-    for setup in setups:
-        frame = _read_table(setup, table)
-        if frames and list(frame.columns) != list(frames[0].columns[1:]):
-            first = setups[0].report / table
-            extra = ", ".join(sorted(set(frame.columns) ^ set(frames[0].columns[1:])))
-            raise InputError(
-                f"{setup.report / table}: columns differ from {first} ({extra or 'order'}):"
-                " combine reports of the same workflow version"
-            )
-        frames.append(frame.assign(setup=setup.name)[["setup", *frame.columns]])
-    return pd.concat(frames, ignore_index=True)
+    """One report table of every setup, in the order given, `setup` first."""
+    frames = [_read_table(setup, table) for setup in setups]
+    columns = merged_columns(frames)
+    named = [f.assign(setup=s.name) for s, f in zip(setups, frames, strict=True)]
+    return pd.concat(named, ignore_index=True)[["setup", *columns]]
 
 
 def combine_reports(reports: list[str], outdir: str | Path) -> dict[str, Path]:
