@@ -37,7 +37,7 @@ def _read_table(setup: Setup, table: str) -> pd.DataFrame:
     path = setup.report / table
     if not path.is_file():
         raise InputError(f"{path}: no such file (setup {setup.name!r} needs its report's {table})")
-    frame = pd.read_csv(path, float_precision="round_trip")  # each value as written
+    frame = pd.read_csv(path)
     if "setup" in frame.columns:
         raise InputError(f"{path}: already has a 'setup' column (a combined table, not a report's)")
     if missing := [key for key in REPORT_TABLES[table] if key not in frame.columns]:
