@@ -14,7 +14,6 @@ from matplotlib.colors import LogNorm
 from textvision.core.figures import plt, save_figure
 from textvision.core.io import attrs_dict, open_h5
 from textvision.core.markdown import markdown_section, markdown_table
-from textvision.deepinsight.base import occupancy
 
 MAIN = "main"
 
@@ -22,19 +21,17 @@ MAIN = "main"
 @dataclass(frozen=True)
 class Layout:
     """One fitted image method: the run it belongs to (`main` or a variant), the method in
-    words, what it was fitted on, features per pixel `[P, P]`, its fit's wall seconds (None
-    without a benchmark file)."""
+    words, what it was fitted on, features per pixel `[P, P]`, the grid's use as the mapping
+    file records it (`occupancy`: pixels used and total, most features in a pixel), its fit's
+    wall seconds (None without a benchmark file)."""
 
     run: str
     method: str
     fit_on: str
     n_fit_rows: int
     counts: np.ndarray
+    occupancy: dict
     fit_seconds: float | None
-
-    @property
-    def occupancy(self) -> dict:
-        return occupancy(self.counts)
 
 
 def method_line(method: str, params: dict) -> str:
@@ -81,6 +78,7 @@ def read_layout(mapping: str | Path, costs: pd.DataFrame) -> Layout:
         fit_on=info["fit_on"],
         n_fit_rows=int(info["n_fit_rows"]),
         counts=counts,
+        occupancy=info["occupancy"],
         fit_seconds=float(wall.iloc[-1]) if len(wall) and pd.notna(wall.iloc[-1]) else None,
     )
 

@@ -483,12 +483,10 @@ def build_report(
     learning_curves, confusion, comparisons); an "Image layouts" section and layouts.png of
     `mapping` and the variants' own mapping files (`layouts`); with the domain-shift step's JSON
     files, a "Domain shift" section and domain_shift.png; with Snakemake's benchmark files, a
-    "Cost per rule" section and costs.png (a job without its file, e.g. one run before
-    benchmarks were recorded, is counted as such) and the layouts' fit times; with `textvision
-    explain` folders' `index.html` files, an "Explained predictions" section linking them. Each
-    metrics file's `predictions.parquet` beside it feeds the paired comparisons
-    (`settings.comparisons`; empty: the defaults of
-    `textvision.config.variants.default_comparisons`)."""
+    "Cost per rule" section, costs.png (a job without its file is counted as such) and the
+    layouts' fit times; with `textvision explain` folders' `index.html` files, an "Explained
+    predictions" section linking them. Each metrics file's `predictions.parquet` beside it feeds
+    the paired comparisons (`settings.comparisons`; empty: `default_comparisons`)."""
     outdir = Path(outdir)
     figures = {name: outdir / png(name) for name in (*REPORT_FIGURES, REPORT_DOMAIN_FIGURE)}
     table, found = collect(metrics_files)
