@@ -1,22 +1,21 @@
 """Explanations of a bundle's predictions: the differentiable path is the bundle, DeepInsight's
-averaging is a linear map, integrated gradients add up to the score difference, and on the
-synthetic corpus the words they single out are the sentiment words of the predicted class."""
+averaging is a linear map, integrated gradients add up to the score difference (the words
+they single out: test_explain_words.py)."""
 
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import ENV, planned_jobs, write_config
+from conftest import ENV, made_once, planned_jobs, write_config
 
 from textvision.cli import main
-from textvision.data.synthetic import PLOT, SENTIMENT, SUBJECTS
 from textvision.deepinsight.functional import SCALERS, apply_scaler, averaging_map
 from textvision.deepinsight.transformer import DeepInsightTransformer
 from textvision.explain.attribution import (
@@ -30,7 +29,7 @@ from textvision.explain.attribution import (
     torch_scaler,
     word_attributions,
 )
-from textvision.explain.step import page_names, reference_texts, sample_rows
+from textvision.explain.step import page_names, sample_rows
 
 slow = pytest.mark.slow
 
@@ -101,9 +100,8 @@ def _step(*args: str) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-@pytest.fixture(scope="module")
-def learned(tmp_path_factory):
-    root = tmp_path_factory.mktemp("learned")
+def _learn(root: Path) -> None:
+    root.mkdir(parents=True, exist_ok=True)
     ds, emb, mapping = (str(root / n) for n in ("dataset.parquet", "emb.h5", "mapping.h5"))
     synthetic = {"n_per_class": N_PER_CLASS, "label_noise": 0.0, "seed": 3}
     split = {"val": 0.25, "test": 0.0, "seed": 1}
@@ -170,6 +168,12 @@ def learned(tmp_path_factory):
         json.loads((root / m / "metrics.json").read_text()) for m in ("alexnet", "logreg")
     )
     assert cnn["val_accuracy_best"] >= 0.75 and logreg["val_accuracy_best"] >= 0.9
+
+
+def learned_run(tmp_path_factory) -> dict:
+    """The run, made once per test session (test_explain_words.py reads it too): its folder,
+    the two bundles, the validation rows."""
+    root = made_once(tmp_path_factory, "learned", _learn)
     frame = pd.read_parquet(root / "dataset.parquet")
     return {
         "root": root,
@@ -177,6 +181,11 @@ def learned(tmp_path_factory):
         "logreg": root / "logreg" / "bundle",
         "val": frame[frame["split"] == "val"].reset_index(drop=True),
     }
+
+
+@pytest.fixture(scope="module")
+def learned(tmp_path_factory):
+    return learned_run(tmp_path_factory)
 
 
 def explainer(learned, model, **kw) -> DifferentiablePath:
@@ -287,65 +296,6 @@ def test_reference_baselines_are_averaged_and_keep_the_texts_frame(learned):
         (one.baseline_score + two.baseline_score) / 2, rel=1e-5
     )
     assert np.allclose(both.attributions, (one.attributions + two.attributions) / 2, atol=1e-6)
-
-
-def _words(text: str) -> set[str]:
-    return set(re.findall(r"[a-z]+", text.lower()))
-
-
-def sentiment_vocabulary() -> dict[str, set[str]]:
-    """Per class the words of its sentiment sentences that no other sentence of the corpus uses
-    (plot, subjects, the other classes' sentiment): where they occur, they are sentiment words
-    of that class."""
-    neutral = set().union(*map(_words, PLOT), *map(_words, SUBJECTS))
-    vocabulary = {}
-    for name, bank in SENTIMENT.items():
-        others = set().union(*(_words(t) for k, b in SENTIMENT.items() if k != name for t in b))
-        own = set().union(*(_words(t.replace("{s}", "")) for t in bank))
-        vocabulary[name] = own - others - neutral
-    return vocabulary
-
-
-# How much more often than the text's words the 5 words with the most attribution are sentiment
-# words of the predicted class, with the workflow's default baselines (8 training texts). The
-# logistic baseline: about 2.6x. The image model (0.80 validation accuracy): 2.0x on an Intel
-# Xeon with AMX, 1.56x on an AMD EPYC (Zen 4), where oneDNN's convolutions round differently and
-# training ends in another model; from the [PAD] baseline 1.4x on the Intel CPU, as that model
-# scores 23 of these 40 texts below it for the class it predicts (a [PAD] sequence is far from
-# every text it was trained on).
-ENRICHMENT = {"alexnet": 1.5, "logreg": 2.0}
-# In how many texts the sentiment words get more attribution than plot words: the logistic
-# baseline all; the image model 85% on the Intel CPU, 69% on the AMD CPU.
-AHEAD = {"alexnet": 0.6, "logreg": 0.75}
-
-
-@slow
-@pytest.mark.parametrize("model", ENRICHMENT)
-def test_the_words_with_the_most_attribution_are_sentiment_words(learned, model):
-    """Over 40 validation texts, the 5 words with the largest attribution to the predicted class
-    are sentiment words of that class more often than the text's words are (`ENRICHMENT`), and
-    the class's sentiment words get more attribution than plot words in most texts."""
-    vocabulary, neutral = sentiment_vocabulary(), set().union(*map(_words, PLOT))
-    path = explainer(learned, model)
-    texts = reference_texts(learned["root"] / "dataset.parquet", path.class_names, 8, 0)
-    references = reference_tokens(path, texts)
-    precision, base, ahead = [], [], []
-    for text in learned["val"]["text"][:40]:
-        result = integrated_gradients(path, text, steps=16, references=references)
-        words = word_attributions(result)
-        words = words[words["word"].str.fullmatch(r"[A-Za-z]+")]
-        lower = words["word"].str.lower()
-        hits = lower.isin(vocabulary[path.class_names[result.target]]).to_numpy()
-        plot = lower.isin(neutral).to_numpy() & ~hits
-        values = words["attribution"].to_numpy()
-        top = np.argsort(-values, kind="stable")[:5]
-        precision.append(hits[top].mean())
-        base.append(hits.mean())
-        if hits.any() and plot.any():
-            ahead.append(values[hits].mean() > values[plot].mean())
-    ratio = np.mean(precision) / np.mean(base)
-    assert ratio >= ENRICHMENT[model], (np.mean(precision), np.mean(base))
-    assert np.mean(ahead) >= AHEAD[model], np.mean(ahead)
 
 
 @slow
