@@ -28,7 +28,7 @@ class Setup:
         name, sep, folder = text.partition("=")
         if not sep or not name or not folder:
             raise ConfigError(
-                f"--report {text!r}: expected NAME=DIR, e.g. minilm=results/imdb/report"
+                f"--report {text!r}: expected NAME=DIR, e.g. imdb=results/imdb/report"
             )
         return cls(name, Path(folder))
 
